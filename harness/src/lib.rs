@@ -1,0 +1,60 @@
+//! holdfast-harness: builds multi-node test clusters from TOML topologies and proves what
+//! happened in them, packet by packet.
+//!
+//! Start with [`topology::Topology::load`] and [`cluster::Cluster::up`]; then
+//! [`cluster::Cluster::fault`], [`cluster::Cluster::start_client`] and [`scenario::run`].
+//!
+//! - [`topology`]: the TOML model and its validation (`FILE:LINE: field: problem`).
+//! - [`cluster`]: namespaces, bridges and veths over netlink; faults; guaranteed teardown.
+//! - [`capture`], [`pcapng`]: every switch port to pcapng, in-process with `AF_PACKET`.
+//! - [`client`]: kernel-TCP workloads that verify every byte, and the services they talk to.
+//! - [`scenario`]: the step language (`wait`, `fault`, `client-start`, `repeat`, ...).
+//! - [`registry`]: run records, `clean`, and the signal handler.
+//! - [`netlink`], [`netns`], [`process`], [`loss`]: the thin kernel layer.
+//!
+//! The harness knows nothing of the daemon: a topology names the commands each node runs.
+#![warn(missing_docs)]
+
+pub mod capture;
+pub mod client;
+pub mod cluster;
+pub mod loss;
+pub mod netlink;
+pub mod netns;
+pub mod pcapng;
+pub mod process;
+pub mod registry;
+pub mod scenario;
+pub mod topology;
+
+pub use cluster::{Cluster, Fault, Options};
+pub use topology::Topology;
+
+/// Nanoseconds since the Unix epoch on `CLOCK_REALTIME`, the clock of capture timestamps.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether this process may build clusters (it has CAP_NET_ADMIN and CAP_SYS_ADMIN, in
+/// practice: runs as root).
+pub fn privileged() -> bool {
+    // SAFETY: geteuid never fails.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    // Root in a user namespace without CAP_SYS_ADMIN cannot mount; check the effective set.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 12) != 0 && caps & (1 << 21) != 0)
+}
+
+/// The message tests print when they cannot run unprivileged.
+pub const SKIP_UNPRIVILEGED: &str = "skipped: needs CAP_NET_ADMIN (run with sudo)";

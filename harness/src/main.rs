@@ -1,0 +1,578 @@
+//! `holdfast-harness`: build clusters from TOML topologies, fault them, capture every link.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use holdfast_harness::client::{self, ClientSpec, Service, Workload};
+use holdfast_harness::registry::{self, RunRecord};
+use holdfast_harness::scenario::{self, Scenario};
+use holdfast_harness::{Cluster, Fault, Options, Topology, netns};
+
+/// Builds multi-node clusters from TOML topologies in network namespaces, runs any
+/// implementation on the nodes, injects faults (power-off, isolate, freeze, crash, loss), drives
+/// real kernel-TCP clients, and captures every switch port to pcapng for Wireshark.
+///
+/// Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) for everything except `check`, `serve` and
+/// `client`. Never touches the root namespace's interfaces or sysctls.
+#[derive(Parser)]
+#[command(name = "holdfast-harness", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  holdfast-harness demo                                   # the main job: a kill/restore, with pcaps
+  holdfast-harness check topologies/*.toml
+  RUN=$(holdfast-harness up topologies/two-node.toml)     # prints the run id, leaves it running
+  holdfast-harness exec $RUN client -- ping -c1 198.18.0.1
+  holdfast-harness fault $RUN power-off a
+  holdfast-harness fault $RUN power-on a
+  holdfast-harness down $RUN
+  holdfast-harness run topologies/two-node.toml --scenario scenarios/demo.toml
+  holdfast-harness clean                                  # remove what a killed harness left
+
+Captures land in pcaps/out/RUN/SWITCH.pcapng, one interface per port named SWITCH:NODE.";
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate topology files; print every problem as FILE:LINE: field: problem.
+    Check {
+        /// Topology files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Build a topology, start its processes, and return once it is ready. Prints the run id;
+    /// the run stays up (held by a background supervisor) until `down`.
+    Up {
+        /// The topology file.
+        file: PathBuf,
+        /// Where logs and pcaps go (default pcaps/out/RUN).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Do not capture.
+        #[arg(long)]
+        no_capture: bool,
+    },
+    /// Tear a run down: processes, namespaces, links; the pcaps stay.
+    Down {
+        /// The run id (from `up` or `list`).
+        run: String,
+    },
+    /// List recorded runs.
+    List,
+    /// Run a program inside a node of a running topology; its exit code is returned.
+    Exec {
+        /// The run id.
+        run: String,
+        /// The node.
+        node: String,
+        /// The program and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Apply a fault to a node of a running topology.
+    ///
+    /// KIND is one of: power-off, power-on, isolate, heal, freeze, thaw, crash (ARG: process
+    /// name), loss (ARG: percent; NODE may be SWITCH:NODE).
+    Fault {
+        /// The run id.
+        run: String,
+        /// The fault kind.
+        kind: String,
+        /// The node.
+        node: String,
+        /// The process (crash) or percentage (loss).
+        arg: Option<String>,
+    },
+    /// Bring a topology up, run a scenario, tear down. Writes pcaps, logs and report.json
+    /// under the run directory; exits 1 when a client check fails.
+    Run {
+        /// The topology file.
+        file: PathBuf,
+        /// The scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Where logs and pcaps go (default pcaps/out/RUN).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Remove what killed harness runs left behind (namespaces, links, processes).
+    Clean {
+        /// Only this run.
+        run: Option<String>,
+        /// Also runs whose owner is still alive.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The main job: a client streams through a power-off and power-on of its server, on the
+    /// shipped two-node topology; prints a timeline and writes the pcaps.
+    Demo {
+        /// Where logs and pcaps go (default pcaps/out/demo-RUN).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Run a service for client workloads (used in topology process templates).
+    Serve {
+        /// The service.
+        service: Service,
+        /// Address to listen on (the source address for beacon).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Beacon destination.
+        #[arg(long)]
+        to: Option<SocketAddr>,
+        /// Beacon interval.
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+    },
+    /// Run a client workload from the current namespace (use with `exec`); prints JSON.
+    Client {
+        /// The workload.
+        workload: Workload,
+        /// The service address.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Bytes per connection (stream, download).
+        #[arg(long, default_value_t = 1 << 20)]
+        bytes: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Requests per connection (request).
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        /// Requests per second (request).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Write the JSON report here instead of stdout.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// (internal) Hold a run for `up`.
+    #[command(hide = true)]
+    Supervise {
+        file: PathBuf,
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        #[arg(long)]
+        no_capture: bool,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+enum Request {
+    Fault { fault: Fault },
+    Down,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Reply {
+    ok: bool,
+    #[serde(default)]
+    message: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("holdfast-harness: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn need_root() -> Result<()> {
+    if !holdfast_harness::privileged() {
+        bail!("this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
+    }
+    Ok(())
+}
+
+fn load_topology(file: &Path) -> Result<Topology> {
+    Topology::load(file).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Check { files } => {
+            let mut bad = 0;
+            for f in &files {
+                match Topology::load(f) {
+                    Ok(t) => println!(
+                        "{}: ok ({} nodes, {} switches)",
+                        f.display(),
+                        t.nodes.len(),
+                        t.switches.len()
+                    ),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        bad += 1;
+                    }
+                }
+            }
+            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Up {
+            file,
+            run_dir,
+            no_capture,
+        } => {
+            need_root()?;
+            load_topology(&file)?;
+            up(&file, run_dir, no_capture)
+        }
+        Cmd::Supervise {
+            file,
+            run_dir,
+            no_capture,
+        } => supervise(&file, run_dir, no_capture),
+        Cmd::Down { run } => {
+            need_root()?;
+            down(&run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::List => {
+            for r in registry::list() {
+                println!(
+                    "{}  {}  owner {} ({})  {}",
+                    r.id,
+                    r.topology.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    r.owner_pid,
+                    if r.owner_alive() { "alive" } else { "dead: run `holdfast-harness clean`" },
+                    r.run_dir.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Exec { run, node, cmd } => {
+            need_root()?;
+            let ns = RunRecord::ns_name(&run, &node);
+            let f = std::fs::File::open(Path::new(netns::NETNS_DIR).join(&ns)).with_context(|| {
+                format!("run {run} has no node {node:?} (or it is powered off)")
+            })?;
+            // This process is still single-threaded here, so setns moves all of it.
+            netns::enter(std::os::fd::AsRawFd::as_raw_fd(&f)).context("setns")?;
+            let err = std::process::Command::new(&cmd[0])
+                .args(&cmd[1..])
+                .env("HOLDFAST_NODE", &node)
+                .env("HOLDFAST_RUN", &run)
+                .exec();
+            bail!("{}: {err}", cmd[0])
+        }
+        Cmd::Fault {
+            run,
+            kind,
+            node,
+            arg,
+        } => {
+            need_root()?;
+            let fault = Fault::parse(&kind, &node, arg.as_deref()).map_err(anyhow::Error::msg)?;
+            let reply = call(&run, &Request::Fault { fault })?;
+            if !reply.ok {
+                bail!("{}", reply.message);
+            }
+            println!("{kind} {node}: done");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run {
+            file,
+            scenario,
+            run_dir,
+        } => {
+            need_root()?;
+            let topo = load_topology(&file)?;
+            let sc = Scenario::load(&scenario, &topo).map_err(|e| anyhow::anyhow!("{e}"))?;
+            run_scenario(topo, Some(file), &sc, run_dir, "run")
+        }
+        Cmd::Demo { run_dir } => {
+            need_root()?;
+            let file = Path::new("topologies/two-node.toml (built in)");
+            let topo = Topology::parse(file, include_str!("../../topologies/two-node.toml"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let sc = Scenario::parse(
+                Path::new("scenarios/demo.toml (built in)"),
+                include_str!("../../scenarios/demo.toml"),
+                &topo,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("Holdfast harness demo: topology two-node (a, b, client on switch sw0; a mirrored to b)");
+            println!("A client streams to a:7 while a is powered off and on again.\n");
+            run_scenario(topo, None, &sc, run_dir, "demo")
+        }
+        Cmd::Serve {
+            service,
+            listen,
+            to,
+            interval_ms,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(client::serve(
+                service,
+                listen,
+                to,
+                Duration::from_millis(interval_ms),
+            ))
+            .with_context(|| format!("serve {service:?} on {listen}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Client {
+            workload,
+            target,
+            bytes,
+            connections,
+            count,
+            rate,
+            json,
+        } => {
+            let mut spec = ClientSpec::new(workload, target);
+            spec.bytes = bytes;
+            spec.connections = connections;
+            spec.count = count;
+            spec.rate = rate;
+            let rep = client::run_blocking(spec)?;
+            let out = serde_json::to_string_pretty(&rep)?;
+            match json {
+                Some(p) => std::fs::write(&p, out).with_context(|| p.display().to_string())?,
+                None => println!("{out}"),
+            }
+            eprintln!("{}", rep.summary());
+            Ok(if rep.intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Clean { run, force } => {
+            need_root()?;
+            let c = registry::clean(run.as_deref(), force || run.is_some())?;
+            for r in &c.runs {
+                println!("removed run {r}");
+            }
+            for n in &c.orphans {
+                println!("removed orphan namespace {n}");
+            }
+            if c.runs.is_empty() && c.orphans.is_empty() {
+                println!("nothing to clean");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_scenario(
+    topo: Topology,
+    file: Option<PathBuf>,
+    sc: &Scenario,
+    run_dir: Option<PathBuf>,
+    label: &str,
+) -> Result<ExitCode> {
+    let name = topo.name.clone();
+    let start = Instant::now();
+    let opts = Options {
+        run_dir,
+        topology_file: file.clone(),
+        ..Options::default()
+    };
+    let t0 = Instant::now();
+    let mut cluster = Cluster::up(topo, opts).context("bring the topology up")?;
+    let id = cluster.id().to_owned();
+    println!(
+        "[{:7.3}s] up: run {id} ({name}) in {:.1} ms",
+        0.0,
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut log = |s: &str| println!("[{:7.3}s] {s}", start.elapsed().as_secs_f64());
+    let res = scenario::run(&mut cluster, sc, &mut log);
+    let summary = cluster.down().context("tear down")?;
+    println!("[{:7.3}s] down: namespaces, links and processes removed", start.elapsed().as_secs_f64());
+    let report = res.context("scenario")?;
+    #[derive(Serialize)]
+    struct Report<'a> {
+        id: &'a str,
+        kind: &'a str,
+        topology: String,
+        ok: bool,
+        verdicts: &'a [scenario::Verdict],
+        clients: &'a std::collections::BTreeMap<String, client::ClientReport>,
+        captures: &'a [holdfast_harness::capture::CaptureStats],
+        events: &'a [holdfast_harness::cluster::Event],
+    }
+    let rep = Report {
+        id: &id,
+        kind: label,
+        topology: file.map(|f| f.display().to_string()).unwrap_or(name),
+        ok: report.ok(),
+        verdicts: &report.verdicts,
+        clients: &report.clients,
+        captures: &summary.captures,
+        events: &summary.events,
+    };
+    let path = summary.run_dir.join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&rep)?)?;
+    println!();
+    for c in &summary.captures {
+        println!(
+            "pcap: {} ({} frames, {} dropped by the kernel)",
+            c.file.display(),
+            c.written,
+            c.kernel_drops
+        );
+    }
+    println!("report: {}", path.display());
+    println!(
+        "\n{}: {} of {} checks held",
+        if report.ok() { "OK" } else { "FAILED" },
+        report.verdicts.iter().filter(|v| v.ok).count(),
+        report.verdicts.len()
+    );
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Starts the supervisor in the background and waits for its "ready" line.
+fn up(file: &Path, run_dir: Option<PathBuf>, no_capture: bool) -> Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("supervise").arg(file);
+    if let Some(d) = &run_dir {
+        cmd.arg("--run-dir").arg(d);
+    }
+    if no_capture {
+        cmd.arg("--no-capture");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // SAFETY: setsid between fork and exec, so the terminal's Ctrl-C does not reach the run.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("start the supervisor")?;
+    let out = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    match line.trim().strip_prefix("ready ") {
+        Some(rest) => {
+            let (id, dir) = rest.split_once(' ').unwrap_or((rest, ""));
+            println!("{id}");
+            eprintln!("run {id} is up; pcaps and logs in {dir}; `holdfast-harness down {id}` ends it");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let status = child.wait()?;
+            bail!("the topology did not come up ({status}); see the messages above")
+        }
+    }
+}
+
+fn supervise(file: &Path, run_dir: Option<PathBuf>, no_capture: bool) -> Result<ExitCode> {
+    let topo = load_topology(file)?;
+    let opts = Options {
+        run_dir,
+        capture: !no_capture,
+        topology_file: Some(file.canonicalize()?),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::up(topo, opts)?;
+    let sock = cluster.run_dir().join("control.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)?;
+    cluster.set_control(sock)?;
+    // From now on, log to the run directory: the `up` process is about to exit.
+    let log = std::fs::File::create(cluster.run_dir().join("supervisor.log"))?;
+    println!("ready {} {}", cluster.id(), cluster.run_dir().display());
+    std::io::stdout().flush()?;
+    // SAFETY: dup2 onto our own stdout/stderr.
+    unsafe {
+        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 1);
+        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 2);
+    }
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            continue;
+        }
+        let req: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = reply(&mut conn, false, format!("bad request: {e}"));
+                continue;
+            }
+        };
+        match req {
+            Request::Fault { fault } => {
+                let r = cluster.fault(&fault);
+                eprintln!("fault {fault:?}: {r:?}");
+                let _ = match r {
+                    Ok(()) => reply(&mut conn, true, String::new()),
+                    Err(e) => reply(&mut conn, false, e.to_string()),
+                };
+            }
+            Request::Down => {
+                let r = cluster.down();
+                let _ = match r {
+                    Ok(s) => reply(&mut conn, true, format!("run {} down", s.id)),
+                    Err(e) => reply(&mut conn, false, e.to_string()),
+                };
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reply(conn: &mut UnixStream, ok: bool, message: String) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(&Reply { ok, message })?;
+    s.push('\n');
+    conn.write_all(s.as_bytes())
+}
+
+fn call(run: &str, req: &Request) -> Result<Reply> {
+    let rec = RunRecord::load(run)?;
+    let sock = rec
+        .control
+        .as_ref()
+        .filter(|_| rec.owner_alive())
+        .with_context(|| format!("run {run} has no live supervisor (was it started with `up`?)"))?;
+    let mut conn = UnixStream::connect(sock).with_context(|| sock.display().to_string())?;
+    let mut s = serde_json::to_string(req)?;
+    s.push('\n');
+    conn.write_all(s.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line).context("supervisor reply")?)
+}
+
+fn down(run: &str) -> Result<()> {
+    let rec = RunRecord::load(run)?;
+    if rec.owner_alive() && rec.control.is_some() {
+        let reply = call(run, &Request::Down)?;
+        if !reply.ok {
+            bail!("{}", reply.message);
+        }
+        // Wait for the supervisor to exit, so that `down` returning means everything is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rec.owner_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    } else {
+        registry::teardown(&rec)?;
+    }
+    eprintln!("run {run} down");
+    Ok(())
+}
