@@ -71,7 +71,11 @@ fn packet_socket() -> io::Result<OwnedFd> {
                 size_of::<libc::c_int>() as u32,
             )
         };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     };
     set(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
     // A large buffer so bursts (a 10 MB stream, a takeover storm) are not dropped; FORCE works
@@ -111,11 +115,19 @@ fn stats(fd: &OwnedFd) -> (u64, u64) {
             &mut len,
         )
     };
-    if r < 0 { (0, 0) } else { (st[0] as u64, st[1] as u64) }
+    if r < 0 {
+        (0, 0)
+    } else {
+        (st[0] as u64, st[1] as u64)
+    }
 }
 
 /// One received frame: data length, original length, ifindex, packet type, timestamp.
-fn recv(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, usize, i32, u8, u64)> {
+fn recv(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, usize, i32, u8, u64)> {
     // SAFETY: zeroed sockaddr_ll and cmsg buffer are valid out-parameters.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     let mut cmsg = [0u64; 16];
@@ -152,7 +164,13 @@ fn recv(fd: &OwnedFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, 
         ts = crate::now_ns();
     }
     let orig = n as usize;
-    Ok((orig.min(buf.len()), orig, addr.sll_ifindex, addr.sll_pkttype, ts))
+    Ok((
+        orig.min(buf.len()),
+        orig,
+        addr.sll_ifindex,
+        addr.sll_pkttype,
+        ts,
+    ))
 }
 
 impl Capture {

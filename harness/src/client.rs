@@ -263,7 +263,9 @@ pub async fn run(spec: ClientSpec) -> ClientReport {
     let mut tasks = Vec::new();
     for id in 0..spec.connections.max(1) {
         let s = spec.clone();
-        tasks.push(tokio::task::spawn_local(async move { one_conn(id, s).await }));
+        tasks.push(tokio::task::spawn_local(
+            async move { one_conn(id, s).await },
+        ));
     }
     let mut connections = Vec::new();
     for t in tasks {
@@ -303,7 +305,8 @@ async fn one_conn(id: usize, spec: ClientSpec) -> ConnReport {
             return rep;
         }
         Err(_) => {
-            rep.errors.push(format!("connect {}: timed out", spec.target));
+            rep.errors
+                .push(format!("connect {}: timed out", spec.target));
             return rep;
         }
     };
@@ -435,7 +438,9 @@ async fn request(
             Err(_) => return Err(stalled("response", stall)),
         };
         if resp != req {
-            return Err(io::Error::other(format!("response {i} differs from request")));
+            return Err(io::Error::other(format!(
+                "response {i} differs from request"
+            )));
         }
         rep.bytes_verified += spec.size as u64;
         progress.tick();
@@ -539,21 +544,23 @@ mod tests {
     /// The workloads against the services, over loopback (no privileges needed).
     #[test]
     fn workloads_against_services_on_loopback() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let echo_addr: SocketAddr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let stream_addr: SocketAddr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        rt.spawn(serve(Service::Echo, echo_addr, None, Duration::ZERO));
-        rt.spawn(serve(Service::Stream, stream_addr, None, Duration::ZERO));
+        let echo_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (echo_addr, stream_addr) =
+            (echo_l.local_addr().unwrap(), stream_l.local_addr().unwrap());
+        drop((echo_l, stream_l));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let _ = tokio::join!(
+                    serve(Service::Echo, echo_addr, None, Duration::ZERO),
+                    serve(Service::Stream, stream_addr, None, Duration::ZERO)
+                );
+            });
+        });
         std::thread::sleep(Duration::from_millis(50));
         for (w, addr) in [
             (Workload::Stream, echo_addr),

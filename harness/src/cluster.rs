@@ -68,7 +68,11 @@ pub fn default_harness_bin() -> PathBuf {
     if exe.file_name().is_some_and(|n| n == "holdfast-harness") {
         return exe;
     }
-    for dir in exe.parent().into_iter().flat_map(|d| [d.to_owned(), d.join("..")]) {
+    for dir in exe
+        .parent()
+        .into_iter()
+        .flat_map(|d| [d.to_owned(), d.join("..")])
+    {
         let cand = dir.join("holdfast-harness");
         if cand.is_file() {
             return cand;
@@ -182,9 +186,7 @@ impl Fault {
             "thaw" => Self::Thaw { node },
             "crash" => Self::Crash {
                 node,
-                process: arg
-                    .ok_or("crash needs the process name")?
-                    .to_owned(),
+                process: arg.ok_or("crash needs the process name")?.to_owned(),
             },
             "loss" => {
                 let a = arg.ok_or("loss needs a percentage")?;
@@ -394,7 +396,8 @@ impl Cluster {
             } else {
                 None
             };
-            self.switches.insert(sw.name.clone(), SwitchState { ns, capture });
+            self.switches
+                .insert(sw.name.clone(), SwitchState { ns, capture });
         }
         for node in self.topology.nodes.clone() {
             self.boot(&node.name, opts.start_processes, false)?;
@@ -428,7 +431,8 @@ impl Cluster {
                         .ok_or_else(|| io::Error::other(format!("unknown switch {sw}")))?;
                     let what = || format!("node {name} interface {}", iface.name);
                     ctx(
-                        s.ns.nl.add_veth(&port, None, &iface.name, Some(iface.mac), ns.raw_fd()),
+                        s.ns.nl
+                            .add_veth(&port, None, &iface.name, Some(iface.mac), ns.raw_fd()),
                         what,
                     )?;
                     ctx(s.ns.nl.set_master(&port, BRIDGE), what)?;
@@ -440,7 +444,10 @@ impl Cluster {
                     }
                     configure_iface(&ns, iface)?;
                 }
-                Attachment::Peer { node: pn, iface: pi } => {
+                Attachment::Peer {
+                    node: pn,
+                    iface: pi,
+                } => {
                     let Some(peer_ns) = self.nodes.get(pn).and_then(|p| p.ns.as_ref()) else {
                         // The peer is not up; it creates the link when it boots.
                         continue;
@@ -452,7 +459,13 @@ impl Cluster {
                         .cloned()
                         .ok_or_else(|| io::Error::other(format!("unknown peer {pn}:{pi}")))?;
                     ctx(
-                        ns.nl.add_veth(&iface.name, Some(iface.mac), pi, Some(peer_if.mac), peer_ns.raw_fd()),
+                        ns.nl.add_veth(
+                            &iface.name,
+                            Some(iface.mac),
+                            pi,
+                            Some(peer_if.mac),
+                            peer_ns.raw_fd(),
+                        ),
                         || format!("link {name}:{} <-> {pn}:{pi}", iface.name),
                     )?;
                     configure_iface(&ns, iface)?;
@@ -496,7 +509,9 @@ impl Cluster {
             .processes
             .iter()
             .find(|p| p.name == pname)
-            .ok_or_else(|| io::Error::other(format!("node {} has no process {pname}", node.name)))?;
+            .ok_or_else(|| {
+                io::Error::other(format!("node {} has no process {pname}", node.name))
+            })?;
         let env = TemplateEnv {
             topology: &self.topology,
             node: &node.name,
@@ -520,14 +535,21 @@ impl Cluster {
             .ok_or_else(|| io::Error::other(format!("node {} is powered off", node.name)))?;
         let spec = SpawnSpec {
             argv,
-            netns: std::os::fd::OwnedFd::from(
-                File::open(Path::new(netns::NETNS_DIR).join(ns.name()))?,
-            ),
-            log: self.record.run_dir.join(&node.name).join(format!("{pname}.log")),
+            netns: std::os::fd::OwnedFd::from(File::open(
+                Path::new(netns::NETNS_DIR).join(ns.name()),
+            )?),
+            log: self
+                .record
+                .run_dir
+                .join(&node.name)
+                .join(format!("{pname}.log")),
             env: vec![
                 ("HOLDFAST_NODE".into(), node.name.clone()),
                 ("HOLDFAST_RUN".into(), self.record.id.clone()),
-                ("HOLDFAST_RUN_DIR".into(), self.record.run_dir.display().to_string()),
+                (
+                    "HOLDFAST_RUN_DIR".into(),
+                    self.record.run_dir.display().to_string(),
+                ),
             ],
             die_with_parent: true,
         };
@@ -552,7 +574,12 @@ impl Cluster {
             .filter(|(x, n, _)| *x == sw && self.powered(&n.name))
             .map(|(_, n, i)| (n.name.clone(), port_name(&n.name, &i.name)))
             .collect();
-        let port_of = |node: &str| ports.iter().find(|(n, _)| n == node).map(|(_, p)| p.clone());
+        let port_of = |node: &str| {
+            ports
+                .iter()
+                .find(|(n, _)| n == node)
+                .map(|(_, p)| p.clone())
+        };
         let mirrors = self
             .topology
             .switches
@@ -562,7 +589,11 @@ impl Cluster {
             .unwrap_or_default();
         for (node, port) in &ports {
             ctx(nl.del_clsact(port), || format!("switch {sw}"))?;
-            let loss = self.loss.get(&(sw.to_owned(), node.clone())).copied().unwrap_or(0.0);
+            let loss = self
+                .loss
+                .get(&(sw.to_owned(), node.clone()))
+                .copied()
+                .unwrap_or(0.0);
             let mirror_to: Vec<String> = mirrors
                 .iter()
                 .filter(|m| &m.from == node)
@@ -573,7 +604,8 @@ impl Cluster {
             }
             ctx(nl.add_clsact(port), || format!("switch {sw}"))?;
             if loss > 0.0 {
-                let prog = loss::load(loss).map_err(|e| io::Error::other(format!("load loss program: {e}")))?;
+                let prog = loss::load(loss)
+                    .map_err(|e| io::Error::other(format!("load loss program: {e}")))?;
                 use std::os::fd::AsRawFd;
                 for hook in [Hook::Ingress, Hook::Egress] {
                     ctx(
@@ -694,7 +726,10 @@ impl Cluster {
                         })?;
                     }
                 }
-                Attachment::Peer { node: pn, iface: pi } => {
+                Attachment::Peer {
+                    node: pn,
+                    iface: pi,
+                } => {
                     if let Some(pns) = self.node_ns(pn) {
                         ctx(pns.nl.set_up(pi, up), || format!("node {node}"))?;
                     }
@@ -711,7 +746,12 @@ impl Cluster {
         if self.topology.node(&node_name).is_none() {
             return Err(io::Error::other(format!(
                 "unknown node {node_name:?}; nodes: {}",
-                self.topology.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(" ")
+                self.topology
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )));
         }
         let kind = fault.kind();
@@ -725,7 +765,9 @@ impl Cluster {
             Fault::PowerOff { .. } => self.power_off(&node)?,
             Fault::PowerOn { .. } => {
                 if self.powered(&node) {
-                    return Err(io::Error::other(format!("node {node} is already powered on")));
+                    return Err(io::Error::other(format!(
+                        "node {node} is already powered on"
+                    )));
                 }
                 self.boot(&node, true, true)?;
             }
@@ -840,8 +882,13 @@ impl Cluster {
         let ns = self
             .node_ns(node)
             .ok_or_else(|| io::Error::other(format!("node {node:?} is powered off or unknown")))?;
-        let fd = std::os::fd::OwnedFd::from(File::open(Path::new(netns::NETNS_DIR).join(ns.name()))?);
-        self.event("client-start", Some(node), &format!("{:?} to {}", spec.workload, spec.target));
+        let fd =
+            std::os::fd::OwnedFd::from(File::open(Path::new(netns::NETNS_DIR).join(ns.name()))?);
+        self.event(
+            "client-start",
+            Some(node),
+            &format!("{:?} to {}", spec.workload, spec.target),
+        );
         let thread = std::thread::Builder::new()
             .name(format!("client-{node}"))
             .spawn(move || {

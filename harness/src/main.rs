@@ -224,7 +224,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Up {
             file,
@@ -250,9 +254,16 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 println!(
                     "{}  {}  owner {} ({})  {}",
                     r.id,
-                    r.topology.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    r.topology
+                        .as_deref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                     r.owner_pid,
-                    if r.owner_alive() { "alive" } else { "dead: run `holdfast-harness clean`" },
+                    if r.owner_alive() {
+                        "alive"
+                    } else {
+                        "dead: run `holdfast-harness clean`"
+                    },
                     r.run_dir.display()
                 );
             }
@@ -261,9 +272,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Cmd::Exec { run, node, cmd } => {
             need_root()?;
             let ns = RunRecord::ns_name(&run, &node);
-            let f = std::fs::File::open(Path::new(netns::NETNS_DIR).join(&ns)).with_context(|| {
-                format!("run {run} has no node {node:?} (or it is powered off)")
-            })?;
+            let f =
+                std::fs::File::open(Path::new(netns::NETNS_DIR).join(&ns)).with_context(|| {
+                    format!("run {run} has no node {node:?} (or it is powered off)")
+                })?;
             // This process is still single-threaded here, so setns moves all of it.
             netns::enter(std::os::fd::AsRawFd::as_raw_fd(&f)).context("setns")?;
             let err = std::process::Command::new(&cmd[0])
@@ -309,7 +321,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 &topo,
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("Holdfast harness demo: topology two-node (a, b, client on switch sw0; a mirrored to b)");
+            println!(
+                "Holdfast harness demo: topology two-node (a, b, client on switch sw0; a mirrored to b)"
+            );
             println!("A client streams to a:7 while a is powered off and on again.\n");
             run_scenario(topo, None, &sc, run_dir, "demo")
         }
@@ -352,7 +366,11 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 None => println!("{out}"),
             }
             eprintln!("{}", rep.summary());
-            Ok(if rep.intact() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if rep.intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Clean { run, force } => {
             need_root()?;
@@ -396,7 +414,10 @@ fn run_scenario(
     let mut log = |s: &str| println!("[{:7.3}s] {s}", start.elapsed().as_secs_f64());
     let res = scenario::run(&mut cluster, sc, &mut log);
     let summary = cluster.down().context("tear down")?;
-    println!("[{:7.3}s] down: namespaces, links and processes removed", start.elapsed().as_secs_f64());
+    println!(
+        "[{:7.3}s] down: namespaces, links and processes removed",
+        start.elapsed().as_secs_f64()
+    );
     let report = res.context("scenario")?;
     #[derive(Serialize)]
     struct Report<'a> {
@@ -437,7 +458,11 @@ fn run_scenario(
         report.verdicts.iter().filter(|v| v.ok).count(),
         report.verdicts.len()
     );
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Starts the supervisor in the background and waits for its "ready" line.
@@ -469,7 +494,9 @@ fn up(file: &Path, run_dir: Option<PathBuf>, no_capture: bool) -> Result<ExitCod
         Some(rest) => {
             let (id, dir) = rest.split_once(' ').unwrap_or((rest, ""));
             println!("{id}");
-            eprintln!("run {id} is up; pcaps and logs in {dir}; `holdfast-harness down {id}` ends it");
+            eprintln!(
+                "run {id} is up; pcaps and logs in {dir}; `holdfast-harness down {id}` ends it"
+            );
             Ok(ExitCode::SUCCESS)
         }
         None => {
@@ -555,7 +582,7 @@ fn call(run: &str, req: &Request) -> Result<Reply> {
     conn.write_all(s.as_bytes())?;
     let mut line = String::new();
     BufReader::new(&conn).read_line(&mut line)?;
-    Ok(serde_json::from_str(&line).context("supervisor reply")?)
+    serde_json::from_str(&line).context("supervisor reply")
 }
 
 fn down(run: &str) -> Result<()> {

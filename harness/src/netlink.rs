@@ -279,7 +279,8 @@ impl Netlink {
         let mut rbuf = vec![0u8; 65536];
         loop {
             // SAFETY: rbuf is valid for its length.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), rbuf.as_mut_ptr().cast(), rbuf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), rbuf.as_mut_ptr().cast(), rbuf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -349,11 +350,7 @@ impl Netlink {
     /// Creates a bridge with multicast snooping off (so that cluster multicast floods like a
     /// plain hub) and STP off (the kernel default), so that ports forward at once.
     pub fn add_bridge(&self, name: &str) -> Result<()> {
-        let mut m = Msg::new(
-            RTM_NEWLINK,
-            NLM_F_CREATE | NLM_F_EXCL,
-            &ifinfomsg(0, 0, 0),
-        );
+        let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfomsg(0, 0, 0));
         m.str(IFLA_IFNAME, name)
             .begin(IFLA_LINKINFO)
             .str(IFLA_INFO_KIND, "bridge")
@@ -374,11 +371,7 @@ impl Netlink {
         peer_mac: Option<[u8; 6]>,
         peer_ns: RawFd,
     ) -> Result<()> {
-        let mut m = Msg::new(
-            RTM_NEWLINK,
-            NLM_F_CREATE | NLM_F_EXCL,
-            &ifinfomsg(0, 0, 0),
-        );
+        let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfomsg(0, 0, 0));
         m.str(IFLA_IFNAME, name);
         if let Some(mac) = mac {
             m.attr(IFLA_ADDRESS, &mac);
@@ -411,11 +404,7 @@ impl Netlink {
     pub fn set_up(&self, name: &str, up: bool) -> Result<()> {
         let idx = self.index(name)?;
         let flags = if up { libc::IFF_UP as u32 } else { 0 };
-        let m = Msg::new(
-            RTM_NEWLINK,
-            0,
-            &ifinfomsg(idx, flags, libc::IFF_UP as u32),
-        );
+        let m = Msg::new(RTM_NEWLINK, 0, &ifinfomsg(idx, flags, libc::IFF_UP as u32));
         self.request(&format!("set {name} {}", if up { "up" } else { "down" }), m)
             .map(drop)
     }
@@ -515,7 +504,14 @@ impl Netlink {
 
     /// Attaches a direct-action BPF classifier (by program fd) at the given priority, replacing
     /// whatever filter was there.
-    pub fn add_bpf(&self, name: &str, hook: Hook, prio: u16, prog: RawFd, label: &str) -> Result<()> {
+    pub fn add_bpf(
+        &self,
+        name: &str,
+        hook: Hook,
+        prio: u16,
+        prog: RawFd,
+        label: &str,
+    ) -> Result<()> {
         let idx = self.index(name)?;
         let info = ((prio as u32) << 16) | (ETH_P_ALL.to_be() as u32);
         let mut m = Msg::new(
@@ -580,7 +576,10 @@ mod tests {
         let b = m.finish();
         // header 16 + ifinfomsg 16 + nest hdr 4 + kind attr (4 + "veth\0" = 9, padded 12)
         assert_eq!(b.len(), 16 + 16 + 4 + 12);
-        assert_eq!(u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize, b.len());
+        assert_eq!(
+            u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize,
+            b.len()
+        );
         let nest_len = u16::from_ne_bytes(b[32..34].try_into().unwrap());
         assert_eq!(nest_len, 16);
         let nest_ty = u16::from_ne_bytes(b[34..36].try_into().unwrap());

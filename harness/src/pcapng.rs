@@ -155,8 +155,15 @@ mod tests {
         let a = w.add_interface("sw0:a", "port a").unwrap();
         let b = w.add_interface("sw0:b", "").unwrap();
         let frame = [0xa5u8; 61];
-        w.packet(b, 1_700_000_000_123_456_789, &frame, 61, Some(Direction::Inbound), Some("hello"))
-            .unwrap();
+        w.packet(
+            b,
+            1_700_000_000_123_456_789,
+            &frame,
+            61,
+            Some(Direction::Inbound),
+            Some("hello"),
+        )
+        .unwrap();
         w.packet(a, 1_700_000_000_223_456_789, &frame[..14], 100, None, None)
             .unwrap();
         let bytes = w.into_inner();

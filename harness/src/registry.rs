@@ -60,7 +60,10 @@ impl RunRecord {
         let bytes = std::fs::read(&p).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("no run {id:?} ({}: {e}); `holdfast-harness list` shows the runs", p.display()),
+                format!(
+                    "no run {id:?} ({}: {e}); `holdfast-harness list` shows the runs",
+                    p.display()
+                ),
             )
         })?;
         serde_json::from_slice(&bytes).map_err(io::Error::other)
@@ -164,9 +167,7 @@ fn is_ours(name: &str) -> bool {
     let Some(rest) = name.strip_prefix(NS_PREFIX) else {
         return false;
     };
-    rest.len() > 7
-        && rest.as_bytes()[6] == b'-'
-        && rest[..6].bytes().all(|b| b.is_ascii_hexdigit())
+    rest.len() > 7 && rest.as_bytes()[6] == b'-' && rest[..6].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 static LIVE: Mutex<Vec<RunRecord>> = Mutex::new(Vec::new());
@@ -174,7 +175,9 @@ static HANDLER: Once = Once::new();
 
 /// Registers a live run of this process, for the signal handler.
 pub fn register_live(rec: &RunRecord) {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(rec.clone());
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(rec.clone());
 }
 
 /// Forgets a live run (after its teardown).
@@ -198,7 +201,10 @@ pub fn install_signal_handler() {
                 if let Some(sig) = signals.forever().next() {
                     let live = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
                     for rec in &live {
-                        eprintln!("holdfast-harness: signal {sig}: tearing down run {}", rec.id);
+                        eprintln!(
+                            "holdfast-harness: signal {sig}: tearing down run {}",
+                            rec.id
+                        );
                         let _ = teardown(rec);
                     }
                     std::process::exit(128 + sig);

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::client::{ClientReport, ClientSpec};
-use crate::cluster::{Cluster, ClientHandle, Fault};
+use crate::cluster::{ClientHandle, Cluster, Fault};
 use crate::topology::{Problem, TemplateEnv, Topology, TopologyError};
 
 /// What a client's results must look like.
@@ -71,7 +71,7 @@ pub enum Step {
         /// How many times.
         count: u32,
         /// The steps.
-        steps: Vec<Step>,
+        steps: Vec<Self>,
     },
 }
 
@@ -107,7 +107,7 @@ struct RawStep {
     expect: Option<Spanned<String>>,
     count: Option<u32>,
     #[serde(default)]
-    step: Vec<RawStep>,
+    step: Vec<Self>,
 }
 
 /// Parses `"300ms"`, `"2s"`, `"1.5s"`, `"250us"`.
@@ -148,9 +148,18 @@ impl Cx<'_> {
         });
     }
 
-    fn need<'s>(&mut self, v: &'s Option<Spanned<String>>, at: &Spanned<String>, field: &str) -> Option<&'s Spanned<String>> {
+    fn need<'s>(
+        &mut self,
+        v: &'s Option<Spanned<String>>,
+        at: &Spanned<String>,
+        field: &str,
+    ) -> Option<&'s Spanned<String>> {
         if v.is_none() {
-            self.err(at.span(), field, format!("step `{}` needs `{field}`", at.get_ref()));
+            self.err(
+                at.span(),
+                field,
+                format!("step `{}` needs `{field}`", at.get_ref()),
+            );
         }
         v.as_ref()
     }
@@ -179,7 +188,10 @@ impl Cx<'_> {
                 match parse_duration(d.get_ref()) {
                     Some(x) => Some(Step::Wait(x)),
                     None => {
-                        let (span, msg) = (d.span(), format!("{:?} is not a duration (\"300ms\", \"2s\")", d.get_ref()));
+                        let (span, msg) = (
+                            d.span(),
+                            format!("{:?} is not a duration (\"300ms\", \"2s\")", d.get_ref()),
+                        );
                         self.err(span, "for", msg);
                         None
                     }
@@ -202,7 +214,11 @@ impl Cx<'_> {
                 let id = self.need(&r.id, at, "id")?.get_ref().clone();
                 let node = self.node(&r.node, at)?;
                 let Some(table) = &r.client else {
-                    self.err(at.span(), "client", "step `client-start` needs `client = { workload = ..., target = ... }`");
+                    self.err(
+                        at.span(),
+                        "client",
+                        "step `client-start` needs `client = { workload = ..., target = ... }`",
+                    );
                     return None;
                 };
                 let env = TemplateEnv {
@@ -238,7 +254,10 @@ impl Cx<'_> {
             "client-wait" | "client-verify" => {
                 let id = self.need(&r.id, at, "id")?;
                 if !self.clients.contains(id.get_ref()) {
-                    let (span, msg) = (id.span(), format!("no earlier client-start with id {:?}", id.get_ref()));
+                    let (span, msg) = (
+                        id.span(),
+                        format!("no earlier client-start with id {:?}", id.get_ref()),
+                    );
                     self.err(span, "id", msg);
                     return None;
                 }
@@ -251,7 +270,11 @@ impl Cx<'_> {
                     Some("broken") => Expect::Broken,
                     Some(other) => {
                         let span = r.expect.as_ref().map(Spanned::span).unwrap_or_default();
-                        self.err(span, "expect", format!("{other:?}: expected \"intact\" or \"broken\""));
+                        self.err(
+                            span,
+                            "expect",
+                            format!("{other:?}: expected \"intact\" or \"broken\""),
+                        );
                         return None;
                     }
                 };
@@ -263,9 +286,16 @@ impl Cx<'_> {
                     return None;
                 };
                 if r.step.is_empty() {
-                    self.err(at.span(), "step", "step `repeat` needs nested [[step.step]] tables");
+                    self.err(
+                        at.span(),
+                        "step",
+                        "step `repeat` needs nested [[step.step]] tables",
+                    );
                 }
-                Some(Step::Repeat { count, steps: self.steps(&r.step) })
+                Some(Step::Repeat {
+                    count,
+                    steps: self.steps(&r.step),
+                })
             }
             other => {
                 self.err(
@@ -365,7 +395,8 @@ impl Exec<'_> {
     fn wait(&mut self, id: &str) -> io::Result<ClientReport> {
         if let Some(h) = self.running.remove(id) {
             let rep = h.wait()?;
-            self.cluster.event("client-done", None, &format!("{id}: {}", rep.summary()));
+            self.cluster
+                .event("client-done", None, &format!("{id}: {}", rep.summary()));
             (self.log)(&format!("client {id}: {}", rep.summary()));
             let key = self.key(id);
             self.report.clients.insert(key, rep.clone());
@@ -391,12 +422,17 @@ impl Exec<'_> {
                         .last_fault
                         .remove(node)
                         .and_then(|f| f.restore())
-                        .ok_or_else(|| io::Error::other(format!("restore {node}: no fault to undo")))?;
+                        .ok_or_else(|| {
+                            io::Error::other(format!("restore {node}: no fault to undo"))
+                        })?;
                     (self.log)(&format!("restore: {} {}", f.kind(), f.node()));
                     self.cluster.fault(&f)?;
                 }
                 Step::ClientStart { id, node, spec } => {
-                    (self.log)(&format!("client {id}: {:?} from {node} to {}", spec.workload, spec.target));
+                    (self.log)(&format!(
+                        "client {id}: {:?} from {node} to {}",
+                        spec.workload, spec.target
+                    ));
                     self.done.remove(id);
                     let h = self.cluster.start_client(node, spec.clone())?;
                     self.running.insert(id.clone(), h);
@@ -438,7 +474,11 @@ impl Exec<'_> {
 
 /// Runs a scenario on a cluster. `log` receives one line per step, for a human timeline.
 /// Clients still running at the end are waited for.
-pub fn run(cluster: &mut Cluster, scenario: &Scenario, log: &mut dyn FnMut(&str)) -> io::Result<ScenarioReport> {
+pub fn run(
+    cluster: &mut Cluster,
+    scenario: &Scenario,
+    log: &mut dyn FnMut(&str),
+) -> io::Result<ScenarioReport> {
     let mut ex = Exec {
         cluster,
         running: HashMap::new(),

@@ -495,10 +495,7 @@ fn valid_name(s: &str) -> bool {
 }
 
 fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology {
-    let name = raw
-        .name
-        .map(Spanned::into_inner)
-        .unwrap_or(default_name);
+    let name = raw.name.map(Spanned::into_inner).unwrap_or(default_name);
     if raw.node.is_empty() {
         cx.err(&(0..0), "node", "a topology needs at least one [[node]]");
     }
@@ -528,7 +525,11 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
             );
         }
     }
-    let switch_names: HashSet<&str> = raw.switch.iter().map(|s| s.name.get_ref().as_str()).collect();
+    let switch_names: HashSet<&str> = raw
+        .switch
+        .iter()
+        .map(|s| s.name.get_ref().as_str())
+        .collect();
     let node_ifaces: HashMap<&str, Vec<&RawIface>> = raw
         .node
         .iter()
@@ -548,7 +549,8 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
         for (ii, ri) in rn.interface.iter().enumerate() {
             let iname = ri.name.get_ref().clone();
             let f = |field: &str| format!("node[{nname}].interface[{iname}].{field}");
-            if iname.is_empty() || iname.len() > MAX_IFNAME || iname.contains(['/', ' ', ':', '.']) {
+            if iname.is_empty() || iname.len() > MAX_IFNAME || iname.contains(['/', ' ', ':', '.'])
+            {
                 cx.err(
                     &ri.name.span(),
                     f("name"),
@@ -556,12 +558,20 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                 );
             }
             if !if_seen.insert(iname.clone()) {
-                cx.err(&ri.name.span(), f("name"), format!("duplicate interface {iname:?}"));
+                cx.err(
+                    &ri.name.span(),
+                    f("name"),
+                    format!("duplicate interface {iname:?}"),
+                );
             }
             let attach = match (&ri.switch, &ri.peer) {
                 (Some(s), None) => {
                     if !switch_names.contains(s.get_ref().as_str()) {
-                        cx.err(&s.span(), f("switch"), format!("unknown switch {:?}", s.get_ref()));
+                        cx.err(
+                            &s.span(),
+                            f("switch"),
+                            format!("unknown switch {:?}", s.get_ref()),
+                        );
                     }
                     let port = port_name(&nname, &iname);
                     if port.len() > MAX_IFNAME {
@@ -577,7 +587,10 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                         cx.err(
                             &s.span(),
                             f("switch"),
-                            format!("node {nname:?} already has an interface on switch {:?}", s.get_ref()),
+                            format!(
+                                "node {nname:?} already has an interface on switch {:?}",
+                                s.get_ref()
+                            ),
                         );
                     }
                     Attachment::Switch(s.get_ref().clone())
@@ -585,32 +598,64 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                 (None, Some(p)) => {
                     let (pn, pi) = p.get_ref().split_once(':').unwrap_or((p.get_ref(), ""));
                     match node_ifaces.get(pn) {
-                        None => cx.err(&p.span(), f("peer"), format!("unknown node {pn:?} (write \"node:interface\")")),
-                        Some(_) if pn == nname => cx.err(&p.span(), f("peer"), "a node cannot link to itself"),
+                        None => cx.err(
+                            &p.span(),
+                            f("peer"),
+                            format!("unknown node {pn:?} (write \"node:interface\")"),
+                        ),
+                        Some(_) if pn == nname => {
+                            cx.err(&p.span(), f("peer"), "a node cannot link to itself")
+                        }
                         Some(ifs) => match ifs.iter().find(|i| i.name.get_ref() == pi) {
-                            None => cx.err(&p.span(), f("peer"), format!("node {pn:?} has no interface {pi:?} (write \"node:interface\")")),
+                            None => cx.err(
+                                &p.span(),
+                                f("peer"),
+                                format!(
+                                    "node {pn:?} has no interface {pi:?} (write \"node:interface\")"
+                                ),
+                            ),
                             Some(other) => {
                                 let back = other.peer.as_ref().map(|s| s.get_ref().as_str());
                                 let me = format!("{nname}:{iname}");
                                 if other.switch.is_some() || back.is_some_and(|b| b != me) {
-                                    cx.err(&p.span(), f("peer"), format!("{pn}:{pi} is already attached elsewhere"));
+                                    cx.err(
+                                        &p.span(),
+                                        f("peer"),
+                                        format!("{pn}:{pi} is already attached elsewhere"),
+                                    );
                                 }
                             }
                         },
                     }
-                    Attachment::Peer { node: pn.to_owned(), iface: pi.to_owned() }
+                    Attachment::Peer {
+                        node: pn.to_owned(),
+                        iface: pi.to_owned(),
+                    }
                 }
                 (Some(s), Some(_)) => {
-                    cx.err(&s.span(), f("switch"), "an interface has either `switch` or `peer`, not both");
+                    cx.err(
+                        &s.span(),
+                        f("switch"),
+                        "an interface has either `switch` or `peer`, not both",
+                    );
                     Attachment::Switch(s.get_ref().clone())
                 }
                 (None, None) => {
                     // A peer may be declared from the other side only.
-                    let back = raw.node.iter().flat_map(|n| n.interface.iter().map(move |i| (n, i))).find(|(_, i)| {
-                        i.peer.as_ref().is_some_and(|p| *p.get_ref() == format!("{nname}:{iname}"))
-                    });
+                    let back = raw
+                        .node
+                        .iter()
+                        .flat_map(|n| n.interface.iter().map(move |i| (n, i)))
+                        .find(|(_, i)| {
+                            i.peer
+                                .as_ref()
+                                .is_some_and(|p| *p.get_ref() == format!("{nname}:{iname}"))
+                        });
                     match back {
-                        Some((n, i)) => Attachment::Peer { node: n.name.get_ref().clone(), iface: i.name.get_ref().clone() },
+                        Some((n, i)) => Attachment::Peer {
+                            node: n.name.get_ref().clone(),
+                            iface: i.name.get_ref().clone(),
+                        },
                         None => {
                             cx.err(&ri.name.span(), f("switch"), "an interface needs `switch = \"...\"` or `peer = \"node:interface\"`");
                             Attachment::Switch(String::new())
@@ -621,11 +666,22 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
             let mac = match &ri.mac {
                 Some(m) => match parse_mac(m.get_ref()) {
                     None => {
-                        cx.err(&m.span(), f("mac"), format!("{:?} is not a MAC address (aa:bb:cc:dd:ee:ff)", m.get_ref()));
+                        cx.err(
+                            &m.span(),
+                            f("mac"),
+                            format!("{:?} is not a MAC address (aa:bb:cc:dd:ee:ff)", m.get_ref()),
+                        );
                         [0; 6]
                     }
                     Some(mac) if mac[0] & 1 == 1 => {
-                        cx.err(&m.span(), f("mac"), format!("{} is a multicast MAC; an interface needs a unicast one", m.get_ref()));
+                        cx.err(
+                            &m.span(),
+                            f("mac"),
+                            format!(
+                                "{} is a multicast MAC; an interface needs a unicast one",
+                                m.get_ref()
+                            ),
+                        );
                         mac
                     }
                     Some(mac) if mac == [0; 6] => {
@@ -640,8 +696,16 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
             if let Some(prev) = seen_mac.insert(mac, format!("{nname}:{iname}"))
                 && mac != [0; 6]
             {
-                let span = ri.mac.as_ref().map(|m| m.span()).unwrap_or_else(|| ri.name.span());
-                cx.err(&span, f("mac"), format!("MAC {} is already used by {prev}", fmt_mac(&mac)));
+                let span = ri
+                    .mac
+                    .as_ref()
+                    .map(|m| m.span())
+                    .unwrap_or_else(|| ri.name.span());
+                cx.err(
+                    &span,
+                    f("mac"),
+                    format!("MAC {} is already used by {prev}", fmt_mac(&mac)),
+                );
             }
             let mut addresses = Vec::new();
             for a in &ri.addresses {
@@ -657,11 +721,20 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                     );
                 }
                 if let Some(prev) = seen_addr.insert(parsed.addr, format!("{nname}:{iname}")) {
-                    cx.err(&a.span(), f("addresses"), format!("address {} is already used by {prev}", parsed.addr));
+                    cx.err(
+                        &a.span(),
+                        f("addresses"),
+                        format!("address {} is already used by {prev}", parsed.addr),
+                    );
                 }
                 addresses.push(parsed);
             }
-            interfaces.push(Interface { name: iname, attach, mac, addresses });
+            interfaces.push(Interface {
+                name: iname,
+                attach,
+                mac,
+                addresses,
+            });
         }
         let mut processes = Vec::new();
         let mut p_seen = HashSet::new();
@@ -669,10 +742,18 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
             let pname = rp.name.get_ref().clone();
             let f = |field: &str| format!("node[{nname}].process[{pname}].{field}");
             if !valid_name(&pname) {
-                cx.err(&rp.name.span(), f("name"), format!("{pname:?} is not a valid name: use 1-12 letters, digits or '_'"));
+                cx.err(
+                    &rp.name.span(),
+                    f("name"),
+                    format!("{pname:?} is not a valid name: use 1-12 letters, digits or '_'"),
+                );
             }
             if !p_seen.insert(pname.clone()) {
-                cx.err(&rp.name.span(), f("name"), format!("duplicate process {pname:?}"));
+                cx.err(
+                    &rp.name.span(),
+                    f("name"),
+                    format!("duplicate process {pname:?}"),
+                );
             }
             let command = match shell_words::split(rp.command.get_ref()) {
                 Ok(c) if !c.is_empty() => c,
@@ -681,13 +762,32 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                     Vec::new()
                 }
                 Err(e) => {
-                    cx.err(&rp.command.span(), f("command"), format!("cannot split into words: {e}"));
+                    cx.err(
+                        &rp.command.span(),
+                        f("command"),
+                        format!("cannot split into words: {e}"),
+                    );
                     Vec::new()
                 }
             };
-            processes.push((rp.command.span(), Process { name: pname, command, restart: rp.restart }));
+            processes.push((
+                rp.command.span(),
+                Process {
+                    name: pname,
+                    command,
+                    restart: rp.restart,
+                },
+            ));
         }
-        nodes.push((rn, Node { name: nname, interfaces, processes: Vec::new() }, processes));
+        nodes.push((
+            rn,
+            Node {
+                name: nname,
+                interfaces,
+                processes: Vec::new(),
+            },
+            processes,
+        ));
     }
 
     // Mirrors.
@@ -699,23 +799,42 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
             let f = |field: &str| format!("switch[{sname}].mirror.{field}");
             let from = m.from.get_ref().clone();
             if !on_switch.contains(&(sname.clone(), from.clone())) {
-                cx.err(&m.from.span(), f("from"), format!("node {from:?} has no port on switch {sname:?}"));
+                cx.err(
+                    &m.from.span(),
+                    f("from"),
+                    format!("node {from:?} has no port on switch {sname:?}"),
+                );
             }
             if m.to.get_ref().is_empty() {
-                cx.err(&m.to.span(), f("to"), "a mirror needs at least one destination");
+                cx.err(
+                    &m.to.span(),
+                    f("to"),
+                    "a mirror needs at least one destination",
+                );
             }
             let mut to = Vec::new();
             for t in m.to.get_ref() {
                 if *t.get_ref() == from {
-                    cx.err(&t.span(), f("to"), format!("node {from:?} cannot mirror to itself"));
+                    cx.err(
+                        &t.span(),
+                        f("to"),
+                        format!("node {from:?} cannot mirror to itself"),
+                    );
                 } else if !on_switch.contains(&(sname.clone(), t.get_ref().clone())) {
-                    cx.err(&t.span(), f("to"), format!("node {:?} has no port on switch {sname:?}", t.get_ref()));
+                    cx.err(
+                        &t.span(),
+                        f("to"),
+                        format!("node {:?} has no port on switch {sname:?}", t.get_ref()),
+                    );
                 }
                 to.push(t.get_ref().clone());
             }
             mirrors.push(Mirror { from, to });
         }
-        switches.push(Switch { name: sname, mirrors });
+        switches.push(Switch {
+            name: sname,
+            mirrors,
+        });
     }
 
     let mut topo = Topology {
@@ -737,10 +856,17 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
             };
             for arg in &p.command {
                 if let Err(e) = expand(arg, &env) {
-                    cx.err(span, format!("node[{}].process[{}].command", rn.name.get_ref(), p.name), e);
+                    cx.err(
+                        span,
+                        format!("node[{}].process[{}].command", rn.name.get_ref(), p.name),
+                        e,
+                    );
                 }
             }
-            all_procs.entry(node.name.clone()).or_insert_with(Vec::new).push(p.clone());
+            all_procs
+                .entry(node.name.clone())
+                .or_insert_with(Vec::new)
+                .push(p.clone());
         }
     }
     for n in &mut topo.nodes {

@@ -1,0 +1,164 @@
+//! Shared helpers for the harness's privileged tests: skipping, run directories, and reading
+//! captures back with `pcap-file` and `etherparse` (independent of the harness's own writer).
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use holdfast_harness::{Cluster, Options, Topology};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+
+/// Returns early from a test, saying why, when not privileged.
+#[macro_export]
+macro_rules! need_root {
+    () => {
+        if !holdfast_harness::privileged() {
+            println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+            return;
+        }
+    };
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn harness_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_holdfast-harness"))
+}
+
+pub fn run_dir(test: &str) -> PathBuf {
+    let d = root().join("pcaps/out/harness-tests").join(test);
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+pub fn options(test: &str) -> Options {
+    Options {
+        run_dir: Some(run_dir(test)),
+        harness_bin: Some(harness_bin()),
+        ..Options::default()
+    }
+}
+
+pub fn topology(name: &str, text: &str) -> Topology {
+    Topology::parse(Path::new(name), text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn shipped(name: &str) -> Topology {
+    Topology::load(root().join("topologies").join(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn up(test: &str, topo: Topology) -> Cluster {
+    Cluster::up(topo, options(test)).unwrap_or_else(|e| panic!("up: {e}"))
+}
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub iface: String,
+    pub ts_ns: u64,
+    /// true: the node sent it into the switch; false: the switch delivered it to the node.
+    pub inbound: bool,
+    pub data: Vec<u8>,
+}
+
+impl Frame {
+    pub fn src_mac(&self) -> [u8; 6] {
+        self.data[6..12].try_into().unwrap()
+    }
+
+    /// (src, dst, flags) of a TCP segment over IPv4/IPv6.
+    pub fn tcp(&self) -> Option<TcpSeg> {
+        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+        let (src, dst) = match p.net? {
+            etherparse::NetSlice::Ipv4(ip) => (
+                std::net::IpAddr::from(ip.header().source_addr()),
+                std::net::IpAddr::from(ip.header().destination_addr()),
+            ),
+            etherparse::NetSlice::Ipv6(ip) => (
+                std::net::IpAddr::from(ip.header().source_addr()),
+                std::net::IpAddr::from(ip.header().destination_addr()),
+            ),
+            _ => return None,
+        };
+        match p.transport? {
+            etherparse::TransportSlice::Tcp(t) => Some(TcpSeg {
+                src: (src, t.source_port()).into(),
+                dst: (dst, t.destination_port()).into(),
+                syn: t.syn(),
+                ack: t.ack(),
+                rst: t.rst(),
+                fin: t.fin(),
+                payload: t.payload().len(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn is_udp_to_port(&self, port: u16) -> bool {
+        matches!(
+            etherparse::SlicedPacket::from_ethernet(&self.data).ok().and_then(|p| p.transport),
+            Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == port
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TcpSeg {
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::SocketAddr,
+    pub syn: bool,
+    pub ack: bool,
+    pub rst: bool,
+    pub fin: bool,
+    pub payload: usize,
+}
+
+/// Reads a pcapng file: every frame with its interface name.
+pub fn read_pcap(path: &Path) -> Vec<Frame> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut frames = Vec::new();
+    while let Some(b) = r.next_block() {
+        match b.unwrap() {
+            Block::InterfaceDescription(idb) => {
+                let name = idb
+                    .options
+                    .iter()
+                    .find_map(|o| match o {
+                        InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                names.insert(names.len() as u32, name);
+            }
+            Block::EnhancedPacket(epb) => {
+                let flags = epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Flags(f) => Some(*f),
+                    _ => None,
+                });
+                frames.push(Frame {
+                    iface: names.get(&epb.interface_id).cloned().unwrap_or_default(),
+                    ts_ns: epb.timestamp.as_nanos() as u64,
+                    inbound: flags.map(|f| f & 3 == 1).unwrap_or(true),
+                    data: epb.data.to_vec(),
+                });
+            }
+            _ => {}
+        }
+    }
+    frames
+}
+
+/// The time of the first event of a kind (and node).
+pub fn event_ts(events: &[holdfast_harness::cluster::Event], kind: &str, node: &str) -> u64 {
+    events
+        .iter()
+        .find(|e| e.kind == kind && e.node.as_deref() == Some(node))
+        .unwrap_or_else(|| panic!("no event {kind} {node}: {events:?}"))
+        .t_ns
+}
