@@ -84,7 +84,7 @@ fn packet_socket() -> io::Result<OwnedFd> {
         .or_else(|_| set(libc::SOL_SOCKET, libc::SO_RCVBUF, 64 << 20))?;
     let tv = libc::timeval {
         tv_sec: 0,
-        tv_usec: 50_000,
+        tv_usec: 10_000,
     };
     // SAFETY: setsockopt with a timeval.
     let r = unsafe {

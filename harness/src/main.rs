@@ -213,7 +213,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             for f in &files {
                 match Topology::load(f) {
                     Ok(t) => println!(
-                        "{}: ok ({} nodes, {} switches)",
+                        "{}: ok ({} nodes, {} switch(es))",
                         f.display(),
                         t.nodes.len(),
                         t.switches.len()
@@ -452,6 +452,14 @@ fn run_scenario(
         );
     }
     println!("report: {}", path.display());
+    if label == "demo" {
+        if let Some(c) = summary.captures.first() {
+            println!(
+                "\nThe first stream was reset by a's fresh kernel after power-on; see it with\n  tshark -r {} -Y tcp.flags.reset==1\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
+                c.file.display()
+            );
+        }
+    }
     println!(
         "\n{}: {} of {} checks held",
         if report.ok() { "OK" } else { "FAILED" },
