@@ -58,3 +58,11 @@ pub fn privileged() -> bool {
 
 /// The message tests print when they cannot run unprivileged.
 pub const SKIP_UNPRIVILEGED: &str = "skipped: needs CAP_NET_ADMIN (run with sudo)";
+
+/// Says that the current test skipped and why, on the real stderr: the test harness's output
+/// capture only intercepts the print macros, so this shows even for a passing test.
+pub fn report_skip(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("test").to_owned();
+    let _ = writeln!(std::io::stderr(), "{name}: {why}");
+}

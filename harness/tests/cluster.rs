@@ -662,7 +662,7 @@ fn tshark_reads_the_capture() {
         .output()
         .is_err()
     {
-        println!("skipped: tshark is not installed (.ci/run installs it)");
+        holdfast_harness::report_skip("skipped: tshark is not installed (.ci/run installs it)");
         return;
     }
     let c = up("tshark", shipped("two-node.toml"));

@@ -15,7 +15,7 @@ use pcap_file::pcapng::{Block, PcapNgReader};
 macro_rules! need_root {
     () => {
         if !holdfast_harness::privileged() {
-            println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+            holdfast_harness::report_skip(holdfast_harness::SKIP_UNPRIVILEGED);
             return;
         }
     };
