@@ -1,0 +1,1175 @@
+//! The sans-IO node state machine.
+//!
+//! Read [`Node`] first: feed it datagrams ([`Node::handle_datagram`]), timeouts
+//! ([`Node::handle_timeout`]), link events and commands, each with `now`; then drain
+//! [`Node::poll_action`] and arm a timer for [`Node::poll_timeout`]. It never reads a clock,
+//! opens a socket or draws an unseeded random number.
+//!
+//! The model, in brief (PROTOCOL.md has the full story):
+//! - Each node *owns* a group: its addresses and the connections on them. Someone *holds* each
+//!   group at an [`Epoch`] `(counter, holder)`; the highest epoch seen is the truth, and a node
+//!   that holds a group at a lower epoch releases it (fencing).
+//! - A group is *orphaned* when its holder is dead, left, or rebooted since it took the group.
+//!   The candidates for an orphaned group are its owner, then the owner's backups in policy
+//!   order, that are alive and eligible. The first assumes; the others ask it with
+//!   ASSUME-REQUEST and assume only on GRANT (claim 10), or once it is dead.
+//! - A returning owner gets its group back per its failback mode (claims 5, 14, 19).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use crate::auth::{self, DropReason, ReplayWindow};
+use crate::policy::{ArpPolicy, Assignment, Epoch, FailbackMode, NodeId, OwnedAddress, Ownership};
+use crate::time::Time;
+use crate::wire::{
+    Announce, AssumeReply, AssumeRequest, Body, ConnState, DenyReason, FLAG_ELIGIBLE, FLAG_LEAVING,
+    Handback, Holding, Message, MsgType, Reclaim, Scope, TakeoverNotice,
+};
+
+/// A node's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The cluster id; messages for other clusters are dropped.
+    pub cluster_id: u32,
+    /// The cluster key for HMAC-SHA256.
+    pub key: Vec<u8>,
+    /// This node's ownership information (its node id inside).
+    pub ownership: Ownership,
+    /// This boot's epoch; must be higher than any earlier boot's.
+    pub boot_epoch: u32,
+    /// How long after boot the node becomes eligible to assume even if not every expected peer
+    /// has answered its SOLICIT.
+    pub boot_wait: Duration,
+    /// Peers to hear before becoming eligible early.
+    pub expected_peers: Vec<NodeId>,
+}
+
+impl Config {
+    /// The node id.
+    pub fn id(&self) -> NodeId {
+        self.ownership.node_id
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.ownership.policy.heartbeat_ms as u64)
+    }
+}
+
+/// Where a datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    /// Every node (multicast).
+    All,
+    /// One node (unicast).
+    Node(NodeId),
+}
+
+/// Status events, for logs and the status socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer was heard for the first time, or again after being declared dead.
+    PeerUp {
+        /// The peer.
+        node: NodeId,
+        /// Its boot epoch.
+        boot_epoch: u32,
+    },
+    /// A peer missed `miss_count` heartbeats.
+    PeerDead {
+        /// The peer.
+        node: NodeId,
+    },
+    /// A peer announced it is leaving.
+    PeerLeft {
+        /// The peer.
+        node: NodeId,
+    },
+    /// This node may now assume.
+    Eligible,
+    /// A group was lost to a higher epoch.
+    Fenced {
+        /// The group's owner.
+        owner: NodeId,
+        /// The epoch that won.
+        by: Epoch,
+    },
+    /// This node asked another for leave to assume.
+    Requested {
+        /// The group's owner.
+        owner: NodeId,
+        /// Asked of.
+        to: NodeId,
+    },
+    /// The answer.
+    Answered {
+        /// The group's owner.
+        owner: NodeId,
+        /// Who answered.
+        from: NodeId,
+        /// Granted?
+        granted: bool,
+    },
+}
+
+/// What the IO layer must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a sealed datagram.
+    Send {
+        /// Destination.
+        to: Dest,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Take over addresses and announce them per the ARP policy.
+    ClaimAddress {
+        /// Whose group.
+        owner: NodeId,
+        /// At which epoch.
+        epoch: Epoch,
+        /// The addresses and their MACs.
+        addresses: Vec<OwnedAddress>,
+        /// How to announce.
+        arp: ArpPolicy,
+    },
+    /// Stop answering for addresses.
+    ReleaseAddress {
+        /// Whose group.
+        owner: NodeId,
+        /// The epoch that was held.
+        epoch: Epoch,
+        /// The addresses.
+        addresses: Vec<OwnedAddress>,
+    },
+    /// Re-create the owner's connections (those in `scope`) and continue their applications.
+    AssumeConnections {
+        /// Whose connections.
+        owner: NodeId,
+        /// At which epoch.
+        epoch: Epoch,
+        /// Which ones.
+        scope: Scope,
+    },
+    /// Give a group back to its returning owner. For `Migrate`, freeze each connection, send
+    /// its CONN-STATE ([`Node::conn_state`]) and then call [`Node::handback_ready`]. For
+    /// `NewConnections`, keep serving existing connections until they close.
+    HandBack {
+        /// The group's owner.
+        owner: NodeId,
+        /// Mode.
+        mode: FailbackMode,
+    },
+    /// Drop the group's connections silently (no FIN, no RST): a higher epoch holds them.
+    DiscardStale {
+        /// Whose group.
+        owner: NodeId,
+        /// The epoch that was lost.
+        epoch: Epoch,
+    },
+    /// A CONN-STATE arrived for the IO layer (a migrating connection, or a late backup's sync).
+    ConnState {
+        /// From whom.
+        from: NodeId,
+        /// The state.
+        state: Box<ConnState>,
+    },
+    /// Something worth logging.
+    Event(Event),
+}
+
+/// Commands from the IO layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Graceful shutdown: release everything and tell peers at once.
+    Shutdown,
+    /// Send SOLICIT now (ANNOUNCE answers come back).
+    Solicit,
+}
+
+/// Counters, for `holdfastd status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages sent, by type.
+    pub sent: BTreeMap<MsgType, u64>,
+    /// Messages accepted, by type.
+    pub received: BTreeMap<MsgType, u64>,
+    /// Datagrams dropped, by reason.
+    pub dropped: BTreeMap<DropReason, u64>,
+}
+
+/// One peer as this node sees it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its ownership record (from its latest ANNOUNCE).
+    pub ownership: Option<Ownership>,
+    /// Its boot epoch.
+    pub boot_epoch: u32,
+    /// When it was last heard.
+    pub last_heard: Time,
+    /// Whether it is considered alive.
+    pub alive: bool,
+    /// Whether it said it is eligible to assume.
+    pub eligible: bool,
+}
+
+/// The newest known epoch of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupView {
+    /// The epoch (its holder holds the group).
+    pub epoch: Epoch,
+    /// The holder's boot epoch when it took the group.
+    pub holder_boot: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    to: NodeId,
+    request_id: u32,
+    scope: Scope,
+    deadline: Time,
+    tries: u32,
+}
+
+/// Timers in a fixed table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+enum Timer {
+    Heartbeat = 0,
+    BootWait = 1,
+}
+const TIMERS: usize = 2;
+
+/// A seeded xorshift generator: randomness is an input, not a source.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// A cluster node's protocol state.
+#[derive(Debug)]
+pub struct Node {
+    cfg: Config,
+    seq: u64,
+    booted: Time,
+    eligible: bool,
+    link_up: bool,
+    leaving: bool,
+    members: BTreeMap<NodeId, Member>,
+    groups: BTreeMap<NodeId, GroupView>,
+    held: BTreeMap<NodeId, Epoch>,
+    shares: BTreeMap<NodeId, (Epoch, Scope)>,
+    pending: BTreeMap<NodeId, Pending>,
+    /// Grants given, per group: to whom, until when.
+    granted: BTreeMap<NodeId, (NodeId, Scope, Time)>,
+    /// Failures we already asked about: (owner, the failed holding's epoch).
+    asked: BTreeSet<(NodeId, Epoch)>,
+    /// Handbacks waiting for the IO layer (migrate), per owner.
+    handing_back: BTreeMap<NodeId, Epoch>,
+    /// When we last sent RECLAIM for our group.
+    reclaimed_at: Option<Time>,
+    timers: [Option<Time>; TIMERS],
+    actions: VecDeque<Action>,
+    replay: ReplayWindow,
+    rng: Rng,
+    stats: Stats,
+}
+
+impl Node {
+    /// Boots a node at `now`: it announces itself and solicits its peers (claims 2, 4, 12).
+    pub fn new(cfg: Config, now: Time, seed: u64) -> Self {
+        let mut n = Self {
+            seq: 0,
+            booted: now,
+            eligible: false,
+            link_up: true,
+            leaving: false,
+            members: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            held: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            granted: BTreeMap::new(),
+            asked: BTreeSet::new(),
+            handing_back: BTreeMap::new(),
+            reclaimed_at: None,
+            timers: [None; TIMERS],
+            actions: VecDeque::new(),
+            replay: ReplayWindow::default(),
+            rng: Rng::new(seed),
+            stats: Stats::default(),
+            cfg,
+        };
+        n.boot(now);
+        n
+    }
+
+    fn boot(&mut self, now: Time) {
+        self.booted = now;
+        self.eligible = false;
+        // claim 2/12/17: broadcast ownership information at boot; claim 4: solicit the peers'.
+        self.send_announce(Dest::All);
+        self.send(Dest::All, Body::Solicit { target: None });
+        // The first heartbeat comes after a random part of an interval, so that nodes booted
+        // together do not beat in lockstep.
+        let iv = self.cfg.interval();
+        let phase = Duration::from_nanos(self.rng.next_u64() % (iv.as_nanos() as u64).max(1));
+        self.timers[Timer::Heartbeat as usize] = Some(now + phase);
+        self.timers[Timer::BootWait as usize] = Some(now + self.cfg.boot_wait);
+        self.check_eligible(now);
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether this node may assume groups now.
+    pub fn eligible(&self) -> bool {
+        self.eligible
+    }
+
+    /// Groups held as address holder, by owner.
+    pub fn held(&self) -> &BTreeMap<NodeId, Epoch> {
+        &self.held
+    }
+
+    /// Connection shares held without the addresses (the `spread` policy), by owner.
+    pub fn shares(&self) -> &BTreeMap<NodeId, (Epoch, Scope)> {
+        &self.shares
+    }
+
+    /// The membership table.
+    pub fn members(&self) -> &BTreeMap<NodeId, Member> {
+        &self.members
+    }
+
+    /// The newest epoch known for each group.
+    pub fn groups(&self) -> &BTreeMap<NodeId, GroupView> {
+        &self.groups
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The next action for the IO layer.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let member_deadlines = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.alive)
+            .filter_map(|(id, m)| self.dead_at(*id, m));
+        let pending = self.pending.values().map(|p| p.deadline);
+        let grants = self.granted.values().map(|g| g.2);
+        self.timers
+            .iter()
+            .flatten()
+            .copied()
+            .chain(member_deadlines)
+            .chain(pending)
+            .chain(grants)
+            .min()
+    }
+
+    fn peer_interval(&self, id: NodeId) -> (Duration, u32) {
+        let pol = self
+            .members
+            .get(&id)
+            .and_then(|m| m.ownership.as_ref())
+            .map(|o| &o.policy)
+            .unwrap_or(&self.cfg.ownership.policy);
+        (
+            Duration::from_millis(pol.heartbeat_ms as u64),
+            pol.miss_count as u32,
+        )
+    }
+
+    /// When a member is declared dead if nothing more is heard: `miss_count` of *its* intervals
+    /// after it was last heard.
+    fn dead_at(&self, id: NodeId, m: &Member) -> Option<Time> {
+        let (iv, miss) = self.peer_interval(id);
+        Some(m.last_heard + iv * miss)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sending
+
+    fn flags(&self) -> u16 {
+        let mut f = 0;
+        if self.eligible {
+            f |= FLAG_ELIGIBLE;
+        }
+        if self.leaving {
+            f |= FLAG_LEAVING;
+        }
+        f
+    }
+
+    fn send(&mut self, to: Dest, body: Body) {
+        self.seq += 1;
+        let ty = body.msg_type();
+        let msg = Message {
+            flags: self.flags(),
+            cluster: self.cfg.cluster_id,
+            sender: self.id(),
+            boot_epoch: self.cfg.boot_epoch,
+            seq: self.seq,
+            body,
+        };
+        let data = auth::seal(&msg, &self.cfg.key);
+        *self.stats.sent.entry(ty).or_default() += 1;
+        self.actions.push_back(Action::Send { to, data });
+    }
+
+    fn holdings(&self) -> Vec<Holding> {
+        self.held
+            .iter()
+            .map(|(o, e)| Holding {
+                owner: *o,
+                epoch: *e,
+                holder_boot: self.cfg.boot_epoch,
+            })
+            .collect()
+    }
+
+    fn send_announce(&mut self, to: Dest) {
+        // An ANNOUNCE carries the sender's whole view of the groups, so that a booting node
+        // learns the newest epochs before it claims anything.
+        let holdings = self
+            .groups
+            .iter()
+            .map(|(o, g)| Holding {
+                owner: *o,
+                epoch: g.epoch,
+                holder_boot: g.holder_boot,
+            })
+            .collect();
+        self.send(
+            to,
+            Body::Announce(Announce {
+                ownership: self.cfg.ownership.clone(),
+                holdings,
+            }),
+        );
+    }
+
+    /// Sends one connection's state to a node (migrate failback, or syncing a late backup).
+    pub fn conn_state(&mut self, to: NodeId, state: ConnState) {
+        self.send(Dest::Node(to), Body::ConnState(Box::new(state)));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inputs
+
+    /// A datagram arrived. Anything malformed, forged, replayed or foreign is dropped and
+    /// counted; nothing here panics on input.
+    pub fn handle_datagram(&mut self, now: Time, data: &[u8]) {
+        let msg = match auth::open(data, &self.cfg.key, self.cfg.cluster_id) {
+            Ok(m) => m,
+            Err(r) => return self.drop_msg(r),
+        };
+        if msg.sender == self.id() {
+            return self.drop_msg(DropReason::Own);
+        }
+        if let Err(r) = self.replay.accept(msg.sender, msg.boot_epoch, msg.seq) {
+            return self.drop_msg(r);
+        }
+        *self.stats.received.entry(msg.body.msg_type()).or_default() += 1;
+        if !self.link_up {
+            // We cannot hear while our link is down; a datagram now means it is back.
+            self.handle_link_event(now, true);
+        }
+        self.heard(now, &msg);
+        let from = msg.sender;
+        let boot = msg.boot_epoch;
+        match msg.body {
+            Body::Announce(a) => {
+                if let Some(m) = self.members.get_mut(&from) {
+                    m.ownership = Some(a.ownership);
+                }
+                for h in a.holdings {
+                    self.observe(now, h.owner, h.epoch, h.holder_boot);
+                }
+                self.check_eligible(now);
+            }
+            Body::Solicit { target } => {
+                if target.is_none_or(|t| t == self.id()) {
+                    // claim 4: answer a solicitation with our ownership information.
+                    self.send_announce(Dest::All);
+                }
+            }
+            Body::Heartbeat { holdings } => {
+                for h in holdings {
+                    self.observe(now, h.owner, h.epoch, h.holder_boot);
+                }
+            }
+            Body::AssumeRequest(r) => self.on_assume_request(now, from, r),
+            Body::AssumeGrant(r) => self.on_assume_reply(now, from, r, true),
+            Body::AssumeDeny(r) => self.on_assume_reply(now, from, r, false),
+            Body::TakeoverNotice(t) => {
+                if !t.addresses.is_empty() || t.scope == Scope::All {
+                    let prev = self.groups.get(&t.owner).map(|g| g.epoch);
+                    self.observe(now, t.owner, t.epoch, boot);
+                    // The sender assumed a group whose holder failed: if we wanted it too, we
+                    // ask the assumer (claim 10).
+                    if let Some(prev) = prev
+                        && prev.holder != from
+                        && !self.alive(prev.holder)
+                    {
+                        self.want(now, t.owner, prev);
+                    }
+                }
+            }
+            Body::Handback(h) => self.on_handback(now, from, h),
+            Body::Reclaim(r) => self.on_reclaim(now, from, r),
+            Body::ConnState(state) => self.actions.push_back(Action::ConnState { from, state }),
+        }
+        if msg.flags & FLAG_LEAVING != 0 {
+            if let Some(m) = self.members.get_mut(&from) {
+                m.alive = false;
+            }
+            self.actions
+                .push_back(Action::Event(Event::PeerLeft { node: from }));
+            self.evaluate_all(now);
+        }
+    }
+
+    fn drop_msg(&mut self, r: DropReason) {
+        *self.stats.dropped.entry(r).or_default() += 1;
+    }
+
+    fn heard(&mut self, now: Time, msg: &Message) {
+        let from = msg.sender;
+        let m = self.members.entry(from).or_insert(Member {
+            ownership: None,
+            boot_epoch: msg.boot_epoch,
+            last_heard: now,
+            alive: false,
+            eligible: false,
+        });
+        let rebooted = msg.boot_epoch > m.boot_epoch;
+        let was_alive = m.alive;
+        m.boot_epoch = msg.boot_epoch;
+        m.last_heard = now;
+        m.eligible = msg.flags & FLAG_ELIGIBLE != 0;
+        m.alive = msg.flags & FLAG_LEAVING == 0;
+        if rebooted {
+            // Its old ownership record may be stale until it announces again.
+            m.ownership = m.ownership.take().filter(|o| o.node_id == from);
+        }
+        if (!was_alive || rebooted) && m.alive {
+            self.actions.push_back(Action::Event(Event::PeerUp {
+                node: from,
+                boot_epoch: msg.boot_epoch,
+            }));
+            if rebooted {
+                // Whatever it held in its previous life is orphaned now.
+                self.evaluate_all(now);
+            }
+        }
+    }
+
+    /// A new epoch for a group was seen. Higher epochs win; if we hold the group at a lower
+    /// one, we are fenced: release and discard.
+    fn observe(&mut self, now: Time, owner: NodeId, epoch: Epoch, holder_boot: u32) {
+        let cur = self.groups.get(&owner).copied();
+        if cur.is_some_and(|g| g.epoch > epoch) {
+            return;
+        }
+        if cur.is_some_and(|g| g.epoch == epoch && g.holder_boot >= holder_boot) {
+            return;
+        }
+        self.groups.insert(owner, GroupView { epoch, holder_boot });
+        if let Some(mine) = self.held.get(&owner).copied()
+            && mine < epoch
+            && epoch.holder != self.id()
+        {
+            self.held.remove(&owner);
+            self.handing_back.remove(&owner);
+            let addresses = self.addresses_of(owner);
+            self.actions.push_back(Action::ReleaseAddress {
+                owner,
+                epoch: mine,
+                addresses,
+            });
+            self.actions.push_back(Action::DiscardStale { owner, epoch: mine });
+            self.actions
+                .push_back(Action::Event(Event::Fenced { owner, by: epoch }));
+        }
+        // A share is void once its owner holds the group again.
+        if let Some((e, _)) = self.shares.get(&owner)
+            && epoch.counter > e.counter
+            && epoch.holder == owner
+        {
+            self.shares.remove(&owner);
+        }
+        let _ = now;
+    }
+
+    /// Call when the deadline from [`Node::poll_timeout`] passes.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if self.timers[Timer::Heartbeat as usize].is_some_and(|t| t <= now) {
+            self.timers[Timer::Heartbeat as usize] = Some(now + self.cfg.interval());
+            if self.link_up && !self.leaving {
+                let holdings = self.holdings();
+                self.send(Dest::All, Body::Heartbeat { holdings });
+            }
+            // Periodic re-evaluation makes every decision robust to a lost message.
+            self.evaluate_all(now);
+            self.maybe_reclaim(now);
+        }
+        if self.timers[Timer::BootWait as usize].is_some_and(|t| t <= now) {
+            self.timers[Timer::BootWait as usize] = None;
+            self.become_eligible(now);
+        }
+        let dead: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, m)| m.alive && self.dead_at(**id, m).is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &dead {
+            if let Some(m) = self.members.get_mut(id) {
+                m.alive = false;
+            }
+            self.actions
+                .push_back(Action::Event(Event::PeerDead { node: *id }));
+        }
+        if !dead.is_empty() {
+            self.evaluate_all(now);
+        }
+        let expired: Vec<NodeId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(o, _)| *o)
+            .collect();
+        for owner in expired {
+            self.pending.remove(&owner);
+            self.evaluate(now, owner);
+        }
+        self.granted.retain(|_, g| g.2 > now);
+    }
+
+    /// The cluster link went down or came up.
+    pub fn handle_link_event(&mut self, now: Time, up: bool) {
+        if up == self.link_up {
+            return;
+        }
+        self.link_up = up;
+        if up {
+            // Re-synchronise before assuming anything: solicit, and wait as at boot.
+            self.eligible = false;
+            self.send(Dest::All, Body::Solicit { target: None });
+            self.timers[Timer::BootWait as usize] = Some(now + self.cfg.boot_wait);
+        }
+    }
+
+    /// A command from the IO layer.
+    pub fn command(&mut self, now: Time, cmd: Command) {
+        match cmd {
+            Command::Shutdown => {
+                self.leaving = true;
+                for (owner, epoch) in std::mem::take(&mut self.held) {
+                    let addresses = self.addresses_of(owner);
+                    self.actions.push_back(Action::ReleaseAddress {
+                        owner,
+                        epoch,
+                        addresses,
+                    });
+                }
+                self.send(Dest::All, Body::Heartbeat { holdings: Vec::new() });
+                self.timers = [None; TIMERS];
+            }
+            Command::Solicit => self.send(Dest::All, Body::Solicit { target: None }),
+        }
+        let _ = now;
+    }
+
+    /// The IO layer has frozen and sent every connection of a `Migrate` handback.
+    pub fn handback_ready(&mut self, now: Time, owner: NodeId) {
+        let Some(new_epoch) = self.handing_back.remove(&owner) else {
+            return;
+        };
+        self.finish_handback(now, owner, new_epoch, FailbackMode::Migrate, 0);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Decisions
+
+    fn check_eligible(&mut self, now: Time) {
+        if self.eligible || self.cfg.expected_peers.is_empty() {
+            return;
+        }
+        let all = self.cfg.expected_peers.iter().all(|p| {
+            self.members
+                .get(p)
+                .is_some_and(|m| m.alive && m.ownership.is_some())
+        });
+        if all {
+            self.become_eligible(now);
+        }
+    }
+
+    fn become_eligible(&mut self, now: Time) {
+        if self.eligible || !self.link_up || self.leaving {
+            return;
+        }
+        self.eligible = true;
+        self.timers[Timer::BootWait as usize] = None;
+        self.actions.push_back(Action::Event(Event::Eligible));
+        self.evaluate_all(now);
+        self.maybe_reclaim(now);
+    }
+
+    fn can_assume(&self) -> bool {
+        self.eligible && self.link_up && !self.leaving
+    }
+
+    fn ownership_of(&self, owner: NodeId) -> Option<&Ownership> {
+        if owner == self.id() {
+            Some(&self.cfg.ownership)
+        } else {
+            self.members.get(&owner).and_then(|m| m.ownership.as_ref())
+        }
+    }
+
+    fn addresses_of(&self, owner: NodeId) -> Vec<OwnedAddress> {
+        self.ownership_of(owner)
+            .map(|o| o.addresses.clone())
+            .unwrap_or_default()
+    }
+
+    fn alive(&self, id: NodeId) -> bool {
+        id == self.id() || self.members.get(&id).is_some_and(|m| m.alive)
+    }
+
+    /// Whether nobody live holds the group.
+    fn orphaned(&self, owner: NodeId) -> bool {
+        let Some(g) = self.groups.get(&owner) else {
+            // Never held: the owner claims it itself once it is eligible; nobody else may while
+            // it is alive.
+            return !self.alive(owner);
+        };
+        let h = g.epoch.holder;
+        if h == self.id() {
+            return !self.held.contains_key(&owner);
+        }
+        !self
+            .members
+            .get(&h)
+            .is_some_and(|m| m.alive && m.boot_epoch == g.holder_boot)
+    }
+
+    /// The group's candidates in policy order that are alive and eligible: the owner, then its
+    /// backups.
+    fn candidates(&self, owner: NodeId) -> Vec<NodeId> {
+        let Some(rec) = self.ownership_of(owner) else {
+            return Vec::new();
+        };
+        let mut seen = BTreeSet::new();
+        std::iter::once(owner)
+            .chain(rec.policy.backups.iter().copied())
+            .filter(|n| seen.insert(*n))
+            .filter(|n| {
+                if *n == self.id() {
+                    self.can_assume()
+                } else {
+                    self.members
+                        .get(n)
+                        .is_some_and(|m| m.alive && m.eligible)
+                }
+            })
+            .collect()
+    }
+
+    fn evaluate_all(&mut self, now: Time) {
+        let mut owners: BTreeSet<NodeId> = self.groups.keys().copied().collect();
+        owners.insert(self.id());
+        owners.extend(
+            self.members
+                .iter()
+                .filter(|(_, m)| m.ownership.is_some())
+                .map(|(id, _)| *id),
+        );
+        for o in owners {
+            self.evaluate(now, o);
+        }
+    }
+
+    /// Decides what to do about one group.
+    fn evaluate(&mut self, now: Time, owner: NodeId) {
+        if !self.can_assume() || self.held.contains_key(&owner) || !self.orphaned(owner) {
+            return;
+        }
+        // Only groups we have the record of can be assumed (we need their addresses).
+        if self.ownership_of(owner).is_none() {
+            return;
+        }
+        let cands = self.candidates(owner);
+        let Some(pos) = cands.iter().position(|c| *c == self.id()) else {
+            return;
+        };
+        let spread = self
+            .ownership_of(owner)
+            .is_some_and(|o| o.policy.assignment == Assignment::Spread)
+            && owner != self.id();
+        if pos == 0 {
+            let scope = if spread && cands.len() > 1 {
+                Scope::Share {
+                    index: 0,
+                    of: cands.len() as u16,
+                }
+            } else {
+                Scope::All
+            };
+            // A grant we gave away for this group stands until it expires.
+            if self.granted.get(&owner).is_some_and(|g| g.1 == Scope::All) {
+                return;
+            }
+            self.assume(now, owner, scope);
+        } else {
+            let prev = self.groups.get(&owner).map(|g| g.epoch).unwrap_or_default();
+            self.want(now, owner, prev);
+        }
+    }
+
+    /// A lower-ranked candidate that wants a group whose holder (at `prev`) failed asks the
+    /// highest-ranked live candidate, once per failure (claim 10: "sending from the third system
+    /// to the second system a request to assume the connection").
+    fn want(&mut self, now: Time, owner: NodeId, prev: Epoch) {
+        if !self.can_assume()
+            || prev.holder == self.id()
+            || self.held.contains_key(&owner)
+            || self.shares.contains_key(&owner)
+            || self.pending.contains_key(&owner)
+            || self.asked.contains(&(owner, prev))
+        {
+            return;
+        }
+        let cands = self.candidates(owner);
+        let Some(pos) = cands.iter().position(|c| *c == self.id()) else {
+            return;
+        };
+        if pos == 0 {
+            return;
+        }
+        let spread = self
+            .ownership_of(owner)
+            .is_some_and(|o| o.policy.assignment == Assignment::Spread);
+        let top = cands[0];
+        let scope = if spread {
+            Scope::Share {
+                index: pos as u16,
+                of: cands.len() as u16,
+            }
+        } else {
+            Scope::All
+        };
+        self.asked.insert((owner, prev));
+        let request_id = self.rng.next_u64() as u32;
+        let (iv, miss) = self.peer_interval(top);
+        self.pending.insert(
+            owner,
+            Pending {
+                to: top,
+                request_id,
+                scope: scope.clone(),
+                deadline: now + iv * miss,
+                tries: 1,
+            },
+        );
+        self.actions
+            .push_back(Action::Event(Event::Requested { owner, to: top }));
+        self.send(
+            Dest::Node(top),
+            Body::AssumeRequest(AssumeRequest {
+                owner,
+                request_id,
+                scope,
+            }),
+        );
+    }
+
+    fn assume(&mut self, now: Time, owner: NodeId, scope: Scope) {
+        let counter = self.groups.get(&owner).map_or(0, |g| g.epoch.counter) + 1;
+        let epoch = Epoch {
+            counter,
+            holder: self.id(),
+        };
+        let with_addresses = matches!(scope, Scope::All | Scope::Share { index: 0, .. });
+        let Some(rec) = self.ownership_of(owner).cloned() else {
+            return;
+        };
+        self.pending.remove(&owner);
+        if with_addresses {
+            self.held.insert(owner, epoch);
+            self.groups.insert(
+                owner,
+                GroupView {
+                    epoch,
+                    holder_boot: self.cfg.boot_epoch,
+                },
+            );
+            self.actions.push_back(Action::ClaimAddress {
+                owner,
+                epoch,
+                addresses: rec.addresses.clone(),
+                arp: rec.arp,
+            });
+        } else {
+            let e = self.groups.get(&owner).map(|g| g.epoch).unwrap_or(epoch);
+            self.shares.insert(owner, (e, scope.clone()));
+        }
+        // claim 1: assume the connection(s) for the failed system.
+        self.actions.push_back(Action::AssumeConnections {
+            owner,
+            epoch,
+            scope: scope.clone(),
+        });
+        let addresses = if with_addresses {
+            rec.addresses.iter().map(|a| a.addr).collect()
+        } else {
+            Vec::new()
+        };
+        self.send(
+            Dest::All,
+            Body::TakeoverNotice(TakeoverNotice {
+                owner,
+                epoch,
+                scope,
+                addresses,
+            }),
+        );
+        let _ = now;
+    }
+
+    fn on_assume_request(&mut self, now: Time, from: NodeId, r: AssumeRequest) {
+        let owner = r.owner;
+        // Perhaps we are the rightful assumer and have not noticed yet.
+        self.evaluate(now, owner);
+        let reply = |reason: DenyReason| AssumeReply {
+            owner,
+            request_id: r.request_id,
+            scope: r.scope.clone(),
+            reason,
+        };
+        let cands = self.candidates(owner);
+        let grant = if self.held.contains_key(&owner) {
+            match r.scope {
+                Scope::Share { index, of } if index != 0 && of as usize == cands.len() => {
+                    Ok(())
+                }
+                Scope::Share { .. } => Err(DenyReason::ShareMismatch),
+                _ => Err(DenyReason::Assumed),
+            }
+        } else if !self.orphaned(owner) {
+            Err(DenyReason::HolderAlive)
+        } else if self.granted.get(&owner).is_some_and(|g| g.0 != from) {
+            // Exactly one: leave was already given to another node.
+            Err(DenyReason::Assumed)
+        } else {
+            match cands.first() {
+                // We cannot assume it ourselves, and in our view the requester ranks first.
+                Some(top) if *top == from => Ok(()),
+                Some(_) => Err(DenyReason::Assumed),
+                None => Ok(()),
+            }
+        };
+        match grant {
+            Ok(()) => {
+                let (iv, miss) = self.peer_interval(from);
+                if r.scope == Scope::All {
+                    self.granted
+                        .insert(owner, (from, r.scope.clone(), now + iv * (miss + 1)));
+                }
+                self.send(Dest::Node(from), Body::AssumeGrant(reply(DenyReason::None)));
+            }
+            Err(reason) => self.send(Dest::Node(from), Body::AssumeDeny(reply(reason))),
+        }
+    }
+
+    fn on_assume_reply(&mut self, now: Time, from: NodeId, r: AssumeReply, granted: bool) {
+        let Some(p) = self.pending.get(&r.owner) else {
+            return;
+        };
+        if p.to != from || p.request_id != r.request_id {
+            return;
+        }
+        let p = self.pending.remove(&r.owner).expect("checked");
+        self.actions.push_back(Action::Event(Event::Answered {
+            owner: r.owner,
+            from,
+            granted,
+        }));
+        if granted {
+            if self.can_assume() && (self.orphaned(r.owner) || matches!(p.scope, Scope::Share { .. })) {
+                self.assume(now, r.owner, p.scope);
+            }
+        } else {
+            // Denied: do not ask again before the replier would have noticed a failure.
+            let (iv, miss) = self.peer_interval(from);
+            self.pending.insert(
+                r.owner,
+                Pending {
+                    deadline: now + iv * miss,
+                    tries: p.tries + 1,
+                    ..p
+                },
+            );
+        }
+    }
+
+    /// A returning owner with a non-`none` failback asks its group's holder for it.
+    fn maybe_reclaim(&mut self, now: Time) {
+        let me = self.id();
+        if !self.can_assume() || self.held.contains_key(&me) {
+            return;
+        }
+        if self.cfg.ownership.policy.failback == FailbackMode::None {
+            return;
+        }
+        let Some(g) = self.groups.get(&me).copied() else {
+            return;
+        };
+        if g.epoch.holder == me || self.orphaned(me) {
+            return;
+        }
+        let iv = self.cfg.interval();
+        if self.reclaimed_at.is_some_and(|t| now < t + iv * 2) {
+            return;
+        }
+        self.reclaimed_at = Some(now);
+        self.send(
+            Dest::Node(g.epoch.holder),
+            Body::Reclaim(Reclaim {
+                owner: me,
+                held: g.epoch,
+            }),
+        );
+    }
+
+    fn on_reclaim(&mut self, now: Time, from: NodeId, r: Reclaim) {
+        if r.owner != from {
+            return;
+        }
+        let Some(epoch) = self.held.get(&from).copied() else {
+            return;
+        };
+        let mode = self
+            .ownership_of(from)
+            .map(|o| o.policy.failback)
+            .unwrap_or_default();
+        let new_epoch = Epoch {
+            counter: epoch.counter + 1,
+            holder: from,
+        };
+        match mode {
+            FailbackMode::None => {}
+            FailbackMode::NewConnections => {
+                self.actions.push_back(Action::HandBack { owner: from, mode });
+                self.finish_handback(now, from, new_epoch, mode, 0);
+            }
+            FailbackMode::Migrate => {
+                if self.handing_back.insert(from, new_epoch).is_none() {
+                    self.actions.push_back(Action::HandBack { owner: from, mode });
+                }
+            }
+        }
+    }
+
+    fn finish_handback(&mut self, now: Time, owner: NodeId, epoch: Epoch, mode: FailbackMode, draining: u32) {
+        let Some(mine) = self.held.remove(&owner) else {
+            return;
+        };
+        let addresses = self.addresses_of(owner);
+        self.actions.push_back(Action::ReleaseAddress {
+            owner,
+            epoch: mine,
+            addresses,
+        });
+        let holder_boot = self.members.get(&owner).map_or(0, |m| m.boot_epoch);
+        self.groups.insert(owner, GroupView { epoch, holder_boot });
+        self.send(
+            Dest::Node(owner),
+            Body::Handback(Handback {
+                owner,
+                epoch,
+                mode,
+                draining,
+            }),
+        );
+        let _ = now;
+    }
+
+    fn on_handback(&mut self, now: Time, from: NodeId, h: Handback) {
+        let me = self.id();
+        if h.owner != me || h.epoch.holder != me {
+            return;
+        }
+        if self.groups.get(&me).is_some_and(|g| g.epoch > h.epoch) {
+            return;
+        }
+        if !self.groups.get(&me).is_some_and(|g| g.epoch.holder == from) {
+            return;
+        }
+        self.held.insert(me, h.epoch);
+        self.groups.insert(
+            me,
+            GroupView {
+                epoch: h.epoch,
+                holder_boot: self.cfg.boot_epoch,
+            },
+        );
+        let rec = self.cfg.ownership.clone();
+        // claims 5/14/19: responsibility returns to the first system.
+        self.actions.push_back(Action::ClaimAddress {
+            owner: me,
+            epoch: h.epoch,
+            addresses: rec.addresses.clone(),
+            arp: rec.arp,
+        });
+        if h.mode == FailbackMode::Migrate {
+            self.actions.push_back(Action::AssumeConnections {
+                owner: me,
+                epoch: h.epoch,
+                scope: Scope::All,
+            });
+        }
+        self.send(
+            Dest::All,
+            Body::TakeoverNotice(TakeoverNotice {
+                owner: me,
+                epoch: h.epoch,
+                scope: Scope::All,
+                addresses: rec.addresses.iter().map(|a| a.addr).collect(),
+            }),
+        );
+        let _ = now;
+    }
+}
