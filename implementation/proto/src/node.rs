@@ -219,6 +219,8 @@ pub struct GroupView {
     pub epoch: Epoch,
     /// The holder's boot epoch when it took the group.
     pub holder_boot: u32,
+    /// The holder's own heartbeat, sent after it took the group, no longer lists it.
+    pub released: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -246,7 +248,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator from a seed.
     pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+        // splitmix64 of the seed, so that nearby seeds give unrelated streams; never zero.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self((z ^ (z >> 31)) | 1)
     }
     /// The next value.
     pub fn next_u64(&mut self) -> u64 {
@@ -279,6 +285,10 @@ pub struct Node {
     asked: BTreeSet<(NodeId, Epoch)>,
     /// Handbacks waiting for the IO layer (migrate), per owner.
     handing_back: BTreeMap<NodeId, Epoch>,
+    /// The last HANDBACK sent per owner, to repeat if the owner asks again.
+    handed_back: BTreeMap<NodeId, Handback>,
+    /// When we last sent a peer an unsolicited correction (ANNOUNCE or SOLICIT).
+    prodded: BTreeMap<NodeId, Time>,
     /// When we last sent RECLAIM for our group.
     reclaimed_at: Option<Time>,
     timers: [Option<Time>; TIMERS],
@@ -305,6 +315,8 @@ impl Node {
             granted: BTreeMap::new(),
             asked: BTreeSet::new(),
             handing_back: BTreeMap::new(),
+            handed_back: BTreeMap::new(),
+            prodded: BTreeMap::new(),
             reclaimed_at: None,
             timers: [None; TIMERS],
             actions: VecDeque::new(),
@@ -469,11 +481,18 @@ impl Node {
                 holder_boot: g.holder_boot,
             })
             .collect();
+        let relayed = self
+            .members
+            .values()
+            .filter(|m| !m.alive)
+            .filter_map(|m| m.ownership.clone())
+            .collect();
         self.send(
             to,
             Body::Announce(Announce {
                 ownership: self.cfg.ownership.clone(),
                 holdings,
+                relayed,
             }),
         );
     }
@@ -512,6 +531,22 @@ impl Node {
                 if let Some(m) = self.members.get_mut(&from) {
                     m.ownership = Some(a.ownership);
                 }
+                for o in a.relayed {
+                    let id = o.node_id;
+                    if id == self.id() || id == from {
+                        continue;
+                    }
+                    let m = self.members.entry(id).or_insert(Member {
+                        ownership: None,
+                        boot_epoch: 0,
+                        last_heard: now,
+                        alive: false,
+                        eligible: false,
+                    });
+                    if m.ownership.is_none() {
+                        m.ownership = Some(o);
+                    }
+                }
                 for h in a.holdings {
                     self.observe(now, h.owner, h.epoch, h.holder_boot);
                 }
@@ -524,8 +559,34 @@ impl Node {
                 }
             }
             Body::Heartbeat { holdings } => {
+                let held_now: BTreeSet<NodeId> = holdings
+                    .iter()
+                    .filter(|h| h.epoch.holder == from)
+                    .map(|h| h.owner)
+                    .collect();
+                let mut behind = false;
                 for h in holdings {
+                    behind |= h.epoch.holder == from
+                        && self.groups.get(&h.owner).is_some_and(|g| g.epoch > h.epoch);
                     self.observe(now, h.owner, h.epoch, h.holder_boot);
+                }
+                // Groups we think the sender holds but its heartbeat omits: it let them go.
+                let listed: BTreeSet<NodeId> = self
+                    .groups
+                    .iter()
+                    .filter(|(_, g)| g.epoch.holder == from && g.holder_boot == boot)
+                    .map(|(o, _)| *o)
+                    .collect();
+                for o in listed {
+                    if !held_now.contains(&o)
+                        && let Some(g) = self.groups.get_mut(&o)
+                    {
+                        g.released = true;
+                    }
+                }
+                // The sender holds a group at an epoch older than one we know: tell it.
+                if behind && self.may_prod(now, from) {
+                    self.send_announce(Dest::Node(from));
                 }
             }
             Body::AssumeRequest(r) => self.on_assume_request(now, from, r),
@@ -549,6 +610,12 @@ impl Node {
             Body::Reclaim(r) => self.on_reclaim(now, from, r),
             Body::ConnState(state) => self.actions.push_back(Action::ConnState { from, state }),
         }
+        // A peer whose ANNOUNCE we missed: ask it again (claim 4).
+        if self.members.get(&from).is_some_and(|m| m.alive && m.ownership.is_none())
+            && self.may_prod(now, from)
+        {
+            self.send(Dest::Node(from), Body::Solicit { target: Some(from) });
+        }
         if msg.flags & FLAG_LEAVING != 0 {
             if let Some(m) = self.members.get_mut(&from) {
                 m.alive = false;
@@ -557,6 +624,16 @@ impl Node {
                 .push_back(Action::Event(Event::PeerLeft { node: from }));
             self.evaluate_all(now);
         }
+    }
+
+    /// Rate-limits unsolicited corrections to a peer: at most one per interval.
+    fn may_prod(&mut self, now: Time, peer: NodeId) -> bool {
+        let iv = self.cfg.interval();
+        if self.prodded.get(&peer).is_some_and(|t| now < *t + iv) {
+            return false;
+        }
+        self.prodded.insert(peer, now);
+        true
     }
 
     fn drop_msg(&mut self, r: DropReason) {
@@ -587,6 +664,11 @@ impl Node {
                 node: from,
                 boot_epoch: msg.boot_epoch,
             }));
+            // A higher epoch we knew of may have a live holder now.
+            let owners: Vec<NodeId> = self.held.keys().copied().collect();
+            for o in owners {
+                self.check_fence(o);
+            }
             if rebooted {
                 // Whatever it held in its previous life is orphaned now.
                 self.evaluate_all(now);
@@ -604,23 +686,8 @@ impl Node {
         if cur.is_some_and(|g| g.epoch == epoch && g.holder_boot >= holder_boot) {
             return;
         }
-        self.groups.insert(owner, GroupView { epoch, holder_boot });
-        if let Some(mine) = self.held.get(&owner).copied()
-            && mine < epoch
-            && epoch.holder != self.id()
-        {
-            self.held.remove(&owner);
-            self.handing_back.remove(&owner);
-            let addresses = self.addresses_of(owner);
-            self.actions.push_back(Action::ReleaseAddress {
-                owner,
-                epoch: mine,
-                addresses,
-            });
-            self.actions.push_back(Action::DiscardStale { owner, epoch: mine });
-            self.actions
-                .push_back(Action::Event(Event::Fenced { owner, by: epoch }));
-        }
+        self.groups.insert(owner, GroupView { epoch, holder_boot, released: false });
+        self.check_fence(owner);
         // A share is void once its owner holds the group again.
         if let Some((e, _)) = self.shares.get(&owner)
             && epoch.counter > e.counter
@@ -629,6 +696,82 @@ impl Node {
             self.shares.remove(&owner);
         }
         let _ = now;
+    }
+
+    /// Whether `holder` is alive and has not rebooted since it took a group.
+    fn live(&self, holder: NodeId, holder_boot: u32) -> bool {
+        if holder == self.id() {
+            return holder_boot == self.cfg.boot_epoch;
+        }
+        self.members
+            .get(&holder)
+            .is_some_and(|m| m.alive && m.boot_epoch == holder_boot)
+    }
+
+    /// If we hold a group at an epoch below the newest known one, and that one's holder is
+    /// live, we are fenced: release the addresses and drop the connections silently.
+    fn check_fence(&mut self, owner: NodeId) {
+        let (Some(mine), Some(g)) = (self.held.get(&owner).copied(), self.groups.get(&owner).copied())
+        else {
+            return;
+        };
+        if mine >= g.epoch || g.epoch.holder == self.id() || !self.live(g.epoch.holder, g.holder_boot) {
+            return;
+        }
+        self.held.remove(&owner);
+        self.handing_back.remove(&owner);
+        let addresses = self.addresses_of(owner);
+        self.actions.push_back(Action::ReleaseAddress {
+            owner,
+            epoch: mine,
+            addresses,
+        });
+        self.actions.push_back(Action::DiscardStale { owner, epoch: mine });
+        self.actions.push_back(Action::Event(Event::Fenced { owner, by: g.epoch }));
+    }
+
+    /// We hold a group at an epoch below one whose holder is gone: keep serving it, under an
+    /// epoch above that one, and tell everyone.
+    fn reassert(&mut self, owner: NodeId) {
+        let (Some(mine), Some(g)) = (self.held.get(&owner).copied(), self.groups.get(&owner).copied())
+        else {
+            return;
+        };
+        if mine >= g.epoch || self.live(g.epoch.holder, g.holder_boot) {
+            return;
+        }
+        let e = Epoch {
+            counter: g.epoch.counter + 1,
+            holder: self.id(),
+        };
+        self.held.insert(owner, e);
+        self.groups.insert(
+            owner,
+            GroupView {
+                epoch: e,
+                holder_boot: self.cfg.boot_epoch,
+                released: false,
+            },
+        );
+        let owned = self.addresses_of(owner);
+        let arp = self.ownership_of(owner).map_or(ArpPolicy::Garp, |o| o.arp);
+        // Same holder, new epoch: the IO layer re-asserts the addresses (idempotent).
+        self.actions.push_back(Action::ClaimAddress {
+            owner,
+            epoch: e,
+            addresses: owned.clone(),
+            arp,
+        });
+        let addresses = owned.iter().map(|a| a.addr).collect();
+        self.send(
+            Dest::All,
+            Body::TakeoverNotice(TakeoverNotice {
+                owner,
+                epoch: e,
+                scope: Scope::All,
+                addresses,
+            }),
+        );
     }
 
     /// Call when the deadline from [`Node::poll_timeout`] passes.
@@ -670,7 +813,9 @@ impl Node {
             .map(|(o, _)| *o)
             .collect();
         for owner in expired {
+            // Unanswered or denied a while ago: we may ask again about this failure.
             self.pending.remove(&owner);
+            self.asked.retain(|(o, _)| *o != owner);
             self.evaluate(now, owner);
         }
         self.granted.retain(|_, g| g.2 > now);
@@ -774,11 +919,14 @@ impl Node {
         let Some(g) = self.groups.get(&owner) else {
             // Never held: the owner claims it itself once it is eligible; nobody else may while
             // it is alive.
-            return !self.alive(owner);
+            return owner == self.id() || !self.alive(owner);
         };
         let h = g.epoch.holder;
         if h == self.id() {
             return !self.held.contains_key(&owner);
+        }
+        if g.released {
+            return true;
         }
         !self
             .members
@@ -906,12 +1054,25 @@ impl Node {
         );
         self.actions
             .push_back(Action::Event(Event::Requested { owner, to: top }));
+        let known = self.groups.get(&owner).map_or(
+            Holding {
+                owner,
+                epoch: prev,
+                holder_boot: 0,
+            },
+            |g| Holding {
+                owner,
+                epoch: g.epoch,
+                holder_boot: g.holder_boot,
+            },
+        );
         self.send(
             Dest::Node(top),
             Body::AssumeRequest(AssumeRequest {
                 owner,
                 request_id,
                 scope,
+                known,
             }),
         );
     }
@@ -934,6 +1095,7 @@ impl Node {
                 GroupView {
                     epoch,
                     holder_boot: self.cfg.boot_epoch,
+                    released: false,
                 },
             );
             self.actions.push_back(Action::ClaimAddress {
@@ -971,6 +1133,11 @@ impl Node {
 
     fn on_assume_request(&mut self, now: Time, from: NodeId, r: AssumeRequest) {
         let owner = r.owner;
+        if r.known.owner == owner {
+            self.observe(now, owner, r.known.epoch, r.known.holder_boot);
+        }
+        // We may hold it below an epoch whose holder the requester says is gone.
+        self.reassert(owner);
         // Perhaps we are the rightful assumer and have not noticed yet.
         self.evaluate(now, owner);
         let reply = |reason: DenyReason| AssumeReply {
@@ -1079,6 +1246,12 @@ impl Node {
             return;
         }
         let Some(epoch) = self.held.get(&from).copied() else {
+            // We handed it back already and the HANDBACK was lost: send it again.
+            if let Some(h) = self.handed_back.get(&from).cloned()
+                && self.groups.get(&from).is_some_and(|g| g.epoch == h.epoch)
+            {
+                self.send(Dest::Node(from), Body::Handback(h));
+            }
             return;
         };
         let mode = self
@@ -1114,16 +1287,15 @@ impl Node {
             addresses,
         });
         let holder_boot = self.members.get(&owner).map_or(0, |m| m.boot_epoch);
-        self.groups.insert(owner, GroupView { epoch, holder_boot });
-        self.send(
-            Dest::Node(owner),
-            Body::Handback(Handback {
-                owner,
-                epoch,
-                mode,
-                draining,
-            }),
-        );
+        self.groups.insert(owner, GroupView { epoch, holder_boot, released: false });
+        let h = Handback {
+            owner,
+            epoch,
+            mode,
+            draining,
+        };
+        self.handed_back.insert(owner, h.clone());
+        self.send(Dest::Node(owner), Body::Handback(h));
         let _ = now;
     }
 
@@ -1132,18 +1304,18 @@ impl Node {
         if h.owner != me || h.epoch.holder != me {
             return;
         }
-        if self.groups.get(&me).is_some_and(|g| g.epoch > h.epoch) {
+        // Highest epoch wins, whoever sends it: everyone else adopts it from our notice.
+        if self.groups.get(&me).is_some_and(|g| g.epoch >= h.epoch) {
             return;
         }
-        if !self.groups.get(&me).is_some_and(|g| g.epoch.holder == from) {
-            return;
-        }
+        let _ = from;
         self.held.insert(me, h.epoch);
         self.groups.insert(
             me,
             GroupView {
                 epoch: h.epoch,
                 holder_boot: self.cfg.boot_epoch,
+                released: false,
             },
         );
         let rec = self.cfg.ownership.clone();

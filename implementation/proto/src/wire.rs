@@ -317,12 +317,15 @@ pub const FLAG_LEAVING: u16 = 0x0002;
 pub struct Announce {
     /// The ownership record (claims 3, 13, 18).
     pub ownership: Ownership,
-    /// Groups the sender holds.
+    /// The sender's view of every group: the newest epoch it knows for each.
     pub holdings: Vec<Holding>,
+    /// Ownership records of owners the sender believes failed, relayed so that a node that
+    /// booted after an owner died can still assume its group.
+    pub relayed: Vec<Ownership>,
 }
 
 /// What an assume request or reply covers.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// The owner's whole set: addresses and connections.
     All,
@@ -355,6 +358,8 @@ pub struct AssumeRequest {
     pub request_id: u32,
     /// What the sender wants to assume.
     pub scope: Scope,
+    /// The newest holding of the group the sender knows (its holder is, to the sender, gone).
+    pub known: Holding,
 }
 
 /// Why an assume request was denied.
@@ -825,9 +830,11 @@ impl Body {
             MsgType::Announce => {
                 let ownership = read_ownership(&mut r)?;
                 let holdings = read_holdings(&mut r)?;
+                let relayed = r.list(20, read_ownership)?;
                 Self::Announce(Announce {
                     ownership,
                     holdings,
+                    relayed,
                 })
             }
             MsgType::Solicit => {
@@ -842,11 +849,17 @@ impl Body {
             MsgType::AssumeRequest => {
                 let owner = r.node()?;
                 let request_id = r.u32()?;
+                let known = Holding {
+                    owner,
+                    epoch: r.epoch()?,
+                    holder_boot: r.u32()?,
+                };
                 let scope = read_scope(&mut r)?;
                 Self::AssumeRequest(AssumeRequest {
                     owner,
                     request_id,
                     scope,
+                    known,
                 })
             }
             MsgType::AssumeGrant => Self::AssumeGrant(read_reply(&mut r)?),
@@ -928,12 +941,18 @@ impl Body {
             Self::Announce(a) => {
                 write_ownership(&mut w, &a.ownership);
                 write_holdings(&mut w, &a.holdings);
+                w.count(a.relayed.len());
+                for o in a.relayed.iter().take(u16::MAX as usize) {
+                    write_ownership(&mut w, o);
+                }
             }
             Self::Solicit { target } => w.u32(target.map_or(0, |t| t.0)),
             Self::Heartbeat { holdings } => write_holdings(&mut w, holdings),
             Self::AssumeRequest(a) => {
                 w.node(a.owner);
                 w.u32(a.request_id);
+                w.epoch(a.known.epoch);
+                w.u32(a.known.holder_boot);
                 write_scope(&mut w, &a.scope);
             }
             Self::AssumeGrant(a) | Self::AssumeDeny(a) => write_reply(&mut w, a),
@@ -1095,6 +1114,13 @@ pub(crate) mod tests {
             Body::Announce(Announce {
                 ownership: ownership(),
                 holdings: vec![h],
+                relayed: vec![{
+                    let mut o = ownership();
+                    o.node_id = NodeId(9);
+                    o.application = String::new();
+                    o.addresses.clear();
+                    o
+                }],
             }),
             Body::Solicit { target: None },
             Body::Solicit {
@@ -1105,6 +1131,7 @@ pub(crate) mod tests {
                 owner: NodeId(1),
                 request_id: 0xdead_beef,
                 scope: Scope::Share { index: 1, of: 2 },
+                known: h,
             }),
             Body::AssumeGrant(AssumeReply {
                 owner: NodeId(1),

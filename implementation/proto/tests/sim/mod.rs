@@ -1,0 +1,372 @@
+//! A deterministic cluster simulator for holdfast-proto: `Cluster { nodes, time, links }` with
+//! `step` and `drive`. Messages are real sealed datagrams; loss, delay, partitions, crashes and
+//! reboots come from a seeded generator, so every run replays exactly from its seed.
+#![allow(dead_code, unreachable_pub)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+use holdfast_proto::node::{Action, Config, Dest, Event, Node, Rng};
+use holdfast_proto::policy::{
+    Assignment, Epoch, FailbackMode, FailoverPolicy, NodeId, OwnedAddress, Ownership,
+};
+use holdfast_proto::time::Time;
+use holdfast_proto::wire::Scope;
+
+pub const KEY: &[u8] = b"simulated cluster key";
+pub const CLUSTER: u32 = 0x4846_0001;
+
+/// What happened, for the property checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trace {
+    Claim { node: NodeId, owner: NodeId, epoch: Epoch },
+    Release { node: NodeId, owner: NodeId, epoch: Epoch },
+    Assume { node: NodeId, owner: NodeId, epoch: Epoch, scope: Scope },
+    Discard { node: NodeId, owner: NodeId },
+    HandBack { node: NodeId, owner: NodeId, mode: FailbackMode },
+    Event { node: NodeId, event: Event },
+    Crash { node: NodeId },
+    Boot { node: NodeId },
+    Sent { from: NodeId, to: Dest, len: usize },
+}
+
+pub struct SimNode {
+    pub cfg: Config,
+    pub node: Option<Node>,
+    /// Silently cut off: nothing in or out, and the node is not told.
+    pub cut: bool,
+    /// Link down: nothing in or out, and the node is told.
+    pub link_down: bool,
+    /// Groups this node holds, from its Claim/Release actions.
+    pub holding: BTreeMap<NodeId, Epoch>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Delivery delay range.
+    pub delay: (Duration, Duration),
+}
+
+pub struct Cluster {
+    pub nodes: Vec<SimNode>,
+    pub time: Time,
+    pub links: Links,
+    queue: BinaryHeap<Reverse<(Time, u64, usize, Vec<u8>)>>,
+    qseq: u64,
+    rng: Rng,
+    pub trace: Vec<(Time, Trace)>,
+    /// Answer `HandBack { Migrate }` at once, as a daemon would after freezing and sending.
+    pub auto_handback: bool,
+    /// (sender, type) of every datagram sent, decoded from its bytes.
+    pub sent: Vec<(NodeId, holdfast_proto::wire::MsgType)>,
+}
+
+pub fn id(i: usize) -> NodeId {
+    NodeId(i as u32 + 1)
+}
+
+pub fn idx(n: NodeId) -> usize {
+    n.0 as usize - 1
+}
+
+/// Node `i`'s ownership: one address, backups in rotated order.
+pub fn ownership(i: usize, n: usize, policy: &FailoverPolicy) -> Ownership {
+    let mut o = Ownership::new(id(i));
+    o.policy = policy.clone();
+    o.policy.backups = (1..n).map(|k| id((i + k) % n)).collect();
+    o.addresses = vec![OwnedAddress {
+        addr: format!("198.18.0.{}", i + 1).parse().unwrap(),
+        prefix: 24,
+        mac: [0x02, 0x68, 0x66, 0, i as u8 + 1, 1],
+    }];
+    o.ports = (7, 7);
+    o.application = "echo".into();
+    o
+}
+
+impl Cluster {
+    pub fn new(n: usize, policy: FailoverPolicy, seed: u64) -> Self {
+        let iv = Duration::from_millis(policy.heartbeat_ms as u64);
+        let nodes = (0..n)
+            .map(|i| SimNode {
+                cfg: Config {
+                    cluster_id: CLUSTER,
+                    key: KEY.to_vec(),
+                    ownership: ownership(i, n, &policy),
+                    boot_epoch: 1,
+                    boot_wait: iv * 5,
+                    expected_peers: (0..n).filter(|k| *k != i).map(id).collect(),
+                },
+                node: None,
+                cut: false,
+                link_down: false,
+                holding: BTreeMap::new(),
+            })
+            .collect();
+        let mut c = Self {
+            nodes,
+            time: Time(1_000_000_000),
+            links: Links {
+                loss: 0.0,
+                delay: (Duration::from_micros(100), Duration::from_micros(500)),
+            },
+            queue: BinaryHeap::new(),
+            qseq: 0,
+            rng: Rng::new(seed),
+            trace: Vec::new(),
+            auto_handback: true,
+            sent: Vec::new(),
+        };
+        for i in 0..n {
+            c.boot(i);
+        }
+        c
+    }
+
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes[i].node.as_ref()
+    }
+
+    fn rand_f64(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn boot(&mut self, i: usize) {
+        let seed = self.rng.next_u64();
+        let sn = &mut self.nodes[i];
+        sn.holding.clear();
+        sn.node = Some(Node::new(sn.cfg.clone(), self.time, seed));
+        self.trace.push((self.time, Trace::Boot { node: id(i) }));
+        self.drain(i);
+    }
+
+    /// Power off: the node and everything it knew are gone; its boot epoch goes up next time.
+    pub fn crash(&mut self, i: usize) {
+        if self.nodes[i].node.take().is_some() {
+            self.nodes[i].holding.clear();
+            self.nodes[i].cfg.boot_epoch += 1;
+            self.trace.push((self.time, Trace::Crash { node: id(i) }));
+        }
+    }
+
+    pub fn alive(&self, i: usize) -> bool {
+        self.nodes[i].node.is_some()
+    }
+
+    pub fn set_cut(&mut self, i: usize, cut: bool) {
+        self.nodes[i].cut = cut;
+    }
+
+    pub fn set_link(&mut self, i: usize, up: bool) {
+        self.nodes[i].link_down = !up;
+        let now = self.time;
+        if let Some(n) = self.nodes[i].node.as_mut() {
+            n.handle_link_event(now, up);
+        }
+        self.drain(i);
+    }
+
+    fn connected(&self, i: usize) -> bool {
+        !self.nodes[i].cut && !self.nodes[i].link_down
+    }
+
+    /// Applies a node's pending actions.
+    pub fn drain(&mut self, i: usize) {
+        loop {
+            let now = self.time;
+            let Some(a) = self.nodes[i].node.as_mut().and_then(Node::poll_action) else {
+                return;
+            };
+            let me = id(i);
+            match a {
+                Action::Send { to, data } => {
+                    self.trace.push((now, Trace::Sent { from: me, to, len: data.len() }));
+                    let m = holdfast_proto::auth::open(&data, KEY, CLUSTER).expect("we send valid messages");
+                    self.sent.push((me, m.body.msg_type()));
+                    if !self.connected(i) {
+                        continue;
+                    }
+                    let targets: Vec<usize> = match to {
+                        Dest::All => (0..self.nodes.len()).filter(|k| *k != i).collect(),
+                        Dest::Node(n) if idx(n) < self.nodes.len() => vec![idx(n)],
+                        Dest::Node(_) => vec![],
+                    };
+                    for t in targets {
+                        if self.rand_f64() < self.links.loss {
+                            continue;
+                        }
+                        let (lo, hi) = self.links.delay;
+                        let span = (hi - lo).as_nanos() as u64;
+                        let d = lo + Duration::from_nanos(if span == 0 { 0 } else { self.rng.next_u64() % span });
+                        self.qseq += 1;
+                        self.queue.push(Reverse((now + d, self.qseq, t, data.clone())));
+                    }
+                }
+                Action::ClaimAddress { owner, epoch, .. } => {
+                    self.nodes[i].holding.insert(owner, epoch);
+                    self.trace.push((now, Trace::Claim { node: me, owner, epoch }));
+                }
+                Action::ReleaseAddress { owner, epoch, .. } => {
+                    if self.nodes[i].holding.get(&owner) == Some(&epoch) {
+                        self.nodes[i].holding.remove(&owner);
+                    }
+                    self.trace.push((now, Trace::Release { node: me, owner, epoch }));
+                }
+                Action::AssumeConnections { owner, epoch, scope } => {
+                    self.trace.push((now, Trace::Assume { node: me, owner, epoch, scope }));
+                }
+                Action::DiscardStale { owner, .. } => {
+                    self.trace.push((now, Trace::Discard { node: me, owner }));
+                }
+                Action::HandBack { owner, mode } => {
+                    self.trace.push((now, Trace::HandBack { node: me, owner, mode }));
+                    if mode == FailbackMode::Migrate && self.auto_handback {
+                        if let Some(n) = self.nodes[i].node.as_mut() {
+                            n.handback_ready(now, owner);
+                        }
+                    }
+                }
+                Action::ConnState { .. } => {}
+                Action::Event(event) => {
+                    self.trace.push((now, Trace::Event { node: me, event }));
+                }
+            }
+        }
+    }
+
+    /// The next time anything happens.
+    fn next_time(&self) -> Option<Time> {
+        let q = self.queue.peek().map(|Reverse((t, ..))| *t);
+        let n = self
+            .nodes
+            .iter()
+            .filter_map(|s| s.node.as_ref().and_then(Node::poll_timeout))
+            .min();
+        match (q, n) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Advances to the next event and processes everything due then. False if idle.
+    pub fn step(&mut self) -> bool {
+        let Some(t) = self.next_time() else {
+            return false;
+        };
+        self.time = self.time.max(t);
+        let now = self.time;
+        while let Some(Reverse((t, ..))) = self.queue.peek() {
+            if *t > now {
+                break;
+            }
+            let Reverse((_, _, to, data)) = self.queue.pop().expect("peeked");
+            if !self.connected(to) {
+                continue;
+            }
+            if let Some(n) = self.nodes[to].node.as_mut() {
+                n.handle_datagram(now, &data);
+                self.drain(to);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            let due = self.nodes[i]
+                .node
+                .as_ref()
+                .and_then(Node::poll_timeout)
+                .is_some_and(|d| d <= now);
+            if due {
+                self.nodes[i].node.as_mut().expect("checked").handle_timeout(now);
+                self.drain(i);
+            }
+        }
+        true
+    }
+
+    /// Runs until `until` (events at `until` included).
+    pub fn drive_until(&mut self, until: Time) {
+        while self.next_time().is_some_and(|t| t <= until) {
+            self.step();
+        }
+        self.time = self.time.max(until);
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn drive(&mut self, d: Duration) {
+        let until = self.time + d;
+        self.drive_until(until);
+    }
+
+    /// Live nodes that hold `owner`'s group, per their Claim/Release actions.
+    pub fn holders(&self, owner: NodeId) -> Vec<(NodeId, Epoch)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.node.is_some())
+            .filter_map(|(i, s)| s.holding.get(&owner).map(|e| (id(i), *e)))
+            .collect()
+    }
+
+    /// Every (owner, epoch) claimed by more than one node over the whole run.
+    pub fn double_claims(&self) -> Vec<(NodeId, Epoch, BTreeSet<NodeId>)> {
+        let mut by: BTreeMap<(NodeId, Epoch), BTreeSet<NodeId>> = BTreeMap::new();
+        for (_, t) in &self.trace {
+            if let Trace::Claim { node, owner, epoch } = t {
+                by.entry((*owner, *epoch)).or_default().insert(*node);
+            }
+        }
+        by.into_iter()
+            .filter(|(_, s)| s.len() > 1)
+            .map(|((o, e), s)| (o, e, s))
+            .collect()
+    }
+
+    /// Trace entries since `t`.
+    pub fn since(&self, t: Time) -> impl Iterator<Item = &Trace> {
+        self.trace.iter().filter(move |(at, _)| *at >= t).map(|(_, x)| x)
+    }
+
+    /// Nodes that assumed `owner`'s whole set since `t`.
+    pub fn assumers_since(&self, owner: NodeId, t: Time) -> BTreeSet<NodeId> {
+        self.since(t)
+            .filter_map(|x| match x {
+                Trace::Assume { node, owner: o, scope: Scope::All, .. } if *o == owner => Some(*node),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A readable dump of the trace's decisions, for failure messages.
+    pub fn story(&self) -> String {
+        self.trace
+            .iter()
+            .filter(|(_, t)| !matches!(t, Trace::Sent { .. }))
+            .map(|(at, t)| format!("{:>10.3} ms  {t:?}", (at.0 - 1_000_000_000) as f64 / 1e6))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+pub fn policy(heartbeat_ms: u32, failback: FailbackMode, assignment: Assignment) -> FailoverPolicy {
+    FailoverPolicy {
+        backups: Vec::new(),
+        failback,
+        heartbeat_ms,
+        miss_count: 3,
+        snoop: Default::default(),
+        assignment,
+    }
+}
+
+impl Cluster {
+    /// The message types a node sent, in order (decoded from the datagrams it sent).
+    pub fn stats_sent_order(&self, node: NodeId) -> Vec<holdfast_proto::wire::MsgType> {
+        self.sent
+            .iter()
+            .filter(|(from, _)| *from == node)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+}
