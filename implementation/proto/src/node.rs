@@ -611,7 +611,10 @@ impl Node {
             Body::ConnState(state) => self.actions.push_back(Action::ConnState { from, state }),
         }
         // A peer whose ANNOUNCE we missed: ask it again (claim 4).
-        if self.members.get(&from).is_some_and(|m| m.alive && m.ownership.is_none())
+        if self
+            .members
+            .get(&from)
+            .is_some_and(|m| m.alive && m.ownership.is_none())
             && self.may_prod(now, from)
         {
             self.send(Dest::Node(from), Body::Solicit { target: Some(from) });
@@ -686,7 +689,14 @@ impl Node {
         if cur.is_some_and(|g| g.epoch == epoch && g.holder_boot >= holder_boot) {
             return;
         }
-        self.groups.insert(owner, GroupView { epoch, holder_boot, released: false });
+        self.groups.insert(
+            owner,
+            GroupView {
+                epoch,
+                holder_boot,
+                released: false,
+            },
+        );
         self.check_fence(owner);
         // A share is void once its owner holds the group again.
         if let Some((e, _)) = self.shares.get(&owner)
@@ -711,11 +721,16 @@ impl Node {
     /// If we hold a group at an epoch below the newest known one, and that one's holder is
     /// live, we are fenced: release the addresses and drop the connections silently.
     fn check_fence(&mut self, owner: NodeId) {
-        let (Some(mine), Some(g)) = (self.held.get(&owner).copied(), self.groups.get(&owner).copied())
-        else {
+        let (Some(mine), Some(g)) = (
+            self.held.get(&owner).copied(),
+            self.groups.get(&owner).copied(),
+        ) else {
             return;
         };
-        if mine >= g.epoch || g.epoch.holder == self.id() || !self.live(g.epoch.holder, g.holder_boot) {
+        if mine >= g.epoch
+            || g.epoch.holder == self.id()
+            || !self.live(g.epoch.holder, g.holder_boot)
+        {
             return;
         }
         self.held.remove(&owner);
@@ -726,15 +741,19 @@ impl Node {
             epoch: mine,
             addresses,
         });
-        self.actions.push_back(Action::DiscardStale { owner, epoch: mine });
-        self.actions.push_back(Action::Event(Event::Fenced { owner, by: g.epoch }));
+        self.actions
+            .push_back(Action::DiscardStale { owner, epoch: mine });
+        self.actions
+            .push_back(Action::Event(Event::Fenced { owner, by: g.epoch }));
     }
 
     /// We hold a group at an epoch below one whose holder is gone: keep serving it, under an
     /// epoch above that one, and tell everyone.
     fn reassert(&mut self, owner: NodeId) {
-        let (Some(mine), Some(g)) = (self.held.get(&owner).copied(), self.groups.get(&owner).copied())
-        else {
+        let (Some(mine), Some(g)) = (
+            self.held.get(&owner).copied(),
+            self.groups.get(&owner).copied(),
+        ) else {
             return;
         };
         if mine >= g.epoch || self.live(g.epoch.holder, g.holder_boot) {
@@ -848,7 +867,12 @@ impl Node {
                         addresses,
                     });
                 }
-                self.send(Dest::All, Body::Heartbeat { holdings: Vec::new() });
+                self.send(
+                    Dest::All,
+                    Body::Heartbeat {
+                        holdings: Vec::new(),
+                    },
+                );
                 self.timers = [None; TIMERS];
             }
             Command::Solicit => self.send(Dest::All, Body::Solicit { target: None }),
@@ -948,9 +972,7 @@ impl Node {
                 if *n == self.id() {
                     self.can_assume()
                 } else {
-                    self.members
-                        .get(n)
-                        .is_some_and(|m| m.alive && m.eligible)
+                    self.members.get(n).is_some_and(|m| m.alive && m.eligible)
                 }
             })
             .collect()
@@ -1149,9 +1171,7 @@ impl Node {
         let cands = self.candidates(owner);
         let grant = if self.held.contains_key(&owner) {
             match r.scope {
-                Scope::Share { index, of } if index != 0 && of as usize == cands.len() => {
-                    Ok(())
-                }
+                Scope::Share { index, of } if index != 0 && of as usize == cands.len() => Ok(()),
                 Scope::Share { .. } => Err(DenyReason::ShareMismatch),
                 _ => Err(DenyReason::Assumed),
             }
@@ -1195,7 +1215,9 @@ impl Node {
             granted,
         }));
         if granted {
-            if self.can_assume() && (self.orphaned(r.owner) || matches!(p.scope, Scope::Share { .. })) {
+            if self.can_assume()
+                && (self.orphaned(r.owner) || matches!(p.scope, Scope::Share { .. }))
+            {
                 self.assume(now, r.owner, p.scope);
             }
         } else {
@@ -1265,18 +1287,27 @@ impl Node {
         match mode {
             FailbackMode::None => {}
             FailbackMode::NewConnections => {
-                self.actions.push_back(Action::HandBack { owner: from, mode });
+                self.actions
+                    .push_back(Action::HandBack { owner: from, mode });
                 self.finish_handback(now, from, new_epoch, mode, 0);
             }
             FailbackMode::Migrate => {
                 if self.handing_back.insert(from, new_epoch).is_none() {
-                    self.actions.push_back(Action::HandBack { owner: from, mode });
+                    self.actions
+                        .push_back(Action::HandBack { owner: from, mode });
                 }
             }
         }
     }
 
-    fn finish_handback(&mut self, now: Time, owner: NodeId, epoch: Epoch, mode: FailbackMode, draining: u32) {
+    fn finish_handback(
+        &mut self,
+        now: Time,
+        owner: NodeId,
+        epoch: Epoch,
+        mode: FailbackMode,
+        draining: u32,
+    ) {
         let Some(mine) = self.held.remove(&owner) else {
             return;
         };
@@ -1287,7 +1318,14 @@ impl Node {
             addresses,
         });
         let holder_boot = self.members.get(&owner).map_or(0, |m| m.boot_epoch);
-        self.groups.insert(owner, GroupView { epoch, holder_boot, released: false });
+        self.groups.insert(
+            owner,
+            GroupView {
+                epoch,
+                holder_boot,
+                released: false,
+            },
+        );
         let h = Handback {
             owner,
             epoch,

@@ -609,7 +609,11 @@ impl<'a> Reader<'a> {
     }
     /// A count followed by that many items; the count is checked against the bytes left so a
     /// hostile count cannot make us allocate.
-    fn list<T>(&mut self, min_item: usize, mut f: impl FnMut(&mut Self) -> Result<T, Error>) -> Result<Vec<T>, Error> {
+    fn list<T>(
+        &mut self,
+        min_item: usize,
+        mut f: impl FnMut(&mut Self) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
         let n = self.u16()? as usize;
         if n * min_item > self.b.len() {
             return Err(Error::Malformed);
@@ -617,7 +621,11 @@ impl<'a> Reader<'a> {
         (0..n).map(|_| f(self)).collect()
     }
     fn end(&self) -> Result<(), Error> {
-        if self.b.is_empty() { Ok(()) } else { Err(Error::Malformed) }
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Malformed)
+        }
     }
 }
 
@@ -1126,7 +1134,9 @@ pub(crate) mod tests {
             Body::Solicit {
                 target: Some(NodeId(3)),
             },
-            Body::Heartbeat { holdings: vec![h, h] },
+            Body::Heartbeat {
+                holdings: vec![h, h],
+            },
             Body::AssumeRequest(AssumeRequest {
                 owner: NodeId(1),
                 request_id: 0xdead_beef,
@@ -1149,7 +1159,10 @@ pub(crate) mod tests {
                 owner: NodeId(1),
                 epoch: e,
                 scope: Scope::All,
-                addresses: vec!["198.18.0.10".parse().unwrap(), "2001:db8::10".parse().unwrap()],
+                addresses: vec![
+                    "198.18.0.10".parse().unwrap(),
+                    "2001:db8::10".parse().unwrap(),
+                ],
             }),
             Body::Handback(Handback {
                 owner: NodeId(1),
@@ -1210,7 +1223,12 @@ pub(crate) mod tests {
             let mut z = vec![0u8; n];
             m.emit(&mut Packet::new_unchecked(&mut a[..]));
             m.emit(&mut Packet::new_unchecked(&mut z[..]));
-            assert_eq!(a[..n - TAG_LEN], z[..n - TAG_LEN], "{:?}", m.body.msg_type());
+            assert_eq!(
+                a[..n - TAG_LEN],
+                z[..n - TAG_LEN],
+                "{:?}",
+                m.body.msg_type()
+            );
             let p = Packet::new_checked(&a[..]).unwrap();
             assert_eq!(Message::parse(&p).unwrap(), m);
             // And sealed, then opened with the key.
@@ -1232,7 +1250,11 @@ pub(crate) mod tests {
             let mut body = Vec::new();
             m.body.emit(&mut body);
             for cut in 0..body.len() {
-                assert!(Body::parse(m.body.msg_type(), &body[..cut]).is_err(), "{:?} cut {cut}", m.body.msg_type());
+                assert!(
+                    Body::parse(m.body.msg_type(), &body[..cut]).is_err(),
+                    "{:?} cut {cut}",
+                    m.body.msg_type()
+                );
             }
             // Trailing garbage is rejected too.
             body.push(0);
@@ -1275,7 +1297,10 @@ pub(crate) mod tests {
             body: Body::Heartbeat {
                 holdings: vec![Holding {
                     owner: NodeId(1),
-                    epoch: Epoch { counter: 7, holder: NodeId(2) },
+                    epoch: Epoch {
+                        counter: 7,
+                        holder: NodeId(2),
+                    },
                     holder_boot: 42,
                 }],
             },

@@ -25,9 +25,18 @@ const DETECT: Duration = Duration::from_millis(40);
 fn settled(c: &mut Cluster) {
     c.drive(200 * MS);
     for i in 0..c.nodes.len() {
-        assert!(c.node(i).unwrap().eligible(), "node {i} not eligible\n{}", c.story());
+        assert!(
+            c.node(i).unwrap().eligible(),
+            "node {i} not eligible\n{}",
+            c.story()
+        );
         let h: Vec<_> = c.holders(id(i)).iter().map(|h| h.0).collect();
-        assert_eq!(h, [id(i)], "node {i} should hold its own group\n{}", c.story());
+        assert_eq!(
+            h,
+            [id(i)],
+            "node {i} should hold its own group\n{}",
+            c.story()
+        );
     }
 }
 
@@ -37,11 +46,7 @@ fn claims_2_3_12_13_17_18_boot_announces_every_ownership_field() {
     c.drive(50 * MS);
     for i in 0..3 {
         // The first thing a node sends is its ANNOUNCE, then its SOLICIT.
-        let sent: Vec<MsgType> = c
-            .stats_sent_order(id(i))
-            .into_iter()
-            .take(2)
-            .collect();
+        let sent: Vec<MsgType> = c.stats_sent_order(id(i)).into_iter().take(2).collect();
         assert_eq!(sent, [MsgType::Announce, MsgType::Solicit]);
         for k in 0..3 {
             if k == i {
@@ -116,7 +121,11 @@ fn claim_10_the_third_node_asks_the_assumer_and_exactly_one_wins() {
     let answered = c.since(t).any(|x| {
         matches!(x, Trace::Event { node, event: Event::Answered { owner, from, granted: false } } if *node == id(2) && *owner == id(0) && *from == id(1))
     });
-    assert!(answered, "node 2 must answer (deny: it assumes)\n{}", c.story());
+    assert!(
+        answered,
+        "node 2 must answer (deny: it assumes)\n{}",
+        c.story()
+    );
     assert_eq!(c.assumers_since(id(0), t), BTreeSet::from([id(1)]));
 }
 
@@ -128,8 +137,14 @@ fn claim_10_if_the_assumer_dies_during_the_exchange_the_next_wins() {
     c.crash(1);
     let t = c.time;
     c.drive(DETECT * 2 + 20 * MS);
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(2)]);
-    assert_eq!(c.holders(id(1)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(2)]);
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(2)]
+    );
+    assert_eq!(
+        c.holders(id(1)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(2)]
+    );
     assert!(c.time - t <= DETECT * 2 + 20 * MS);
 }
 
@@ -143,7 +158,12 @@ fn claims_5_14_19_failback_new_connections_returns_the_group() {
     let t = c.time;
     c.boot(0);
     c.drive(200 * MS);
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(0)], "{}", c.story());
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(0)],
+        "{}",
+        c.story()
+    );
     // The assumer was told to hand back (and keep draining its connections).
     assert!(c.since(t).any(|x| matches!(x, Trace::HandBack { node, mode: FailbackMode::NewConnections, .. } if *node == id(1))));
     // No connection is discarded: they drain.
@@ -159,10 +179,17 @@ fn claims_5_14_19_failback_migrate_moves_connections_back() {
     let t = c.time;
     c.boot(0);
     c.drive(200 * MS);
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(0)]);
-    assert!(c.since(t).any(|x| matches!(x, Trace::HandBack { node, mode: FailbackMode::Migrate, .. } if *node == id(1))));
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(0)]
+    );
+    assert!(c.since(t).any(
+        |x| matches!(x, Trace::HandBack { node, mode: FailbackMode::Migrate, .. } if *node == id(1))
+    ));
     // The owner re-creates the connections it got back.
-    assert!(c.since(t).any(|x| matches!(x, Trace::Assume { node, owner, .. } if *node == id(0) && *owner == id(0))));
+    assert!(c.since(t).any(
+        |x| matches!(x, Trace::Assume { node, owner, .. } if *node == id(0) && *owner == id(0))
+    ));
 }
 
 #[test]
@@ -173,11 +200,17 @@ fn failback_none_the_assumer_keeps_the_group() {
     c.drive(100 * MS);
     c.boot(0);
     c.drive(300 * MS);
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(1)]);
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(1)]
+    );
     // And if the assumer then fails, the returned owner is first in line again.
     c.crash(1);
     c.drive(100 * MS);
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(0)]);
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(0)]
+    );
 }
 
 #[test]
@@ -187,17 +220,25 @@ fn spread_splits_the_connections_and_the_top_keeps_the_addresses() {
     let t = c.time;
     c.crash(0);
     c.drive(100 * MS);
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(1)]);
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(1)]
+    );
     let shares: BTreeSet<(u32, Scope)> = c
         .since(t)
         .filter_map(|x| match x {
-            Trace::Assume { node, owner, scope, .. } if *owner == id(0) => Some((node.0, scope.clone())),
+            Trace::Assume {
+                node, owner, scope, ..
+            } if *owner == id(0) => Some((node.0, scope.clone())),
             _ => None,
         })
         .collect();
     assert_eq!(
         shares,
-        BTreeSet::from([(2, Scope::Share { index: 0, of: 2 }), (3, Scope::Share { index: 1, of: 2 })]),
+        BTreeSet::from([
+            (2, Scope::Share { index: 0, of: 2 }),
+            (3, Scope::Share { index: 1, of: 2 })
+        ]),
         "{}",
         c.story()
     );
@@ -216,9 +257,18 @@ fn a_partitioned_then_healed_primary_yields_to_the_higher_epoch() {
     c.set_cut(0, false);
     c.drive(100 * MS);
     let h = c.holders(id(0));
-    assert_eq!(h.iter().map(|x| x.0).collect::<Vec<_>>(), [id(1)], "{}", c.story());
+    assert_eq!(
+        h.iter().map(|x| x.0).collect::<Vec<_>>(),
+        [id(1)],
+        "{}",
+        c.story()
+    );
     // The primary released silently.
-    assert!(c.since(t).any(|x| matches!(x, Trace::Discard { node, owner } if *node == id(0) && *owner == id(0))));
+    assert!(
+        c.since(t).any(
+            |x| matches!(x, Trace::Discard { node, owner } if *node == id(0) && *owner == id(0))
+        )
+    );
 }
 
 #[test]
@@ -231,13 +281,27 @@ fn a_node_whose_link_is_down_assumes_nothing() {
     assert!(c.holders(id(0)).iter().all(|h| h.0 != id(2)));
     assert!(c.holders(id(1)).iter().all(|h| h.0 != id(2)));
     // Meanwhile its own group moved to its first backup (node 1), at a higher epoch.
-    assert_eq!(c.holders(id(2)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(0), id(2)]);
+    assert_eq!(
+        c.holders(id(2)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(0), id(2)]
+    );
     c.set_link(2, true);
     c.drive(200 * MS);
     // Back on the link, node 3 yields (failback is `none`) and everyone agrees.
-    assert_eq!(c.holders(id(2)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(0)], "{}", c.story());
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(0)]);
-    assert_eq!(c.holders(id(1)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(1)]);
+    assert_eq!(
+        c.holders(id(2)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(0)],
+        "{}",
+        c.story()
+    );
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(0)]
+    );
+    assert_eq!(
+        c.holders(id(1)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(1)]
+    );
 }
 
 #[test]
@@ -270,13 +334,24 @@ fn rolling_failures_a_then_b_then_c_assumes_both() {
     assert_eq!(c.holders(id(0))[0].0, id(1));
     c.crash(1);
     c.drive(100 * MS);
-    assert_eq!(c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(2)]);
-    assert_eq!(c.holders(id(1)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(2)]);
+    assert_eq!(
+        c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(2)]
+    );
+    assert_eq!(
+        c.holders(id(1)).iter().map(|h| h.0).collect::<Vec<_>>(),
+        [id(2)]
+    );
     c.boot(0);
     c.boot(1);
     c.drive(300 * MS);
     for i in 0..3 {
-        assert_eq!(c.holders(id(i)).iter().map(|h| h.0).collect::<Vec<_>>(), [id(i)], "{}", c.story());
+        assert_eq!(
+            c.holders(id(i)).iter().map(|h| h.0).collect::<Vec<_>>(),
+            [id(i)],
+            "{}",
+            c.story()
+        );
     }
 }
 
@@ -289,13 +364,20 @@ fn schedule(seed: u64) -> Result<(), String> {
     let mut r = holdfast_proto::node::Rng::new(seed);
     let mut pick = |n: u64| r.next_u64() % n;
     let n = 2 + pick(3) as usize; // 2..=4 nodes
-    let failback = [FailbackMode::None, FailbackMode::NewConnections, FailbackMode::Migrate][pick(3) as usize];
+    let failback = [
+        FailbackMode::None,
+        FailbackMode::NewConnections,
+        FailbackMode::Migrate,
+    ][pick(3) as usize];
     let clean = pick(2) == 0; // clean: only crashes and reboots, no loss or partitions
     let iv = 10u32;
     let mut c = Cluster::new(n, policy(iv, failback, Assignment::Ordered), seed);
     if !clean {
         c.links.loss = pick(20) as f64 / 100.0;
-        c.links.delay = (Duration::from_micros(50), Duration::from_micros(50 + pick(3000)));
+        c.links.delay = (
+            Duration::from_micros(50),
+            Duration::from_micros(50 + pick(3000)),
+        );
     }
     let bound = Duration::from_millis(iv as u64 * 4);
     c.drive(150 * MS);
@@ -337,7 +419,10 @@ fn schedule(seed: u64) -> Result<(), String> {
                 for o in 0..n {
                     let h = c.holders(id(o));
                     if h.len() > 1 {
-                        return fail(&c, format!("clean schedule: two holders of group {o} at once: {h:?}"));
+                        return fail(
+                            &c,
+                            format!("clean schedule: two holders of group {o} at once: {h:?}"),
+                        );
                     }
                 }
             }
@@ -365,18 +450,34 @@ fn schedule(seed: u64) -> Result<(), String> {
     }
     c.drive(400 * MS);
     if let Some(d) = c.double_claims().first() {
-        return fail(&c, format!("two nodes claimed the same group at the same epoch: {d:?}"));
+        return fail(
+            &c,
+            format!("two nodes claimed the same group at the same epoch: {d:?}"),
+        );
     }
     let alive: Vec<usize> = (0..n).filter(|i| c.alive(*i)).collect();
     for o in 0..n {
         let h = c.holders(id(o));
         if h.len() > 1 {
-            return fail(&c, format!("after healing, group {o} has two holders: {h:?}"));
+            return fail(
+                &c,
+                format!("after healing, group {o} has two holders: {h:?}"),
+            );
         }
         // Every group whose record survives on a live node is held, if anyone can.
-        let known = alive.iter().any(|i| *i == o || c.node(*i).unwrap().members().get(&id(o)).is_some_and(|m| m.ownership.is_some()));
+        let known = alive.iter().any(|i| {
+            *i == o
+                || c.node(*i)
+                    .unwrap()
+                    .members()
+                    .get(&id(o))
+                    .is_some_and(|m| m.ownership.is_some())
+        });
         if known && !alive.is_empty() && h.is_empty() {
-            return fail(&c, format!("after healing, group {o} is held by nobody (alive: {alive:?})"));
+            return fail(
+                &c,
+                format!("after healing, group {o} is held by nobody (alive: {alive:?})"),
+            );
         }
         // The holder's epoch is the newest any live node knows.
         if let Some((_, e)) = h.first() {
@@ -384,21 +485,39 @@ fn schedule(seed: u64) -> Result<(), String> {
                 if let Some(g) = c.node(*i).unwrap().groups().get(&id(o))
                     && g.epoch > *e
                 {
-                    return fail(&c, format!("group {o} held at {e} but node {i} knows {}", g.epoch));
+                    return fail(
+                        &c,
+                        format!("group {o} held at {e} but node {i} knows {}", g.epoch),
+                    );
                 }
             }
         }
         // Failback: a live owner with a failback mode holds its own group again.
         if c.alive(o) && failback != FailbackMode::None && h.first().is_some_and(|x| x.0 != id(o)) {
-            return fail(&c, format!("failback {failback:?}: owner {o} alive but group held by {:?}", h[0]));
+            return fail(
+                &c,
+                format!(
+                    "failback {failback:?}: owner {o} alive but group held by {:?}",
+                    h[0]
+                ),
+            );
         }
     }
     if clean {
         // Exactly one assumer per failure: each Assume(All) is by a distinct epoch holder.
         let mut per_epoch = std::collections::BTreeMap::new();
         for (_, t) in &c.trace {
-            if let Trace::Assume { node, owner, epoch, scope: Scope::All } = t {
-                per_epoch.entry((*owner, epoch.counter)).or_insert_with(BTreeSet::new).insert(*node);
+            if let Trace::Assume {
+                node,
+                owner,
+                epoch,
+                scope: Scope::All,
+            } = t
+            {
+                per_epoch
+                    .entry((*owner, epoch.counter))
+                    .or_insert_with(BTreeSet::new)
+                    .insert(*node);
             }
         }
         if let Some((k, v)) = per_epoch.iter().find(|(_, v)| v.len() > 1) {
@@ -434,7 +553,9 @@ fn properties_hold_over_10000_seeded_schedules() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8) as u64;
     std::panic::set_hook(Box::new(|_| {}));
     let failures: Vec<(u64, String)> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
@@ -455,7 +576,11 @@ fn properties_hold_over_10000_seeded_schedules() {
         failures.is_empty(),
         "{} failing schedules, e.g.:\n{}\nreplay: HOLDFAST_SIM_SEED={} cargo test -p holdfast-proto --test simulation replay -- --nocapture",
         failures.len(),
-        failures.iter().map(|(s, e)| format!("  seed {s}: {e}")).collect::<Vec<_>>().join("\n"),
+        failures
+            .iter()
+            .map(|(s, e)| format!("  seed {s}: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         failures[0].0
     );
 }
@@ -463,7 +588,10 @@ fn properties_hold_over_10000_seeded_schedules() {
 /// Replays one schedule by seed (from a failure message) and prints its story.
 #[test]
 fn replay() {
-    let Some(seed) = std::env::var("HOLDFAST_SIM_SEED").ok().and_then(|v| v.parse().ok()) else {
+    let Some(seed) = std::env::var("HOLDFAST_SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    else {
         return;
     };
     let r = schedule(seed);

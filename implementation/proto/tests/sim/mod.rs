@@ -20,15 +20,46 @@ pub const CLUSTER: u32 = 0x4846_0001;
 /// What happened, for the property checks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trace {
-    Claim { node: NodeId, owner: NodeId, epoch: Epoch },
-    Release { node: NodeId, owner: NodeId, epoch: Epoch },
-    Assume { node: NodeId, owner: NodeId, epoch: Epoch, scope: Scope },
-    Discard { node: NodeId, owner: NodeId },
-    HandBack { node: NodeId, owner: NodeId, mode: FailbackMode },
-    Event { node: NodeId, event: Event },
-    Crash { node: NodeId },
-    Boot { node: NodeId },
-    Sent { from: NodeId, to: Dest, len: usize },
+    Claim {
+        node: NodeId,
+        owner: NodeId,
+        epoch: Epoch,
+    },
+    Release {
+        node: NodeId,
+        owner: NodeId,
+        epoch: Epoch,
+    },
+    Assume {
+        node: NodeId,
+        owner: NodeId,
+        epoch: Epoch,
+        scope: Scope,
+    },
+    Discard {
+        node: NodeId,
+        owner: NodeId,
+    },
+    HandBack {
+        node: NodeId,
+        owner: NodeId,
+        mode: FailbackMode,
+    },
+    Event {
+        node: NodeId,
+        event: Event,
+    },
+    Crash {
+        node: NodeId,
+    },
+    Boot {
+        node: NodeId,
+    },
+    Sent {
+        from: NodeId,
+        to: Dest,
+        len: usize,
+    },
 }
 
 pub struct SimNode {
@@ -50,11 +81,14 @@ pub struct Links {
     pub delay: (Duration, Duration),
 }
 
+/// A datagram in flight: delivery time, tie-breaking sequence, destination index, bytes.
+type InFlight = (Time, u64, usize, Vec<u8>);
+
 pub struct Cluster {
     pub nodes: Vec<SimNode>,
     pub time: Time,
     pub links: Links,
-    queue: BinaryHeap<Reverse<(Time, u64, usize, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<InFlight>>,
     qseq: u64,
     rng: Rng,
     pub trace: Vec<(Time, Trace)>,
@@ -183,8 +217,16 @@ impl Cluster {
             let me = id(i);
             match a {
                 Action::Send { to, data } => {
-                    self.trace.push((now, Trace::Sent { from: me, to, len: data.len() }));
-                    let m = holdfast_proto::auth::open(&data, KEY, CLUSTER).expect("we send valid messages");
+                    self.trace.push((
+                        now,
+                        Trace::Sent {
+                            from: me,
+                            to,
+                            len: data.len(),
+                        },
+                    ));
+                    let m = holdfast_proto::auth::open(&data, KEY, CLUSTER)
+                        .expect("we send valid messages");
                     self.sent.push((me, m.body.msg_type()));
                     if !self.connected(i) {
                         continue;
@@ -200,29 +242,68 @@ impl Cluster {
                         }
                         let (lo, hi) = self.links.delay;
                         let span = (hi - lo).as_nanos() as u64;
-                        let d = lo + Duration::from_nanos(if span == 0 { 0 } else { self.rng.next_u64() % span });
+                        let d = lo
+                            + Duration::from_nanos(if span == 0 {
+                                0
+                            } else {
+                                self.rng.next_u64() % span
+                            });
                         self.qseq += 1;
-                        self.queue.push(Reverse((now + d, self.qseq, t, data.clone())));
+                        self.queue
+                            .push(Reverse((now + d, self.qseq, t, data.clone())));
                     }
                 }
                 Action::ClaimAddress { owner, epoch, .. } => {
                     self.nodes[i].holding.insert(owner, epoch);
-                    self.trace.push((now, Trace::Claim { node: me, owner, epoch }));
+                    self.trace.push((
+                        now,
+                        Trace::Claim {
+                            node: me,
+                            owner,
+                            epoch,
+                        },
+                    ));
                 }
                 Action::ReleaseAddress { owner, epoch, .. } => {
                     if self.nodes[i].holding.get(&owner) == Some(&epoch) {
                         self.nodes[i].holding.remove(&owner);
                     }
-                    self.trace.push((now, Trace::Release { node: me, owner, epoch }));
+                    self.trace.push((
+                        now,
+                        Trace::Release {
+                            node: me,
+                            owner,
+                            epoch,
+                        },
+                    ));
                 }
-                Action::AssumeConnections { owner, epoch, scope } => {
-                    self.trace.push((now, Trace::Assume { node: me, owner, epoch, scope }));
+                Action::AssumeConnections {
+                    owner,
+                    epoch,
+                    scope,
+                } => {
+                    self.trace.push((
+                        now,
+                        Trace::Assume {
+                            node: me,
+                            owner,
+                            epoch,
+                            scope,
+                        },
+                    ));
                 }
                 Action::DiscardStale { owner, .. } => {
                     self.trace.push((now, Trace::Discard { node: me, owner }));
                 }
                 Action::HandBack { owner, mode } => {
-                    self.trace.push((now, Trace::HandBack { node: me, owner, mode }));
+                    self.trace.push((
+                        now,
+                        Trace::HandBack {
+                            node: me,
+                            owner,
+                            mode,
+                        },
+                    ));
                     if mode == FailbackMode::Migrate && self.auto_handback {
                         if let Some(n) = self.nodes[i].node.as_mut() {
                             n.handback_ready(now, owner);
@@ -278,7 +359,11 @@ impl Cluster {
                 .and_then(Node::poll_timeout)
                 .is_some_and(|d| d <= now);
             if due {
-                self.nodes[i].node.as_mut().expect("checked").handle_timeout(now);
+                self.nodes[i]
+                    .node
+                    .as_mut()
+                    .expect("checked")
+                    .handle_timeout(now);
                 self.drain(i);
             }
         }
@@ -325,14 +410,22 @@ impl Cluster {
 
     /// Trace entries since `t`.
     pub fn since(&self, t: Time) -> impl Iterator<Item = &Trace> {
-        self.trace.iter().filter(move |(at, _)| *at >= t).map(|(_, x)| x)
+        self.trace
+            .iter()
+            .filter(move |(at, _)| *at >= t)
+            .map(|(_, x)| x)
     }
 
     /// Nodes that assumed `owner`'s whole set since `t`.
     pub fn assumers_since(&self, owner: NodeId, t: Time) -> BTreeSet<NodeId> {
         self.since(t)
             .filter_map(|x| match x {
-                Trace::Assume { node, owner: o, scope: Scope::All, .. } if *o == owner => Some(*node),
+                Trace::Assume {
+                    node,
+                    owner: o,
+                    scope: Scope::All,
+                    ..
+                } if *o == owner => Some(*node),
                 _ => None,
             })
             .collect()
