@@ -37,18 +37,30 @@ fn main() {
         topo.nodes.len(),
         topo.switches.len()
     );
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_holdfast-harness"));
+    let daemon = bin.with_file_name("holdfastd");
+    let procs_label = if daemon.is_file() {
+        "full (capture + holdfastd on a, b, c)"
+    } else {
+        println!(
+            "(no {} yet: `cargo build --release -p holdfastd` to include the daemon)",
+            daemon.display()
+        );
+        "capture, no processes"
+    };
     for (label, capture, procs) in [
-        ("full (capture + processes)", true, true),
+        (procs_label, true, daemon.is_file()),
         ("bare (no capture, no processes)", false, false),
     ] {
         let (mut ups, mut downs, mut totals) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
             let opts = Options {
                 run_dir: Some(out.join(format!("{i}"))),
-                harness_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_holdfast-harness"))),
+                harness_bin: Some(bin.clone()),
                 capture,
                 start_processes: procs,
                 topology_file: None,
+                profile: None,
             };
             let t0 = Instant::now();
             let c = Cluster::up(topo.clone(), opts).expect("up");

@@ -48,6 +48,9 @@ pub struct Options {
     pub start_processes: bool,
     /// The topology file, for the run record.
     pub topology_file: Option<PathBuf>,
+    /// Which process profile to run (default: the topology's first); processes without a
+    /// profile always run.
+    pub profile: Option<String>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             capture: true,
             start_processes: true,
             topology_file: None,
+            profile: None,
         }
     }
 }
@@ -282,6 +286,7 @@ pub struct Cluster {
     loss: HashMap<(String, String), f64>,
     events: Mutex<Events>,
     spawner: Option<Spawner>,
+    profile: Option<String>,
     down: bool,
 }
 
@@ -359,8 +364,24 @@ impl Cluster {
                 all: Vec::new(),
             }),
             spawner: Some(Spawner::new()?),
+            profile: None,
             down: false,
         };
+        let profile = opts
+            .profile
+            .clone()
+            .or_else(|| c.topology.profiles.first().cloned());
+        if let Some(p) = &profile
+            && !c.topology.profiles.contains(p)
+        {
+            let _ = c.teardown();
+            return Err(io::Error::other(format!(
+                "topology {} has no profile {p:?} (it has: {})",
+                c.topology.name,
+                c.topology.profiles.join(" ")
+            )));
+        }
+        c.profile = profile;
         match c.build(&opts) {
             Ok(()) => {
                 c.event("up", None, &c.topology.name.clone());
@@ -496,6 +517,9 @@ impl Cluster {
         if start {
             for p in &node.processes {
                 if only_restartable && !p.restart {
+                    continue;
+                }
+                if p.profile.is_some() && p.profile != self.profile {
                     continue;
                 }
                 self.start_process(&node, &p.name)?;
@@ -668,6 +692,11 @@ impl Cluster {
     /// The topology.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// The process profile in use, if the topology has profiles.
+    pub fn profile(&self) -> Option<&str> {
+        self.profile.as_deref()
     }
 
     /// The run record.

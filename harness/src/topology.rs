@@ -75,6 +75,10 @@ impl TopologyError {
 pub struct Topology {
     /// The topology's name (defaults to the file stem).
     pub name: String,
+    /// The directory of the topology file (for `{topology_dir}`).
+    pub dir: PathBuf,
+    /// Process profiles (implementations) the topology can run; the first is the default.
+    pub profiles: Vec<String>,
     /// Switches: bridges, each in a namespace of its own.
     pub switches: Vec<Switch>,
     /// Nodes: each is a network namespace.
@@ -168,6 +172,8 @@ pub struct Process {
     pub command: Vec<String>,
     /// Whether the process is started again when the node is powered on after a power-off.
     pub restart: bool,
+    /// The profile (implementation) this process belongs to; `None` runs under every profile.
+    pub profile: Option<String>,
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
@@ -242,7 +248,19 @@ impl Topology {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "topology".into());
-        let topo = validate(&mut cx, raw, default_name);
+        let dir = path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .map(|d| d.canonicalize().unwrap_or_else(|_| d.to_owned()))
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut topo = validate(&mut cx, raw, default_name);
+        topo.dir = dir;
         if cx.problems.is_empty() {
             Ok(topo)
         } else {
@@ -298,12 +316,12 @@ pub struct TemplateEnv<'a> {
     pub run: &'a str,
     /// The run directory.
     pub run_dir: &'a Path,
-    /// The harness binary.
+    /// The harness binary (its directory is `{bin_dir}`).
     pub harness: &'a Path,
 }
 
 /// The placeholders a template may use; see `topologies/README.md`.
-pub const PLACEHOLDERS: &str = "{node} {run} {run_dir} {node_dir} {harness} {ip} {ip6} {mac}, \
+pub const PLACEHOLDERS: &str = "{node} {run} {run_dir} {node_dir} {harness} {bin_dir} {topology_dir} {ip} {ip6} {mac}, \
      with an optional interface ({ip:eth0}) and an optional other node ({b.ip}, {b.ip:eth0})";
 
 /// Expands the placeholders in one template argument.
@@ -331,6 +349,15 @@ fn expand_one(key: &str, env: &TemplateEnv<'_>) -> Result<String, String> {
         "run_dir" => return Ok(env.run_dir.display().to_string()),
         "node_dir" => return Ok(node_dir()),
         "harness" => return Ok(env.harness.display().to_string()),
+        "bin_dir" => {
+            return Ok(env
+                .harness
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display()
+                .to_string());
+        }
+        "topology_dir" => return Ok(env.topology.dir.display().to_string()),
         _ => {}
     }
     // [NODE.]KIND[:IFACE]
@@ -383,6 +410,8 @@ fn expand_one(key: &str, env: &TemplateEnv<'_>) -> Result<String, String> {
 #[serde(deny_unknown_fields)]
 struct RawTopology {
     name: Option<Spanned<String>>,
+    #[serde(default)]
+    profiles: Vec<Spanned<String>>,
     #[allow(dead_code)]
     description: Option<String>,
     #[serde(default)]
@@ -434,6 +463,7 @@ struct RawProcess {
     command: Spanned<String>,
     #[serde(default = "yes")]
     restart: bool,
+    profile: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -770,12 +800,25 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                     Vec::new()
                 }
             };
+            if let Some(pr) = &rp.profile
+                && !raw.profiles.iter().any(|x| x.get_ref() == pr.get_ref())
+            {
+                cx.err(
+                    &pr.span(),
+                    f("profile"),
+                    format!(
+                        "profile {:?} is not in the topology's `profiles` list",
+                        pr.get_ref()
+                    ),
+                );
+            }
             processes.push((
                 rp.command.span(),
                 Process {
                     name: pname,
                     command,
                     restart: rp.restart,
+                    profile: rp.profile.as_ref().map(|p| p.get_ref().clone()),
                 },
             ));
         }
@@ -839,6 +882,8 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
 
     let mut topo = Topology {
         name,
+        dir: PathBuf::new(),
+        profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
         switches,
         nodes: nodes.iter().map(|(_, n, _)| n.clone()).collect(),
     };

@@ -83,8 +83,23 @@ fn wait_for_service(c: &holdfast_harness::Cluster, node: &str, addr: SocketAddr)
 #[test]
 fn shipped_topologies_build_and_tear_down() {
     need_root!();
+    // The shipped topologies run holdfastd, which is not the harness's business: build them
+    // without processes, and the harness's own topology with its processes.
     for name in ["two-node.toml", "three-node.toml"] {
-        let topo = shipped(name);
+        let mut opts = options(&format!("build-{name}"));
+        opts.start_processes = false;
+        let c = holdfast_harness::Cluster::up(shipped(name), opts).unwrap();
+        let rec = c.record().clone();
+        for ns in &rec.namespaces {
+            assert!(netns::exists(ns), "{name}: namespace {ns} missing");
+        }
+        c.down().unwrap();
+        for ns in &rec.namespaces {
+            assert!(!netns::exists(ns), "{name}: namespace {ns} left behind");
+        }
+    }
+    for name in ["basic.toml"] {
+        let topo = basic();
         let mut c = up(&format!("build-{name}"), topo.clone());
         let rec = c.record().clone();
         for ns in &rec.namespaces {
@@ -201,7 +216,7 @@ fn tcp_between_every_pair_of_nodes() {
 #[test]
 fn capture_holds_the_handshake_on_named_interfaces() {
     need_root!();
-    let c = up("capture", shipped("two-node.toml"));
+    let c = up("capture", basic());
     let target: SocketAddr = "198.18.0.1:7".parse().unwrap();
     wait_for_service(&c, "client", target);
     let mut spec = ClientSpec::new(Workload::Stream, target);
@@ -522,7 +537,7 @@ fn a_node_on_a_killed_run_is_cleaned() {
     need_root!();
     let dir = run_dir("killed");
     let out = std::process::Command::new(harness_bin())
-        .args(["up", "topologies/two-node.toml", "--run-dir"])
+        .args(["up", "harness/tests/topologies/basic.toml", "--run-dir"])
         .arg(&dir)
         .current_dir(root())
         .output()
@@ -587,7 +602,7 @@ fn cli_up_exec_fault_down() {
             .unwrap()
     };
     let out = std::process::Command::new(&bin)
-        .args(["up", "topologies/two-node.toml", "--run-dir"])
+        .args(["up", "harness/tests/topologies/basic.toml", "--run-dir"])
         .arg(&dir)
         .current_dir(root())
         .output()
@@ -665,7 +680,7 @@ fn tshark_reads_the_capture() {
         holdfast_harness::report_skip("skipped: tshark is not installed (.ci/run installs it)");
         return;
     }
-    let c = up("tshark", shipped("two-node.toml"));
+    let c = up("tshark", basic());
     let target: SocketAddr = "198.18.0.1:7".parse().unwrap();
     wait_for_service(&c, "client", target);
     let rep = c
@@ -725,7 +740,7 @@ fn a_panic_tears_the_run_down() {
     need_root!();
     let mut namespaces = Vec::new();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let c = up("panic", shipped("two-node.toml"));
+        let c = up("panic", basic());
         namespaces = c.record().namespaces.clone();
         panic!("boom");
     }));
@@ -748,7 +763,7 @@ fn sigint_tears_the_run_down() {
         .map(|r| r.id)
         .collect();
     let mut child = std::process::Command::new(harness_bin())
-        .args(["run", "topologies/two-node.toml", "--scenario"])
+        .args(["run", "harness/tests/topologies/basic.toml", "--scenario"])
         .arg(&scenario)
         .arg("--run-dir")
         .arg(dir.join("run"))

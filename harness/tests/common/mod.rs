@@ -47,6 +47,12 @@ pub fn topology(name: &str, text: &str) -> Topology {
     Topology::parse(Path::new(name), text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The harness tests' own two-node topology (harness services, no daemon).
+pub fn basic() -> Topology {
+    Topology::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/topologies/basic.toml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub fn shipped(name: &str) -> Topology {
     Topology::load(root().join("topologies").join(name)).unwrap_or_else(|e| panic!("{e}"))
 }

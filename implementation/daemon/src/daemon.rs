@@ -1,0 +1,473 @@
+//! The daemon's event loop: sockets, timers, link events and signals in; the core's actions out.
+//!
+//! Read [`run`] first. Everything that decides lives in `holdfast_proto::Node`; this module only
+//! turns its actions into syscalls (UDP sends, addresses, announcements) and feeds it what the
+//! kernel reports, each with `now` from one monotonic clock.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use holdfast_proto::node::{Action, Command, Config, Dest, Event, Node};
+use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId, OwnedAddress};
+use holdfast_proto::time::Time;
+use holdfast_proto::wire::Packet;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UdpSocket, UnixListener};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::arp::{RawSender, announce_frame};
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::netio::{self, IfInfo, Net};
+
+/// The status socket's file name in the run directory.
+pub const STATUS_SOCKET: &str = "holdfastd.sock";
+
+/// What `holdfastd status` prints.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// This node's name.
+    pub node: String,
+    /// Its id.
+    pub id: u32,
+    /// Its boot epoch.
+    pub boot_epoch: u32,
+    /// Whether it may assume.
+    pub eligible: bool,
+    /// Peers.
+    pub members: Vec<MemberStatus>,
+    /// Groups: who holds whose addresses, at which epoch.
+    pub groups: Vec<GroupStatus>,
+    /// Message counters.
+    pub counters: Counters,
+}
+
+/// One peer in the status.
+#[derive(Debug, Serialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: u32,
+    /// Boot epoch.
+    pub boot_epoch: u32,
+    /// Alive?
+    pub alive: bool,
+    /// Eligible?
+    pub eligible: bool,
+    /// Milliseconds since last heard.
+    pub last_heard_ms_ago: f64,
+    /// Its application, from its ANNOUNCE.
+    pub application: Option<String>,
+}
+
+/// One group in the status.
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    /// The owner.
+    pub owner: u32,
+    /// The epoch counter.
+    pub epoch: u32,
+    /// The holder.
+    pub holder: u32,
+    /// Whether this node holds it.
+    pub held_here: bool,
+    /// The owner's addresses.
+    pub addresses: Vec<String>,
+}
+
+/// Counters in the status.
+#[derive(Debug, Serialize)]
+pub struct Counters {
+    /// Sent, by message type.
+    pub sent: BTreeMap<String, u64>,
+    /// Accepted, by message type.
+    pub received: BTreeMap<String, u64>,
+    /// Dropped, by reason (`bad_tag`, `replay`, `malformed`, ...).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+fn status(name: &str, node: &Node, now: Time) -> Status {
+    let s = node.stats();
+    Status {
+        node: name.to_owned(),
+        id: node.id().0,
+        boot_epoch: node.config().boot_epoch,
+        eligible: node.eligible(),
+        members: node
+            .members()
+            .iter()
+            .map(|(id, m)| MemberStatus {
+                id: id.0,
+                boot_epoch: m.boot_epoch,
+                alive: m.alive,
+                eligible: m.eligible,
+                last_heard_ms_ago: (now - m.last_heard).as_secs_f64() * 1000.0,
+                application: m.ownership.as_ref().map(|o| o.application.clone()),
+            })
+            .collect(),
+        groups: node
+            .groups()
+            .iter()
+            .map(|(o, g)| GroupStatus {
+                owner: o.0,
+                epoch: g.epoch.counter,
+                holder: g.epoch.holder.0,
+                held_here: node.held().contains_key(o),
+                addresses: record(node, *o)
+                    .map(|r| {
+                        r.addresses
+                            .iter()
+                            .map(|a| format!("{}/{}", a.addr, a.prefix))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        counters: Counters {
+            sent: s
+                .sent
+                .iter()
+                .map(|(k, v)| (k.name().to_owned(), *v))
+                .collect(),
+            received: s
+                .received
+                .iter()
+                .map(|(k, v)| (k.name().to_owned(), *v))
+                .collect(),
+            dropped: s
+                .dropped
+                .iter()
+                .map(|(k, v)| (k.name().to_owned(), *v))
+                .collect(),
+        },
+    }
+}
+
+/// Reads, increments and stores the boot epoch; never lower than seconds since 2024, so a lost
+/// state file still gives an epoch above any earlier boot's.
+fn next_boot_epoch(run_dir: &Path) -> Result<u32> {
+    let path = run_dir.join("boot_epoch");
+    let stored: u32 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(1_704_067_200) as u32)
+        .unwrap_or(0);
+    let e = (stored + 1).max(secs);
+    std::fs::write(&path, e.to_string()).with_context(|| path.display().to_string())?;
+    Ok(e)
+}
+
+fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::UdpSocket> {
+    let sock = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port()))
+        .with_context(|| format!("bind UDP port {}", group.port()))?;
+    sock.join_multicast_v4(group.ip(), &local)
+        .with_context(|| format!("join {} on {local}", group.ip()))?;
+    sock.set_multicast_loop_v4(false)?;
+    sock.set_multicast_ttl_v4(1)?;
+    let ifaddr = libc::in_addr {
+        s_addr: u32::from_ne_bytes(local.octets()),
+    };
+    // SAFETY: setsockopt with an in_addr: send multicast out of the cluster interface (there is
+    // no default route in a node).
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&ifaddr as *const libc::in_addr).cast(),
+            size_of::<libc::in_addr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()).context("IP_MULTICAST_IF");
+    }
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+struct Io {
+    net: Net,
+    iface: IfInfo,
+    udp: UdpSocket,
+    group: SocketAddrV4,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    me: NodeConfig,
+    me_iface_name: String,
+}
+
+impl Io {
+    fn vmac_name(owner: NodeId) -> String {
+        format!("vmac{}", owner.0)
+    }
+
+    async fn claim(&self, owner: NodeId, addresses: &[OwnedAddress], arp: ArpPolicy) -> Result<()> {
+        let (index, mac) = if arp == ArpPolicy::Vmac {
+            let vmac = addresses
+                .first()
+                .map(|a| a.mac)
+                .unwrap_or(crate::config::virtual_mac(owner));
+            let idx = self
+                .net
+                .ensure_vmac(&Self::vmac_name(owner), self.iface.index, vmac)
+                .await?;
+            // Only the macvlan answers ARP for the address; the parent keeps quiet about it.
+            let _ = netio::sysctl(
+                &format!("net.ipv4.conf.{}.arp_ignore", self.me_iface()),
+                "1",
+            );
+            (idx, vmac)
+        } else {
+            (self.iface.index, self.iface.mac)
+        };
+        if addresses.iter().any(|a| a.addr.is_ipv6()) {
+            let name = if arp == ArpPolicy::Vmac {
+                Self::vmac_name(owner)
+            } else {
+                self.me_iface()
+            };
+            let _ = netio::sysctl(&format!("net.ipv6.conf.{name}.disable_ipv6"), "0");
+        }
+        // Under vmac the macvlan carries host routes only, so replies keep using the parent's.
+        self.net
+            .add_all(index, addresses, arp == ArpPolicy::Vmac)
+            .await?;
+        if arp != ArpPolicy::None {
+            let frames: Vec<Vec<u8>> = addresses
+                .iter()
+                .map(|a| announce_frame(mac, a.addr))
+                .collect();
+            let sender = RawSender::new(index).context("AF_PACKET socket")?;
+            let (count, gap) = (self.me.garp_count, self.me.garp_interval);
+            tokio::spawn(async move {
+                for i in 0..count {
+                    for f in &frames {
+                        if let Err(e) = sender.send(f) {
+                            warn!("announcement: {e}");
+                        }
+                    }
+                    if i + 1 < count {
+                        tokio::time::sleep(gap).await;
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn me_iface(&self) -> String {
+        self.me_iface_name.clone()
+    }
+
+    async fn release(
+        &self,
+        owner: NodeId,
+        addresses: &[OwnedAddress],
+        arp: ArpPolicy,
+    ) -> Result<()> {
+        for a in addresses {
+            self.net.del_addr(a.addr).await?;
+        }
+        if arp == ArpPolicy::Vmac {
+            self.net.del_link(&Self::vmac_name(owner)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the daemon for node `name` until SIGTERM or SIGINT.
+pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()> {
+    let Some(me) = cfg.nodes.get(name).cloned() else {
+        bail!(
+            "node {name:?} is not in the configuration (it has: {})",
+            cfg.nodes.keys().cloned().collect::<Vec<_>>().join(" ")
+        );
+    };
+    std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
+    let base = Instant::now();
+    let now = || Time(base.elapsed().as_nanos() as u64);
+    let net = Net::new()?;
+    let iface = net.interface(&cfg.interface).await?;
+    let Some(local) = iface.ipv4 else {
+        bail!(
+            "the cluster interface {} has no IPv4 address",
+            cfg.interface
+        );
+    };
+    let udp = UdpSocket::from_std(multicast_socket(cfg.group, local)?)?;
+    let mut ownership = me.ownership.clone();
+    if ownership.arp != ArpPolicy::Vmac {
+        // The MAC tied to the addresses is ours (claim 3).
+        for a in &mut ownership.addresses {
+            a.mac = iface.mac;
+        }
+    }
+    let boot_epoch = next_boot_epoch(&run_dir)?;
+    let seed =
+        base.elapsed().as_nanos() as u64 ^ (std::process::id() as u64) << 32 ^ boot_epoch as u64;
+    let mut node = Node::new(
+        Config {
+            cluster_id: cfg.cluster_id,
+            key: cfg.key.clone(),
+            ownership: ownership.clone(),
+            boot_epoch,
+            boot_wait: me.boot_wait,
+            expected_peers: cfg.peers_of(name),
+        },
+        now(),
+        seed,
+    );
+    info!(
+        node = name,
+        id = ownership.node_id.0,
+        boot_epoch,
+        "holdfastd started; announcing"
+    );
+    let mut io = Io {
+        net,
+        iface,
+        udp,
+        group: cfg.group,
+        peers: BTreeMap::new(),
+        me: me.clone(),
+        me_iface_name: cfg.interface.clone(),
+    };
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+    netio::watch_link(iface.index, link_tx)?;
+    let sock_path = run_dir.join(STATUS_SOCKET);
+    let _ = std::fs::remove_file(&sock_path);
+    let status_listener =
+        UnixListener::bind(&sock_path).with_context(|| sock_path.display().to_string())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    crate::app::spawn_echo(ownership.ports, ownership.application.clone())?;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        apply(&mut node, &mut io, name, now()).await;
+        let deadline = node
+            .poll_timeout()
+            .map(|t| base + Duration::from_nanos(t.0))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            r = io.udp.recv_from(&mut buf) => {
+                let (n, from) = match r {
+                    Ok(x) => x,
+                    Err(e) => { warn!("recv: {e}"); continue; }
+                };
+                let before: u64 = node.stats().received.values().sum();
+                node.handle_datagram(now(), &buf[..n]);
+                let after: u64 = node.stats().received.values().sum();
+                // Learn where a peer is only from a message the core accepted.
+                if after > before
+                    && let Ok(p) = Packet::new_checked(&buf[..n])
+                {
+                    io.peers.insert(p.sender(), from);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(now()),
+            Some(up) = link_rx.recv() => {
+                info!(up, "cluster link {}", if up { "up" } else { "down" });
+                node.handle_link_event(now(), up);
+            }
+            Ok((mut s, _)) = status_listener.accept() => {
+                let st = status(name, &node, now());
+                let mut text = serde_json::to_string_pretty(&st).unwrap_or_default();
+                text.push('\n');
+                tokio::spawn(async move { let _ = s.write_all(text.as_bytes()).await; });
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("shutting down: releasing and telling the peers");
+    node.command(now(), Command::Shutdown);
+    apply(&mut node, &mut io, name, now()).await;
+    let _ = std::fs::remove_file(&sock_path);
+    Ok(())
+}
+
+async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
+    while let Some(a) = node.poll_action() {
+        match a {
+            Action::Send { to, data } => {
+                let dest = match to {
+                    Dest::All => Some(SocketAddr::V4(io.group)),
+                    Dest::Node(id) => io.peers.get(&id).copied(),
+                };
+                match dest {
+                    Some(d) => {
+                        if let Err(e) = io.udp.send_to(&data, d).await {
+                            debug!("send to {d}: {e}");
+                        }
+                    }
+                    None => warn!(?to, "no address known for peer; message dropped"),
+                }
+            }
+            Action::ClaimAddress {
+                owner,
+                epoch,
+                addresses,
+                arp,
+            } => {
+                info!(node = name, %owner, %epoch, addrs = ?addresses.iter().map(|a| a.addr).collect::<Vec<IpAddr>>(), ?arp, "claim");
+                if let Err(e) = io.claim(owner, &addresses, arp).await {
+                    warn!("claim {owner}: {e:#}");
+                }
+            }
+            Action::ReleaseAddress {
+                owner,
+                epoch,
+                addresses,
+            } => {
+                info!(node = name, %owner, %epoch, "release");
+                let arp = node_arp(node, owner);
+                if let Err(e) = io.release(owner, &addresses, arp).await {
+                    warn!("release {owner}: {e:#}");
+                }
+            }
+            Action::AssumeConnections {
+                owner,
+                epoch,
+                scope,
+            } => {
+                info!(node = name, %owner, %epoch, ?scope, "assume connections");
+            }
+            Action::HandBack { owner, mode } => {
+                info!(node = name, %owner, ?mode, "hand back");
+                if mode == FailbackMode::Migrate {
+                    // No live connection state moves yet: the addresses go back at once.
+                    node.handback_ready(now, owner);
+                }
+            }
+            Action::DiscardStale { owner, epoch } => {
+                info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
+            }
+            Action::ConnState { from, .. } => debug!(%from, "conn-state"),
+            Action::Event(e) => match e {
+                Event::PeerDead { .. } | Event::PeerLeft { .. } | Event::Fenced { .. } => {
+                    info!(node = name, ?e)
+                }
+                _ => debug!(node = name, ?e),
+            },
+        }
+    }
+}
+
+fn record(node: &Node, owner: NodeId) -> Option<&holdfast_proto::policy::Ownership> {
+    if owner == node.id() {
+        return Some(&node.config().ownership);
+    }
+    node.members()
+        .get(&owner)
+        .and_then(|m| m.ownership.as_ref())
+}
+
+fn node_arp(node: &Node, owner: NodeId) -> ArpPolicy {
+    record(node, owner).map_or(ArpPolicy::Garp, |o| o.arp)
+}

@@ -1,0 +1,12 @@
+//! holdfastd: the Holdfast node daemon, a thin tokio layer around `holdfast_proto::Node`.
+//!
+//! Start with [`daemon::run`]. [`config`] reads the cluster configuration, [`netio`] adds and
+//! removes addresses and watches the link over rtnetlink, [`arp`] announces addresses with
+//! gratuitous ARP and unsolicited neighbour advertisements, [`app`] serves the application.
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod arp;
+pub mod config;
+pub mod daemon;
+pub mod netio;

@@ -1,0 +1,242 @@
+//! Addresses, virtual MACs and link state, over rtnetlink.
+//!
+//! Read [`Net`] first. The daemon runs inside its node's namespace, so a plain rtnetlink
+//! connection sees exactly that node's interfaces. Link state is watched on a second connection
+//! bound to `RTMGRP_LINK` and reported as "carrier up/down" for the cluster interface.
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, anyhow};
+use futures_util::stream::{StreamExt, TryStreamExt};
+use holdfast_proto::policy::OwnedAddress;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, MacVlanMode};
+use rtnetlink::sys::AsyncSocket;
+use rtnetlink::{Handle, LinkMacVlan, LinkUnspec};
+use tokio::sync::mpsc;
+
+/// An rtnetlink handle for the daemon's namespace.
+#[derive(Clone)]
+pub struct Net {
+    handle: Handle,
+}
+
+/// The cluster interface's index, MAC and first IPv4 address.
+#[derive(Debug, Clone, Copy)]
+pub struct IfInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// Its first IPv4 address.
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    /// Whether it has carrier (`IFF_RUNNING`).
+    pub running: bool,
+}
+
+fn running(l: &LinkMessage) -> bool {
+    l.header.flags.contains(LinkFlags::Up) && l.header.flags.contains(LinkFlags::Running)
+}
+
+fn mac_of(l: &LinkMessage) -> [u8; 6] {
+    l.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(m) if m.len() == 6 => m.as_slice().try_into().ok(),
+            _ => None,
+        })
+        .unwrap_or([0; 6])
+}
+
+fn addr_of(m: &AddressMessage) -> Option<IpAddr> {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        })
+        .or_else(|| {
+            m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        })
+}
+
+impl Net {
+    /// Opens the connection (spawned on the current runtime).
+    pub fn new() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("open rtnetlink")?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    async fn link(&self, name: &str) -> Result<Option<LinkMessage>> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match s.try_next().await {
+            Ok(l) => Ok(l),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The interface's index, MAC, IPv4 address and carrier.
+    pub async fn interface(&self, name: &str) -> Result<IfInfo> {
+        let l = self
+            .link(name)
+            .await?
+            .ok_or_else(|| anyhow!("no interface {name:?} in this namespace"))?;
+        let index = l.header.index;
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut ipv4 = None;
+        while let Some(a) = addrs.try_next().await? {
+            if let Some(IpAddr::V4(v4)) = addr_of(&a)
+                && ipv4.is_none()
+            {
+                ipv4 = Some(v4);
+            }
+        }
+        Ok(IfInfo {
+            index,
+            mac: mac_of(&l),
+            ipv4,
+            running: running(&l),
+        })
+    }
+
+    /// Adds an address to an interface; already present is fine.
+    pub async fn add_addr(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        match self
+            .handle
+            .address()
+            .add(index, addr, prefix)
+            .execute()
+            .await
+        {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            r => r.with_context(|| format!("add {addr}/{prefix}")),
+        }
+    }
+
+    /// Removes an address from whichever interface has it; absent is fine.
+    pub async fn del_addr(&self, addr: IpAddr) -> Result<()> {
+        let mut s = self
+            .handle
+            .address()
+            .get()
+            .set_address_filter(addr)
+            .execute();
+        let mut found = Vec::new();
+        while let Some(m) = s.try_next().await? {
+            if addr_of(&m) == Some(addr) {
+                found.push(m);
+            }
+        }
+        for m in found {
+            match self.handle.address().del(m).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EADDRNOTAVAIL => {}
+                r => r.with_context(|| format!("delete {addr}"))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates (if needed) a macvlan `name` on `parent` with a virtual MAC, and brings it up.
+    pub async fn ensure_vmac(&self, name: &str, parent: u32, mac: [u8; 6]) -> Result<u32> {
+        if let Some(l) = self.link(name).await? {
+            return Ok(l.header.index);
+        }
+        let msg = LinkMacVlan::new(name, parent, MacVlanMode::Bridge)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("create macvlan {name}"))?;
+        let l = self
+            .link(name)
+            .await?
+            .ok_or_else(|| anyhow!("macvlan {name} vanished"))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(l.header.index).up().build())
+            .execute()
+            .await?;
+        Ok(l.header.index)
+    }
+
+    /// Deletes a link by name; absent is fine.
+    pub async fn del_link(&self, name: &str) -> Result<()> {
+        if let Some(l) = self.link(name).await? {
+            self.handle.link().del(l.header.index).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// Adds the addresses of a claim to `index`.
+    pub async fn add_all(
+        &self,
+        index: u32,
+        addrs: &[OwnedAddress],
+        host_routes: bool,
+    ) -> Result<()> {
+        for a in addrs {
+            let prefix = if host_routes {
+                if a.addr.is_ipv4() { 32 } else { 128 }
+            } else {
+                a.prefix
+            };
+            self.add_addr(index, a.addr, prefix).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Watches the carrier of interface `index`; sends `true`/`false` on every change.
+pub fn watch_link(index: u32, tx: mpsc::UnboundedSender<bool>) -> Result<()> {
+    let (mut conn, _, mut msgs) = rtnetlink::new_connection().context("open rtnetlink monitor")?;
+    let addr = rtnetlink::sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK);
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&addr)
+        .context("bind RTMGRP_LINK")?;
+    tokio::spawn(conn);
+    tokio::spawn(async move {
+        let mut last = None;
+        while let Some((m, _)) = msgs.next().await {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = m.payload
+                && l.header.index == index
+            {
+                let up = running(&l);
+                if last != Some(up) {
+                    last = Some(up);
+                    if tx.send(up).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Writes a sysctl of this namespace.
+pub fn sysctl(key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value).with_context(|| path)
+}
