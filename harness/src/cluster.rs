@@ -514,6 +514,9 @@ impl Cluster {
         for sw in switches {
             self.apply_filters(&sw)?;
         }
+        // Ready means carrier: wait until every switch-side link of the node is running, so its
+        // processes never start on a link that is still coming up.
+        self.wait_running(name, &node)?;
         if start {
             for p in &node.processes {
                 if only_restartable && !p.restart {
@@ -523,6 +526,34 @@ impl Cluster {
                     continue;
                 }
                 self.start_process(&node, &p.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_running(&self, name: &str, node: &Node) -> io::Result<()> {
+        let Some(ns) = self.node_ns(name) else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        for iface in &node.interfaces {
+            if let Attachment::Peer { node: pn, .. } = &iface.attach
+                && !self.powered(pn)
+            {
+                continue;
+            }
+            loop {
+                let flags = ctx(ns.nl.link_flags(&iface.name), || format!("node {name}"))?;
+                if flags.is_some_and(|f| f & libc::IFF_RUNNING as u32 != 0) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(io::Error::other(format!(
+                        "node {name} interface {}: no carrier after 3 s",
+                        iface.name
+                    )));
+                }
+                std::thread::sleep(Duration::from_micros(200));
             }
         }
         Ok(())

@@ -338,6 +338,20 @@ impl Netlink {
         }
     }
 
+    /// A link's `ifi_flags` (`IFF_UP`, `IFF_RUNNING`, ...); `None` if it does not exist.
+    pub fn link_flags(&self, name: &str) -> Result<Option<u32>> {
+        let mut m = Msg::new(RTM_GETLINK, 0, &ifinfomsg(0, 0, 0));
+        m.str(IFLA_IFNAME, name);
+        match self.request(&format!("get link {name}"), m) {
+            Ok(replies) => Ok(replies
+                .first()
+                .filter(|r| r.len() >= 12)
+                .map(|r| u32::from_ne_bytes(r[8..12].try_into().expect("4")))),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn index(&self, name: &str) -> Result<i32> {
         self.link_index(name)?.ok_or_else(|| {
             io_err(

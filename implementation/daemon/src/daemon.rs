@@ -339,7 +339,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         me_iface_name: cfg.interface.clone(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
-    netio::watch_link(iface.index, link_tx)?;
+    netio::watch_link(iface.index, iface.running, link_tx)?;
     let sock_path = run_dir.join(STATUS_SOCKET);
     let _ = std::fs::remove_file(&sock_path);
     let status_listener =

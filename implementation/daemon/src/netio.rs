@@ -207,8 +207,9 @@ impl Net {
     }
 }
 
-/// Watches the carrier of interface `index`; sends `true`/`false` on every change.
-pub fn watch_link(index: u32, tx: mpsc::UnboundedSender<bool>) -> Result<()> {
+/// Watches the carrier of interface `index`, which was `initial` at start; sends `true`/`false`
+/// on every change.
+pub fn watch_link(index: u32, initial: bool, tx: mpsc::UnboundedSender<bool>) -> Result<()> {
     let (mut conn, _, mut msgs) = rtnetlink::new_connection().context("open rtnetlink monitor")?;
     let addr = rtnetlink::sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK);
     conn.socket_mut()
@@ -217,12 +218,13 @@ pub fn watch_link(index: u32, tx: mpsc::UnboundedSender<bool>) -> Result<()> {
         .context("bind RTMGRP_LINK")?;
     tokio::spawn(conn);
     tokio::spawn(async move {
-        let mut last = None;
+        let mut last = Some(initial);
         while let Some((m, _)) = msgs.next().await {
             if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = m.payload
                 && l.header.index == index
             {
                 let up = running(&l);
+                tracing::debug!(flags = ?l.header.flags, family = ?l.header.interface_family, "link message");
                 if last != Some(up) {
                     last = Some(up);
                     if tx.send(up).is_err() {

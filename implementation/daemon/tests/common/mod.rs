@@ -1,0 +1,215 @@
+//! Helpers for holdfastd's tests on the harness: clusters with the daemon, and reading its
+//! control messages, ARP and neighbour advertisements back out of the pcaps.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use holdfast_harness::cluster::Event;
+use holdfast_harness::{Cluster, Options, Topology};
+use holdfast_proto::wire::{Message, Packet};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+
+#[macro_export]
+macro_rules! need_root {
+    () => {
+        if !holdfast_harness::privileged() {
+            holdfast_harness::report_skip(holdfast_harness::SKIP_UNPRIVILEGED);
+            return;
+        }
+    };
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The directory holding `holdfastd` (and, in a workspace build, `holdfast-harness`).
+pub fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_holdfastd"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn run_dir(test: &str) -> PathBuf {
+    let d = root().join("pcaps/out/holdfastd-tests").join(test);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn options(dir: &Path) -> Options {
+    Options {
+        run_dir: Some(dir.join("run")),
+        harness_bin: Some(bin_dir().join("holdfast-harness")),
+        ..Options::default()
+    }
+}
+
+/// The shipped two-node topology with holdfastd.
+pub fn two_node() -> Topology {
+    Topology::load(root().join("topologies/two-node.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A topology and a holdfastd cluster configuration written into `dir` (so that
+/// `{topology_dir}/cluster.toml` names the configuration).
+pub fn custom(dir: &Path, topology: &str, cluster: &str) -> Topology {
+    std::fs::write(dir.join("cluster.toml"), cluster).unwrap();
+    let p = dir.join("topology.toml");
+    std::fs::write(&p, topology).unwrap();
+    Topology::load(&p).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn up(dir: &Path, topo: Topology) -> Cluster {
+    Cluster::up(topo, options(dir)).unwrap_or_else(|e| panic!("up: {e}"))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// holdfastd's status for a node, from its socket.
+pub fn status(c: &Cluster, node: &str) -> Option<serde_json::Value> {
+    use std::io::Read;
+    let p = c.run_dir().join(node).join("holdfastd.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(p).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    serde_json::from_str(&out).ok()
+}
+
+/// Waits until every listed node's daemon is eligible and holds its own group.
+pub fn wait_ready(c: &Cluster, nodes: &[&str]) {
+    for n in nodes {
+        wait_until(&format!("{n} ready"), Duration::from_secs(10), || {
+            status(c, n).is_some_and(|s| {
+                s["eligible"] == true
+                    && s["groups"].as_array().is_some_and(|g| {
+                        g.iter()
+                            .any(|x| x["owner"] == s["id"] && x["held_here"] == true)
+                    })
+            })
+        });
+    }
+}
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub iface: String,
+    pub ts_ns: u64,
+    pub inbound: bool,
+    pub data: Vec<u8>,
+}
+
+pub fn read_pcap(path: &Path) -> Vec<Frame> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut r = PcapNgReader::new(&bytes[..]).unwrap();
+    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut frames = Vec::new();
+    while let Some(b) = r.next_block() {
+        match b.unwrap() {
+            Block::InterfaceDescription(idb) => {
+                let name = idb
+                    .options
+                    .iter()
+                    .find_map(|o| match o {
+                        InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                names.insert(names.len() as u32, name);
+            }
+            Block::EnhancedPacket(epb) => {
+                let flags = epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Flags(f) => Some(*f),
+                    _ => None,
+                });
+                frames.push(Frame {
+                    iface: names.get(&epb.interface_id).cloned().unwrap_or_default(),
+                    ts_ns: epb.timestamp.as_nanos() as u64,
+                    inbound: flags.map(|f| f & 3 == 1).unwrap_or(true),
+                    data: epb.data.to_vec(),
+                });
+            }
+            _ => {}
+        }
+    }
+    frames
+}
+
+impl Frame {
+    /// A control-protocol message in this frame (UDP port 5405), decoded with holdfast-proto.
+    pub fn control(&self) -> Option<Message> {
+        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+        match p.transport? {
+            etherparse::TransportSlice::Udp(u) if u.destination_port() == 5405 => {
+                let pk = Packet::new_checked(u.payload()).ok()?;
+                Message::parse(&pk).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// (sender MAC, sender IP, is announcement) of an ARP packet.
+    pub fn arp(&self) -> Option<([u8; 6], IpAddr, bool, bool)> {
+        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+        let Some(etherparse::NetSlice::Arp(a)) = p.net else {
+            return None;
+        };
+        let spa: [u8; 4] = a.sender_protocol_addr().try_into().ok()?;
+        let mac: [u8; 6] = a.sender_hw_addr().try_into().ok()?;
+        let announce = a.sender_protocol_addr() == a.target_protocol_addr();
+        let reply = a.operation() == etherparse::ArpOperation::REPLY;
+        Some((mac, IpAddr::from(spa), announce, reply))
+    }
+
+    /// The target of an unsolicited neighbour advertisement.
+    pub fn unsolicited_na(&self) -> Option<IpAddr> {
+        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+        let Some(etherparse::TransportSlice::Icmpv6(i)) = p.transport else {
+            return None;
+        };
+        // etherparse's header is the first 8 bytes (type, code, checksum, flags): the payload
+        // starts with the target address.
+        let pl = i.payload();
+        if i.icmp_type().type_u8() != 136 || pl.len() < 16 {
+            return None;
+        }
+        let target: [u8; 16] = pl[0..16].try_into().ok()?;
+        Some(IpAddr::from(target))
+    }
+
+    pub fn tcp_from(&self, src: SocketAddr) -> bool {
+        let Ok(p) = etherparse::SlicedPacket::from_ethernet(&self.data) else {
+            return false;
+        };
+        let ip = match p.net {
+            Some(etherparse::NetSlice::Ipv4(ip)) => IpAddr::from(ip.header().source_addr()),
+            Some(etherparse::NetSlice::Ipv6(ip)) => IpAddr::from(ip.header().source_addr()),
+            _ => return false,
+        };
+        matches!(p.transport, Some(etherparse::TransportSlice::Tcp(t)) if ip == src.ip() && t.source_port() == src.port())
+    }
+}
+
+pub fn event_ts(events: &[Event], kind: &str, node: &str) -> u64 {
+    events
+        .iter()
+        .find(|e| e.kind == kind && e.node.as_deref() == Some(node))
+        .unwrap_or_else(|| panic!("no event {kind} {node}"))
+        .t_ns
+}
+
+pub fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}

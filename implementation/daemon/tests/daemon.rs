@@ -1,0 +1,417 @@
+//! holdfastd on the harness, judged from the pcaps: boot announcements, solicitation, address
+//! takeover with each ARP policy, hostile datagrams, and graceful shutdown.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+use holdfast_harness::Fault;
+use holdfast_harness::client::{ClientSpec, Workload};
+use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId, SnoopMode};
+use holdfast_proto::wire::{Body, FLAG_LEAVING, Message};
+
+const VIP: &str = "198.18.0.10";
+
+fn connect_ok(c: &holdfast_harness::Cluster, target: &str) -> bool {
+    let mut spec = ClientSpec::new(Workload::Request, target.parse().unwrap());
+    spec.count = 3;
+    spec.stall_timeout_ms = 500;
+    c.start_client("client", spec)
+        .and_then(|h| h.wait())
+        .is_ok_and(|r| r.intact())
+}
+
+/// claims 2, 12, 17 (announce at boot) and 3, 13, 18 (every ownership field), decoded from the
+/// capture with holdfast-proto's decoder.
+#[test]
+fn boot_announce_carries_every_ownership_field() {
+    need_root!();
+    let dir = run_dir("boot-announce");
+    let c = up(&dir, two_node());
+    wait_ready(&c, &["a", "b"]);
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    for (port, id, vip, mac, backup) in [
+        ("sw0:a", 1, "198.18.0.10", [2, 0x68, 0x66, 0, 1, 1], 2),
+        ("sw0:b", 2, "198.18.0.20", [2, 0x68, 0x66, 0, 2, 1], 1),
+    ] {
+        let sent: Vec<Message> = frames
+            .iter()
+            .filter(|f| f.inbound && f.iface == port)
+            .filter_map(Frame::control)
+            .collect();
+        let first = sent
+            .first()
+            .unwrap_or_else(|| panic!("{port}: no control message"));
+        let Body::Announce(a) = &first.body else {
+            panic!(
+                "{port}: the first message at boot is {:?}, not ANNOUNCE",
+                first.body.msg_type()
+            );
+        };
+        assert_eq!(first.sender, NodeId(id));
+        let o = &a.ownership;
+        assert_eq!(o.node_id, NodeId(id), "cluster node ID");
+        assert_eq!(
+            o.policy.backups,
+            vec![NodeId(backup)],
+            "fail-over policy: backups"
+        );
+        assert_eq!(o.policy.heartbeat_ms, 10, "fail-over policy: interval");
+        assert_eq!(o.policy.miss_count, 3, "fail-over policy: miss count");
+        assert_eq!(
+            o.policy.failback,
+            FailbackMode::None,
+            "fail-over policy: failback"
+        );
+        assert_eq!(
+            o.policy.snoop,
+            SnoopMode::Mirror,
+            "fail-over policy: snooping"
+        );
+        assert_eq!(o.addresses.len(), 1, "owned IP addresses");
+        assert_eq!(o.addresses[0].addr, vip.parse::<IpAddr>().unwrap());
+        assert_eq!(o.addresses[0].prefix, 24);
+        assert_eq!(o.addresses[0].mac, mac, "MAC tied to the address");
+        assert_eq!(o.ports, (7, 7), "port range");
+        assert_eq!(o.application, "echo", "application");
+        assert_eq!(o.arp, ArpPolicy::Garp, "ARP ownership policy");
+        assert_eq!(o.protocol, 6, "current protocol (TCP)");
+        // And it solicits its peers right after (claim 4).
+        assert!(
+            matches!(sent.get(1).map(|m| &m.body), Some(Body::Solicit { .. })),
+            "{port}: SOLICIT follows"
+        );
+    }
+}
+
+/// claim 4: a node that starts late solicits, and the others answer with ANNOUNCE.
+#[test]
+fn a_late_node_solicits_and_is_answered() {
+    need_root!();
+    let dir = run_dir("late-solicit");
+    let mut c = up(&dir, two_node());
+    wait_ready(&c, &["a"]);
+    c.fault(&Fault::PowerOff { node: "b".into() }).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.fault(&Fault::PowerOn { node: "b".into() }).unwrap();
+    // b's group is a's now (failback "none"): wait until b is eligible again.
+    wait_until("b eligible", Duration::from_secs(10), || {
+        status(&c, "b").is_some_and(|s| s["eligible"] == true)
+    });
+    let s = c.down().unwrap();
+    let on = event_ts(&s.events, "power-on", "b");
+    let frames = read_pcap(&s.captures[0].file);
+    let solicit = frames
+        .iter()
+        .find(|f| {
+            f.ts_ns > on
+                && f.inbound
+                && f.iface == "sw0:b"
+                && matches!(f.control().map(|m| m.body), Some(Body::Solicit { .. }))
+        })
+        .expect("SOLICIT from the late node");
+    let answer = frames
+        .iter()
+        .find(|f| {
+            f.ts_ns > solicit.ts_ns
+                && f.inbound
+                && f.iface == "sw0:a"
+                && matches!(f.control().map(|m| m.body), Some(Body::Announce(_)))
+        })
+        .expect("ANNOUNCE from a after the SOLICIT");
+    assert!(answer.ts_ns - solicit.ts_ns < 1_000_000_000);
+}
+
+/// claims 1, 6: after the owner is powered off, the backup announces the address (gratuitous
+/// ARP) within (miss_count + 1) x interval plus generous slack, and new connections succeed.
+#[test]
+fn power_off_moves_the_address_with_gratuitous_arp() {
+    need_root!();
+    let dir = run_dir("takeover-garp");
+    let mut c = up(&dir, two_node());
+    wait_ready(&c, &["a", "b"]);
+    assert!(connect_ok(&c, "198.18.0.10:7"));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until(
+        "the backup serves the address",
+        Duration::from_secs(5),
+        || connect_ok(&c, "198.18.0.10:7"),
+    );
+    let s = c.down().unwrap();
+    let off = event_ts(&s.events, "power-off", "a");
+    let frames = read_pcap(&s.captures[0].file);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let garp = frames
+        .iter()
+        .find(|f| {
+            f.ts_ns > off
+                && f.inbound
+                && f.iface == "sw0:b"
+                && f.arp().is_some_and(|(mac, ip, ann, _)| {
+                    ann && ip == vip && mac == [2, 0x68, 0x66, 0, 2, 1]
+                })
+        })
+        .expect("gratuitous ARP for the address from b");
+    let delay = ms(garp.ts_ns - off);
+    // (3 + 1) x 10 ms, plus slack for a shared machine.
+    assert!(
+        delay < 40.0 + 460.0,
+        "first GARP {delay:.1} ms after power-off"
+    );
+    eprintln!("first GARP {delay:.1} ms after power-off");
+}
+
+fn vmac_cluster(arp: &str, vip: &str, v6: bool) -> String {
+    format!(
+        r#"
+cluster_id = 9
+key = "test key"
+group = "239.255.72.70:5405"
+interface = "eth0"
+[defaults]
+heartbeat_ms = 10
+arp = "{arp}"
+[[node]]
+name = "a"
+id = 1
+backups = ["b"]
+addresses = ["{vip}"]
+[[node]]
+name = "b"
+id = 2
+backups = ["a"]
+addresses = ["{}"]
+"#,
+        if v6 {
+            "2001:db8::20/64"
+        } else {
+            "198.18.0.20/24"
+        }
+    )
+}
+
+fn vmac_topology(v6: bool) -> String {
+    let (a6, b6, c6) = if v6 {
+        (
+            r#", "2001:db8::1/64""#,
+            r#", "2001:db8::2/64""#,
+            r#", "2001:db8::100/64""#,
+        )
+    } else {
+        ("", "", "")
+    };
+    format!(
+        r#"
+profiles = ["holdfastd"]
+[[switch]]
+name = "sw0"
+[[node]]
+name = "a"
+interface = [{{ name = "eth0", switch = "sw0", addresses = ["198.18.0.1/24"{a6}] }}]
+process = [{{ name = "holdfastd", command = "{{bin_dir}}/holdfastd --config {{topology_dir}}/cluster.toml --node {{node}} --run-dir {{node_dir}}" }}]
+[[node]]
+name = "b"
+interface = [{{ name = "eth0", switch = "sw0", addresses = ["198.18.0.2/24"{b6}] }}]
+process = [{{ name = "holdfastd", command = "{{bin_dir}}/holdfastd --config {{topology_dir}}/cluster.toml --node {{node}} --run-dir {{node_dir}}" }}]
+[[node]]
+name = "client"
+interface = [{{ name = "eth0", switch = "sw0", addresses = ["198.18.0.100/24"{c6}] }}]
+"#
+    )
+}
+
+/// With the `vmac` policy, the MAC that answers for the address is the virtual one before and
+/// after the takeover.
+#[test]
+fn vmac_keeps_the_mac_that_answers_for_the_address() {
+    need_root!();
+    let dir = run_dir("takeover-vmac");
+    let topo = custom(
+        &dir,
+        &vmac_topology(false),
+        &vmac_cluster("vmac", "198.18.0.10/24", false),
+    );
+    let mut c = up(&dir, topo);
+    wait_ready(&c, &["a", "b"]);
+    assert!(connect_ok(&c, "198.18.0.10:7"));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until(
+        "the backup serves the address",
+        Duration::from_secs(5),
+        || connect_ok(&c, "198.18.0.10:7"),
+    );
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let off = event_ts(&s.events, "power-off", "a");
+    let vmac = [0, 0, 0x5e, 0, 1, 1];
+    let answers: Vec<(&str, [u8; 6], u64)> = frames
+        .iter()
+        .filter(|f| f.inbound)
+        .filter_map(|f| {
+            f.arp()
+                .filter(|(_, ip, ann, reply)| *ip == vip && (*ann || *reply))
+                .map(|(m, ..)| (f.iface.as_str(), m, f.ts_ns))
+        })
+        .collect();
+    assert!(
+        answers.iter().any(|(p, _, t)| *p == "sw0:a" && *t < off),
+        "a answered before: {answers:?}"
+    );
+    assert!(
+        answers.iter().any(|(p, _, t)| *p == "sw0:b" && *t > off),
+        "b answered after: {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|(_, m, _)| *m == vmac),
+        "every answer uses the virtual MAC: {answers:?}"
+    );
+}
+
+/// With an IPv6 address, the new holder sends an unsolicited neighbour advertisement.
+#[test]
+fn an_ipv6_address_is_announced_with_an_unsolicited_na() {
+    need_root!();
+    let dir = run_dir("takeover-ipv6");
+    let topo = custom(
+        &dir,
+        &vmac_topology(true),
+        &vmac_cluster("garp", "2001:db8::10/64", true),
+    );
+    let mut c = up(&dir, topo);
+    wait_ready(&c, &["a", "b"]);
+    assert!(connect_ok(&c, "[2001:db8::10]:7"));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until(
+        "the backup serves the address",
+        Duration::from_secs(5),
+        || connect_ok(&c, "[2001:db8::10]:7"),
+    );
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let off = event_ts(&s.events, "power-off", "a");
+    let vip: IpAddr = "2001:db8::10".parse().unwrap();
+    assert!(
+        frames.iter().any(|f| f.ts_ns > off
+            && f.inbound
+            && f.iface == "sw0:b"
+            && f.unsolicited_na() == Some(vip)),
+        "no unsolicited NA for {vip} from b"
+    );
+}
+
+/// A forged ANNOUNCE (wrong key) and a replayed one change nothing, and are counted.
+#[test]
+fn forged_and_replayed_datagrams_are_counted_and_ignored() {
+    need_root!();
+    let dir = run_dir("forged");
+    let c = up(&dir, two_node());
+    wait_ready(&c, &["a", "b"]);
+    let before = status(&c, "a").unwrap();
+    let b_epoch = status(&c, "b").unwrap()["boot_epoch"].as_u64().unwrap() as u32;
+    let mut evil = holdfast_proto::policy::Ownership::new(NodeId(2));
+    evil.application = "evil".into();
+    let msg = |seq: u64, epoch: u32| Message {
+        flags: holdfast_proto::wire::FLAG_ELIGIBLE,
+        cluster: 1,
+        sender: NodeId(2),
+        boot_epoch: epoch,
+        seq,
+        body: Body::Announce(holdfast_proto::wire::Announce {
+            ownership: evil.clone(),
+            holdings: vec![],
+            relayed: vec![],
+        }),
+    };
+    let forged = holdfast_proto::auth::seal(&msg(u64::MAX - 1, b_epoch + 1), b"not the key");
+    // Signed with the real key, but older than what b has sent: a replay.
+    let replayed = holdfast_proto::auth::seal(&msg(1, b_epoch), b"holdfast two-node demo key");
+    c.in_node("client", || {
+        let s = UdpSocket::bind("198.18.0.100:0").unwrap();
+        let to: SocketAddr = "198.18.0.1:5405".parse().unwrap();
+        s.send_to(&forged, to).unwrap();
+        s.send_to(&replayed, to).unwrap();
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let after = status(&c, "a").unwrap();
+    let dropped =
+        |s: &serde_json::Value, k: &str| s["counters"]["dropped"][k].as_u64().unwrap_or(0);
+    assert_eq!(
+        dropped(&after, "bad_tag"),
+        dropped(&before, "bad_tag") + 1,
+        "{after}"
+    );
+    assert_eq!(
+        dropped(&after, "replay"),
+        dropped(&before, "replay") + 1,
+        "{after}"
+    );
+    let app = after["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 2)
+        .unwrap()["application"]
+        .clone();
+    assert_eq!(app, "echo", "the forged record must not be taken");
+    assert_eq!(after["groups"], before["groups"]);
+    c.down().unwrap();
+}
+
+/// A SIGTERM hands over within about one interval: with a 100 ms heartbeat and a miss count of
+/// 3, failure detection would take 300 ms or more; a graceful leave takes one message.
+#[test]
+fn sigterm_hands_over_at_once() {
+    need_root!();
+    let dir = run_dir("sigterm");
+    let cluster = vmac_cluster("garp", "198.18.0.10/24", false)
+        .replace("heartbeat_ms = 10", "heartbeat_ms = 100");
+    let topo = custom(&dir, &vmac_topology(false), &cluster);
+    let mut c = up(&dir, topo);
+    wait_ready(&c, &["a", "b"]);
+    let pid = c
+        .pids("a")
+        .into_iter()
+        .find(|(n, _)| n == "holdfastd")
+        .unwrap()
+        .1;
+    let t0 = holdfast_harness::now_ns();
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_until(
+        "the backup serves the address",
+        Duration::from_secs(5),
+        || connect_ok(&c, "198.18.0.10:7"),
+    );
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let leave = frames
+        .iter()
+        .find(|f| {
+            f.ts_ns > t0
+                && f.inbound
+                && f.iface == "sw0:a"
+                && f.control().is_some_and(|m| m.flags & FLAG_LEAVING != 0)
+        })
+        .expect("a LEAVING heartbeat from a");
+    let vip: IpAddr = VIP.parse().unwrap();
+    let garp = frames
+        .iter()
+        .find(|f| {
+            f.ts_ns > t0
+                && f.inbound
+                && f.iface == "sw0:b"
+                && f.arp().is_some_and(|(_, ip, ann, _)| ann && ip == vip)
+        })
+        .expect("gratuitous ARP from b");
+    let handover = ms(garp.ts_ns - leave.ts_ns);
+    eprintln!("handover {handover:.1} ms after the LEAVING heartbeat");
+    assert!(
+        handover < 150.0,
+        "handover took {handover:.1} ms; detection alone would be >= 300 ms"
+    );
+}
