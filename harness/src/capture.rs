@@ -295,3 +295,87 @@ fn capture_loop(
     w.flush()?;
     Ok(st)
 }
+
+/// One frame read back from a capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The interface (port) name, `SWITCH:NODE`.
+    pub iface: String,
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// True if the node sent it into the switch.
+    pub inbound: bool,
+    /// The Ethernet frame.
+    pub data: Vec<u8>,
+}
+
+/// Reads a pcapng file written by [`Capture`] (or any pcapng with nanosecond timestamps),
+/// with the `pcap-file` crate, independently of our writer.
+pub fn read(path: &Path) -> io::Result<Vec<Frame>> {
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    let bytes = std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let mut r = PcapNgReader::new(&bytes[..])
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+    let mut names: Vec<String> = Vec::new();
+    let mut frames = Vec::new();
+    while let Some(b) = r.next_block() {
+        match b.map_err(|e| io::Error::other(format!("{}: {e}", path.display())))? {
+            Block::InterfaceDescription(idb) => names.push(
+                idb.options
+                    .iter()
+                    .find_map(|o| match o {
+                        InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_default(),
+            ),
+            Block::EnhancedPacket(epb) => {
+                let flags = epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Flags(f) => Some(*f),
+                    _ => None,
+                });
+                frames.push(Frame {
+                    iface: names
+                        .get(epb.interface_id as usize)
+                        .cloned()
+                        .unwrap_or_default(),
+                    ts_ns: epb.timestamp.as_nanos() as u64,
+                    inbound: flags.is_none_or(|f| f & 3 == 1),
+                    data: epb.data.to_vec(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(frames)
+}
+
+/// A one-line summary of the frames a timeline cares about: ARP announcements and TCP resets.
+pub fn notable(f: &Frame) -> Option<String> {
+    let d = &f.data;
+    let ethertype = u16::from_be_bytes([*d.get(12)?, *d.get(13)?]);
+    match ethertype {
+        0x0806 if d.len() >= 42 => {
+            let op = u16::from_be_bytes([d[20], d[21]]);
+            let (spa, tpa) = (&d[28..32], &d[38..42]);
+            let mac = crate::topology::fmt_mac(d[22..28].try_into().ok()?);
+            let ip = std::net::Ipv4Addr::new(spa[0], spa[1], spa[2], spa[3]);
+            (op == 1 && spa == tpa).then(|| format!("gratuitous ARP: {ip} is at {mac}"))
+        }
+        0x0800 if d.len() >= 34 => {
+            let ihl = ((d[14] & 0x0f) as usize) * 4;
+            if d[23] != 6 || d.len() < 14 + ihl + 14 {
+                return None;
+            }
+            let t = 14 + ihl;
+            let flags = d[t + 13];
+            let src = std::net::Ipv4Addr::new(d[26], d[27], d[28], d[29]);
+            let port = u16::from_be_bytes([d[t], d[t + 1]]);
+            (flags & 0x04 != 0).then(|| format!("TCP reset from {src}:{port}"))
+        }
+        _ => None,
+    }
+}

@@ -396,6 +396,19 @@ async fn stream(
     };
     let reader = verify_reader(&mut rd, seed, total, stall, rep, progress);
     let (w, r) = tokio::join!(writer, reader);
+    // After a reset, the kernel reports the error once: to whichever side asked first. A reader
+    // that then sees EOF is reporting the same reset.
+    if let Err(we) = &w
+        && matches!(
+            we.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        )
+        && r.as_ref()
+            .err()
+            .is_none_or(|re| re.kind() == io::ErrorKind::UnexpectedEof)
+    {
+        return Err(w.err().expect("checked"));
+    }
     r?;
     let mut wr = w?;
     let _ = wr.shutdown().await;

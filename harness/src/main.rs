@@ -63,6 +63,9 @@ enum Cmd {
         /// Do not capture.
         #[arg(long)]
         no_capture: bool,
+        /// The process profile to run (default: the topology's first, e.g. holdfastd).
+        #[arg(long)]
+        profile: Option<String>,
     },
     /// Tear a run down: processes, namespaces, links; the pcaps stay.
     Down {
@@ -106,6 +109,9 @@ enum Cmd {
         /// Where logs and pcaps go (default pcaps/out/RUN).
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// The process profile to run (default: the topology's first, e.g. holdfastd).
+        #[arg(long)]
+        profile: Option<String>,
     },
     /// Remove what killed harness runs left behind (namespaces, links, processes).
     Clean {
@@ -167,6 +173,8 @@ enum Cmd {
         run_dir: Option<PathBuf>,
         #[arg(long)]
         no_capture: bool,
+        #[arg(long)]
+        profile: Option<String>,
     },
 }
 
@@ -234,16 +242,18 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             file,
             run_dir,
             no_capture,
+            profile,
         } => {
             need_root()?;
             load_topology(&file)?;
-            up(&file, run_dir, no_capture)
+            up(&file, run_dir, no_capture, profile)
         }
         Cmd::Supervise {
             file,
             run_dir,
             no_capture,
-        } => supervise(&file, run_dir, no_capture),
+            profile,
+        } => supervise(&file, run_dir, no_capture, profile),
         Cmd::Down { run } => {
             need_root()?;
             down(&run)?;
@@ -304,11 +314,12 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             file,
             scenario,
             run_dir,
+            profile,
         } => {
             need_root()?;
             let topo = load_topology(&file)?;
             let sc = Scenario::load(&scenario, &topo).map_err(|e| anyhow::anyhow!("{e}"))?;
-            run_scenario(topo, Some(file), &sc, run_dir, "run")
+            run_scenario(topo, Some(file), &sc, run_dir, "run", profile)
         }
         Cmd::Demo { run_dir } => {
             need_root()?;
@@ -325,7 +336,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 "holdfastd runs on a and b; a owns 198.18.0.10. The client streams to it while a is"
             );
             println!("powered off and on again.\n");
-            run_scenario(topo, Some(file), &sc, run_dir, "demo")
+            run_scenario(topo, Some(file), &sc, run_dir, "demo", None)
         }
         Cmd::Serve {
             service,
@@ -415,12 +426,14 @@ fn run_scenario(
     sc: &Scenario,
     run_dir: Option<PathBuf>,
     label: &str,
+    profile: Option<String>,
 ) -> Result<ExitCode> {
     let name = topo.name.clone();
     let start = Instant::now();
     let opts = Options {
         run_dir,
         topology_file: file.clone(),
+        profile,
         ..Options::default()
     };
     let t0 = Instant::now();
@@ -472,6 +485,42 @@ fn run_scenario(
         );
     }
     println!("report: {}", path.display());
+    if label == "demo" {
+        // The timeline, as the network saw it: announcements and resets, first of each kind
+        // per port, relative to the first event.
+        let t0 = summary.events.first().map_or(0, |e| e.t_ns);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut lines: Vec<(u64, String)> = Vec::new();
+        for c in &summary.captures {
+            for f in holdfast_harness::capture::read(&c.file)? {
+                if let Some(what) = holdfast_harness::capture::notable(&f)
+                    && f.inbound
+                    && seen.insert((f.iface.clone(), what.clone()))
+                {
+                    lines.push((f.ts_ns, format!("{} sent {what}", f.iface)));
+                }
+            }
+        }
+        for e in summary
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind.as_str(), "power-off" | "power-on" | "client-start"))
+        {
+            let who = e.node.as_deref().unwrap_or("");
+            lines.push((e.t_ns, format!("harness: {} {who} {}", e.kind, e.detail)));
+        }
+        lines.sort();
+        println!(
+            "\nTimeline (harness events, and what each port's node sent: first of each kind):"
+        );
+        for (t, l) in lines {
+            println!(
+                "[{:7.3}s] {}",
+                t.saturating_sub(t0) as f64 / 1e9,
+                l.trim_end()
+            );
+        }
+    }
     if label == "demo"
         && let Some(c) = summary.captures.first()
     {
@@ -494,7 +543,12 @@ fn run_scenario(
 }
 
 /// Starts the supervisor in the background and waits for its "ready" line.
-fn up(file: &Path, run_dir: Option<PathBuf>, no_capture: bool) -> Result<ExitCode> {
+fn up(
+    file: &Path,
+    run_dir: Option<PathBuf>,
+    no_capture: bool,
+    profile: Option<String>,
+) -> Result<ExitCode> {
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("supervise").arg(file);
@@ -503,6 +557,9 @@ fn up(file: &Path, run_dir: Option<PathBuf>, no_capture: bool) -> Result<ExitCod
     }
     if no_capture {
         cmd.arg("--no-capture");
+    }
+    if let Some(p) = &profile {
+        cmd.arg("--profile").arg(p);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -534,10 +591,16 @@ fn up(file: &Path, run_dir: Option<PathBuf>, no_capture: bool) -> Result<ExitCod
     }
 }
 
-fn supervise(file: &Path, run_dir: Option<PathBuf>, no_capture: bool) -> Result<ExitCode> {
+fn supervise(
+    file: &Path,
+    run_dir: Option<PathBuf>,
+    no_capture: bool,
+    profile: Option<String>,
+) -> Result<ExitCode> {
     let topo = load_topology(file)?;
     let opts = Options {
         run_dir,
+        profile,
         capture: !no_capture,
         topology_file: Some(file.canonicalize()?),
         ..Options::default()

@@ -415,3 +415,52 @@ fn sigterm_hands_over_at_once() {
         "handover took {handover:.1} ms; detection alone would be >= 300 ms"
     );
 }
+
+/// The baseline: the same topology's `keepalived` profile also moves the address (gratuitous
+/// ARP from b), so both implementations are measured on equal terms.
+#[test]
+fn keepalived_baseline_moves_the_address() {
+    need_root!();
+    if std::process::Command::new("keepalived")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        holdfast_harness::report_skip("skipped: keepalived is not installed (.ci/run installs it)");
+        return;
+    }
+    if !bin_dir().join("holdfast-harness").is_file() {
+        holdfast_harness::report_skip(
+            "skipped: holdfast-harness is not built (run the workspace's tests)",
+        );
+        return;
+    }
+    let dir = run_dir("keepalived-baseline");
+    let opts = holdfast_harness::Options {
+        profile: Some("keepalived".into()),
+        ..options(&dir)
+    };
+    let mut c = holdfast_harness::Cluster::up(two_node(), opts).unwrap();
+    wait_until(
+        "keepalived serves the address",
+        Duration::from_secs(10),
+        || connect_ok(&c, "198.18.0.10:7"),
+    );
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until(
+        "the backup serves the address",
+        Duration::from_secs(10),
+        || connect_ok(&c, "198.18.0.10:7"),
+    );
+    let s = c.down().unwrap();
+    let off = event_ts(&s.events, "power-off", "a");
+    let frames = read_pcap(&s.captures[0].file);
+    let vip: IpAddr = VIP.parse().unwrap();
+    assert!(
+        frames.iter().any(|f| f.ts_ns > off
+            && f.inbound
+            && f.iface == "sw0:b"
+            && f.arp().is_some_and(|(_, ip, ann, _)| ann && ip == vip)),
+        "keepalived on b sent no gratuitous ARP for {vip}"
+    );
+}

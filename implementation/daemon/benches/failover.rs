@@ -1,0 +1,272 @@
+//! Benchmark (reports figures, never fails on time): power-off to first gratuitous ARP, and to
+//! the first successful new client connection, for holdfastd and keepalived with equal
+//! settings, at 10 ms and 100 ms heartbeat intervals, in one run.
+//!
+//! `cargo bench -p holdfastd --bench failover [-- CYCLES]` as root (default 20 cycles each).
+//! Needs `holdfast-harness` and `holdfastd` built in the same profile (`cargo build --release
+//! --workspace`) and keepalived installed; a missing one is reported and skipped.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use holdfast_harness::{Cluster, Fault, Options};
+
+const VIP: &str = "198.18.0.10";
+
+fn cluster_toml(interval_ms: u32) -> String {
+    format!(
+        r#"cluster_id = 1
+key = "bench key"
+group = "239.255.72.70:5405"
+interface = "eth0"
+[defaults]
+heartbeat_ms = {interval_ms}
+miss_count = 3
+failback = "none"
+arp = "garp"
+garp_count = 3
+garp_interval_ms = 5
+boot_wait_ms = {}
+[[node]]
+name = "a"
+id = 1
+backups = ["b"]
+addresses = ["198.18.0.10/24"]
+[[node]]
+name = "b"
+id = 2
+backups = ["a"]
+addresses = ["198.18.0.20/24"]
+"#,
+        interval_ms * 10
+    )
+}
+
+fn keepalived_conf(node: &str, interval_ms: u32) -> String {
+    let (pa, pb) = if node == "a" { (150, 100) } else { (100, 150) };
+    let adv = interval_ms as f64 / 1000.0;
+    format!(
+        r#"global_defs {{
+  router_id {node}
+  vrrp_version 3
+  vrrp_garp_master_delay 0
+  vrrp_garp_master_repeat 3
+  vrrp_garp_interval 0.005
+  max_auto_priority -1
+}}
+vrrp_instance group_a {{
+  state BACKUP
+  nopreempt
+  interface eth0
+  virtual_router_id 10
+  priority {pa}
+  advert_int {adv}
+  virtual_ipaddress {{
+    198.18.0.10/24
+  }}
+}}
+vrrp_instance group_b {{
+  state BACKUP
+  nopreempt
+  interface eth0
+  virtual_router_id 20
+  priority {pb}
+  advert_int {adv}
+  virtual_ipaddress {{
+    198.18.0.20/24
+  }}
+}}
+"#
+    )
+}
+
+fn topology_toml() -> String {
+    let text = std::fs::read_to_string(root().join("topologies/two-node.toml")).unwrap();
+    text.replace(
+        "{topology_dir}/holdfast/two-node.toml",
+        "{topology_dir}/cluster.toml",
+    )
+    .replace(
+        "{topology_dir}/keepalived/two-node-{node}.conf",
+        "{topology_dir}/keepalived-{node}.conf",
+    )
+}
+
+fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (q(0.5), q(0.99), v[v.len() - 1])
+}
+
+/// Whether a node has the address configured (it holds it).
+fn holds(c: &Cluster, node: &str) -> bool {
+    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
+    c.in_node(node, move || {
+        let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs/freeifaddrs pair; we only read the list in between.
+        unsafe {
+            if libc::getifaddrs(&mut ifa) != 0 {
+                return false;
+            }
+            let mut found = false;
+            let mut p = ifa;
+            while !p.is_null() {
+                let a = (*p).ifa_addr;
+                if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                    let sin = &*(a as *const libc::sockaddr_in);
+                    if u32::from_be(sin.sin_addr.s_addr) == u32::from(vip) {
+                        found = true;
+                    }
+                }
+                p = (*p).ifa_next;
+            }
+            libc::freeifaddrs(ifa);
+            found
+        }
+    })
+    .unwrap_or(false)
+}
+
+fn connects(c: &Cluster, timeout: Duration) -> bool {
+    let to: SocketAddr = format!("{VIP}:7").parse().unwrap();
+    c.in_node("client", move || {
+        TcpStream::connect_timeout(&to, timeout).is_ok()
+    })
+    .unwrap_or(false)
+}
+
+struct Figures {
+    garp: Vec<f64>,
+    connect: Vec<f64>,
+    missing: usize,
+}
+
+fn run(profile: &str, interval_ms: u32, cycles: usize) -> Option<Figures> {
+    let dir = run_dir(&format!("bench-{profile}-{interval_ms}ms"));
+    std::fs::write(dir.join("cluster.toml"), cluster_toml(interval_ms)).unwrap();
+    for n in ["a", "b"] {
+        std::fs::write(
+            dir.join(format!("keepalived-{n}.conf")),
+            keepalived_conf(n, interval_ms),
+        )
+        .unwrap();
+    }
+    let p = dir.join("topology.toml");
+    std::fs::write(&p, topology_toml()).unwrap();
+    let topo = holdfast_harness::Topology::load(&p).unwrap();
+    let opts = Options {
+        profile: Some(profile.into()),
+        ..options(&dir)
+    };
+    let mut c = Cluster::up(topo, opts).ok()?;
+    let settle = Duration::from_millis((interval_ms as u64 * 15).max(500));
+    let ready_deadline = Instant::now() + Duration::from_secs(10);
+    while !connects(&c, Duration::from_millis(50)) {
+        if Instant::now() > ready_deadline {
+            eprintln!("{profile} {interval_ms} ms: the address never came up");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(settle);
+    let mut connect = Vec::new();
+    let mut offs = Vec::new();
+    for _ in 0..cycles {
+        let victim = if holds(&c, "a") { "a" } else { "b" };
+        let t0 = holdfast_harness::now_ns();
+        c.fault(&Fault::PowerOff {
+            node: victim.into(),
+        })
+        .unwrap();
+        offs.push((t0, if victim == "a" { "sw0:b" } else { "sw0:a" }));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if connects(&c, Duration::from_millis(10)) {
+                connect.push(ms(holdfast_harness::now_ns() - t0));
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        c.fault(&Fault::PowerOn {
+            node: victim.into(),
+        })
+        .unwrap();
+        std::thread::sleep(settle);
+    }
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let mut garp = Vec::new();
+    for (k, (t0, port)) in offs.iter().enumerate() {
+        let end = offs.get(k + 1).map_or(u64::MAX, |x| x.0);
+        if let Some(f) = frames.iter().find(|f| {
+            f.ts_ns > *t0
+                && f.ts_ns < end
+                && f.inbound
+                && f.iface == *port
+                && f.arp().is_some_and(|(_, ip, ann, _)| ann && ip == vip)
+        }) {
+            garp.push(ms(f.ts_ns - t0));
+        }
+    }
+    let missing = cycles - garp.len().min(connect.len());
+    Some(Figures {
+        garp,
+        connect,
+        missing,
+    })
+}
+
+fn main() {
+    if !holdfast_harness::privileged() {
+        println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+        return;
+    }
+    let cycles: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20);
+    if !bin_dir().join("holdfast-harness").is_file() {
+        println!(
+            "skipped: build the workspace in this profile first (holdfast-harness is needed for the keepalived echo service)"
+        );
+    }
+    let have_keepalived = std::process::Command::new("keepalived")
+        .arg("--version")
+        .output()
+        .is_ok();
+    println!("power-off to first GARP and to first new connection, {cycles} cycles each");
+    println!(
+        "| implementation | heartbeat | GARP p50 | GARP p99 | GARP max | connect p50 | connect p99 | connect max | cycles missed |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for interval in [10u32, 100] {
+        for profile in ["holdfastd", "keepalived"] {
+            if profile == "keepalived" && !have_keepalived {
+                println!(
+                    "| keepalived | {interval} ms | skipped: keepalived is not installed | | | | | | |"
+                );
+                continue;
+            }
+            let Some(f) = run(profile, interval, cycles) else {
+                println!("| {profile} | {interval} ms | failed to come up | | | | | | |");
+                continue;
+            };
+            let (g50, g99, gmax) = quantiles(f.garp);
+            let (c50, c99, cmax) = quantiles(f.connect);
+            println!(
+                "| {profile} | {interval} ms | {g50:.1} ms | {g99:.1} ms | {gmax:.1} ms | {c50:.1} ms | {c99:.1} ms | {cmax:.1} ms | {} |",
+                f.missing
+            );
+        }
+    }
+}
