@@ -407,7 +407,7 @@ async fn stream(
             .err()
             .is_none_or(|re| re.kind() == io::ErrorKind::UnexpectedEof)
     {
-        return Err(w.err().expect("checked"));
+        return Err(w.expect_err("checked"));
     }
     r?;
     let mut wr = w?;
