@@ -10,7 +10,9 @@
 //! libc, nix or socket2.
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod auth;
+pub mod flow;
 pub mod node;
 pub mod policy;
 pub mod time;
