@@ -21,9 +21,13 @@ use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use holdfast_proto::app::App;
+
 use crate::arp::{RawSender, announce_frame};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::netio::{self, IfInfo, Net};
+use crate::repair::{self, Repaired};
+use crate::snoop::Snooper;
 
 /// The status socket's file name in the run directory.
 pub const STATUS_SOCKET: &str = "holdfastd.sock";
@@ -45,6 +49,21 @@ pub struct Status {
     pub groups: Vec<GroupStatus>,
     /// Message counters.
     pub counters: Counters,
+    /// Connection takeover counters.
+    pub connections: ConnCounters,
+}
+
+/// Connection takeover counters in the status.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ConnCounters {
+    /// Connections tracked by the snooper now.
+    pub tracked: usize,
+    /// Connections re-created with TCP_REPAIR.
+    pub assumed: u64,
+    /// Connections that could not be made whole (reported, and left to reset).
+    pub unrestorable: u64,
+    /// Frames the snooper's socket dropped.
+    pub snoop_drops: u64,
 }
 
 /// One peer in the status.
@@ -90,7 +109,7 @@ pub struct Counters {
     pub dropped: BTreeMap<String, u64>,
 }
 
-fn status(name: &str, node: &Node, now: Time) -> Status {
+fn status(name: &str, node: &Node, now: Time, conns: ConnCounters) -> Status {
     let s = node.stats();
     Status {
         node: name.to_owned(),
@@ -144,6 +163,7 @@ fn status(name: &str, node: &Node, now: Time) -> Status {
                 .map(|(k, v)| (k.name().to_owned(), *v))
                 .collect(),
         },
+        connections: conns,
     }
 }
 
@@ -200,6 +220,83 @@ struct Io {
     peers: BTreeMap<NodeId, SocketAddr>,
     me: NodeConfig,
     me_iface_name: String,
+    app: fn() -> Box<dyn App>,
+    snooper: Option<Snooper>,
+    /// Connections re-created in repair mode, waiting for their owner's address.
+    repaired: Vec<(NodeId, Repaired)>,
+    conns: ConnCounters,
+}
+
+impl Io {
+    fn conn_counters(&self) -> ConnCounters {
+        let mut c = self.conns.clone();
+        if let Some(sn) = &self.snooper {
+            c.tracked = sn.table.lock().map(|t| t.len()).unwrap_or(0);
+            c.snoop_drops = sn.drops.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        c
+    }
+
+    /// Re-creates the owner's snooped connections in repair mode (before its address exists).
+    fn assume(&mut self, owner: NodeId, addrs: &[IpAddr]) {
+        let Some(sn) = &self.snooper else {
+            return;
+        };
+        let t0 = Instant::now();
+        let (snaps, lost) = sn
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_over(addrs);
+        for t in &lost {
+            // Deliberately not re-created: the client's next segment meets no socket and is
+            // reset. Never corrupted silently.
+            warn!(local = %t.local, remote = %t.remote, "connection cannot be made whole (capture hole or unseen handshake); it will be reset");
+        }
+        self.conns.unrestorable += lost.len() as u64;
+        for snap in &snaps {
+            match repair::restore(snap) {
+                Ok(r) => self.repaired.push((owner, r)),
+                Err(e) => {
+                    warn!(local = %snap.tuple.local, remote = %snap.tuple.remote, "TCP_REPAIR restore: {e}");
+                    self.conns.unrestorable += 1;
+                }
+            }
+        }
+        info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
+    }
+
+    /// The owner's address exists now: the repaired connections go live and their
+    /// applications continue.
+    fn go_live(&mut self, owner: NodeId) {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repaired)
+            .into_iter()
+            .partition(|(o, _)| *o == owner);
+        self.repaired = rest;
+        let n = mine.len();
+        for (_, r) in mine {
+            let tuple = r.tuple;
+            let checkpoint = r.checkpoint.clone();
+            match r.go_live().and_then(|s| {
+                s.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(s)
+            }) {
+                Ok(s) => {
+                    let mut app = (self.app)();
+                    app.restore(&checkpoint);
+                    self.conns.assumed += 1;
+                    tokio::spawn(crate::app::serve(s, app));
+                }
+                Err(e) => {
+                    warn!(local = %tuple.local, remote = %tuple.remote, "leaving repair mode: {e}");
+                    self.conns.unrestorable += 1;
+                }
+            }
+        }
+        if n > 0 {
+            info!(%owner, connections = n, "assumed connections are live");
+        }
+    }
 }
 
 impl Io {
@@ -329,6 +426,25 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         boot_epoch,
         "holdfastd started; announcing"
     );
+    let app = holdfast_proto::app::by_name(&ownership.application)
+        .with_context(|| format!("unknown application {:?}", ownership.application))?;
+    // claim 8: snoop the connections of every peer whose group this node may assume.
+    let snooper = if ownership.policy.snoop == holdfast_proto::policy::SnoopMode::Mirror {
+        let services: Vec<(IpAddr, (u16, u16))> = cfg
+            .nodes
+            .values()
+            .filter(|n| n.name != name)
+            .flat_map(|n| {
+                n.ownership
+                    .addresses
+                    .iter()
+                    .map(|a| (a.addr, n.ownership.ports))
+            })
+            .collect();
+        Some(Snooper::start(iface.index, services, app).context("start snooping")?)
+    } else {
+        None
+    };
     let mut io = Io {
         net,
         iface,
@@ -337,6 +453,10 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         peers: BTreeMap::new(),
         me: me.clone(),
         me_iface_name: cfg.interface.clone(),
+        app,
+        snooper,
+        repaired: Vec::new(),
+        conns: ConnCounters::default(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
     netio::watch_link(iface.index, iface.running, link_tx)?;
@@ -346,7 +466,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         UnixListener::bind(&sock_path).with_context(|| sock_path.display().to_string())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    crate::app::spawn_echo(ownership.ports, ownership.application.clone())?;
+    crate::app::spawn_listeners(ownership.ports, app)?;
     let mut buf = vec![0u8; 65536];
     loop {
         apply(&mut node, &mut io, name, now()).await;
@@ -376,7 +496,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
                 node.handle_link_event(now(), up);
             }
             Ok((mut s, _)) = status_listener.accept() => {
-                let st = status(name, &node, now());
+                let st = status(name, &node, now(), io.conn_counters());
                 let mut text = serde_json::to_string_pretty(&st).unwrap_or_default();
                 text.push('\n');
                 tokio::spawn(async move { let _ = s.write_all(text.as_bytes()).await; });
@@ -419,6 +539,7 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 if let Err(e) = io.claim(owner, &addresses, arp).await {
                     warn!("claim {owner}: {e:#}");
                 }
+                io.go_live(owner);
             }
             Action::ReleaseAddress {
                 owner,
@@ -437,6 +558,17 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 scope,
             } => {
                 info!(node = name, %owner, %epoch, ?scope, "assume connections");
+                let with_addresses = matches!(
+                    scope,
+                    holdfast_proto::wire::Scope::All
+                        | holdfast_proto::wire::Scope::Share { index: 0, .. }
+                );
+                if owner != node.id() && with_addresses {
+                    let addrs: Vec<IpAddr> = record(node, owner)
+                        .map(|r| r.addresses.iter().map(|a| a.addr).collect())
+                        .unwrap_or_default();
+                    io.assume(owner, &addrs);
+                }
             }
             Action::HandBack { owner, mode } => {
                 info!(node = name, %owner, ?mode, "hand back");

@@ -10,3 +10,5 @@ pub mod arp;
 pub mod config;
 pub mod daemon;
 pub mod netio;
+pub mod repair;
+pub mod snoop;

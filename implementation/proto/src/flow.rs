@@ -81,10 +81,19 @@ pub fn parse_tcp(frame: &[u8]) -> Option<Segment<'_>> {
             }
             // A GSO frame captured before segmentation has total length 0 or larger than the
             // buffer; trust the buffer.
-            let end = if total >= ihl && total <= ip.len() { total } else { ip.len() };
+            let end = if total >= ihl && total <= ip.len() {
+                total
+            } else {
+                ip.len()
+            };
             let s = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
             let d = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-            (IpAddr::V4(s), IpAddr::V4(d), off + ihl, end.checked_sub(ihl)?)
+            (
+                IpAddr::V4(s),
+                IpAddr::V4(d),
+                off + ihl,
+                end.checked_sub(ihl)?,
+            )
         }
         0x86dd => {
             let ip = frame.get(off..)?;
@@ -95,8 +104,17 @@ pub fn parse_tcp(frame: &[u8]) -> Option<Segment<'_>> {
             let s: [u8; 16] = ip[8..24].try_into().ok()?;
             let d: [u8; 16] = ip[24..40].try_into().ok()?;
             let avail = ip.len() - 40;
-            let len = if plen > 0 && plen <= avail { plen } else { avail };
-            (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)), off + 40, len)
+            let len = if plen > 0 && plen <= avail {
+                plen
+            } else {
+                avail
+            };
+            (
+                IpAddr::V6(Ipv6Addr::from(s)),
+                IpAddr::V6(Ipv6Addr::from(d)),
+                off + 40,
+                len,
+            )
         }
         _ => return None,
     };
@@ -541,10 +559,21 @@ mod tests {
 
     /// Builds an Ethernet/IPv4/TCP frame with the options a Linux SYN carries.
     #[allow(clippy::too_many_arguments)]
-    fn frame(src: &str, dst: &str, seq: u32, ack: u32, flags: u8, win: u16, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+    fn frame(
+        src: &str,
+        dst: &str,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        win: u16,
+        opts: &[u8],
+        payload: &[u8],
+    ) -> Vec<u8> {
         let src: SocketAddr = src.parse().unwrap();
         let dst: SocketAddr = dst.parse().unwrap();
-        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else { panic!() };
+        let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else {
+            panic!()
+        };
         let mut o = opts.to_vec();
         while o.len() % 4 != 0 {
             o.push(1);
@@ -554,7 +583,20 @@ mod tests {
         f[12] = 0x08;
         f[13] = 0x00;
         let total = (20 + tcp_len) as u16;
-        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
         f.extend_from_slice(&s.octets());
         f.extend_from_slice(&d.octets());
         f.extend_from_slice(&src.port().to_be_bytes());
@@ -590,7 +632,9 @@ mod tests {
     const PSH: u8 = 0x08;
 
     fn table() -> FlowTable {
-        FlowTable::new(vec![("198.18.0.10".parse().unwrap(), (7, 7))], || Box::new(Echo))
+        FlowTable::new(vec![("198.18.0.10".parse().unwrap(), (7, 7))], || {
+            Box::new(Echo)
+        })
     }
 
     #[test]
@@ -612,22 +656,86 @@ mod tests {
     fn tracks_a_connection_and_snapshots_exactly() {
         let mut t = table();
         let (cisn, sisn) = (1000u32, 5000u32);
-        t.observe(&frame(C, S, cisn, 0, SYN, 64240, &syn_opts(1460, 7, 100), b""));
-        t.observe(&frame(S, C, sisn, cisn + 1, SYN | ACK, 65160, &syn_opts(1400, 9, 200), b""));
-        t.observe(&frame(C, S, cisn + 1, sisn + 1, ACK, 502, &ts(101, 200), b""));
+        t.observe(&frame(
+            C,
+            S,
+            cisn,
+            0,
+            SYN,
+            64240,
+            &syn_opts(1460, 7, 100),
+            b"",
+        ));
+        t.observe(&frame(
+            S,
+            C,
+            sisn,
+            cisn + 1,
+            SYN | ACK,
+            65160,
+            &syn_opts(1400, 9, 200),
+            b"",
+        ));
+        t.observe(&frame(
+            C,
+            S,
+            cisn + 1,
+            sisn + 1,
+            ACK,
+            502,
+            &ts(101, 200),
+            b"",
+        ));
         // The client sends 10 bytes; the server acknowledges them and echoes 6 so far.
-        t.observe(&frame(C, S, cisn + 1, sisn + 1, ACK | PSH, 502, &ts(102, 200), b"0123456789"));
-        t.observe(&frame(S, C, sisn + 1, cisn + 11, ACK | PSH, 510, &ts(205, 102), b"012345"));
+        t.observe(&frame(
+            C,
+            S,
+            cisn + 1,
+            sisn + 1,
+            ACK | PSH,
+            502,
+            &ts(102, 200),
+            b"0123456789",
+        ));
+        t.observe(&frame(
+            S,
+            C,
+            sisn + 1,
+            cisn + 11,
+            ACK | PSH,
+            510,
+            &ts(205, 102),
+            b"012345",
+        ));
         // The client acknowledges 4 of them, and sends 3 more the server never acknowledges.
-        t.observe(&frame(C, S, cisn + 11, sisn + 5, ACK | PSH, 500, &ts(103, 205), b"abc"));
-        let tuple = FourTuple { local: S.parse().unwrap(), remote: C.parse().unwrap() };
+        t.observe(&frame(
+            C,
+            S,
+            cisn + 11,
+            sisn + 5,
+            ACK | PSH,
+            500,
+            &ts(103, 205),
+            b"abc",
+        ));
+        let tuple = FourTuple {
+            local: S.parse().unwrap(),
+            remote: C.parse().unwrap(),
+        };
         let f = t.get(&tuple).unwrap();
         assert!(f.restorable());
         let s = f.snapshot().unwrap();
-        assert_eq!(s.snd_una, sisn + 5, "the first output byte the client has not acknowledged");
+        assert_eq!(
+            s.snd_una,
+            sisn + 5,
+            "the first output byte the client has not acknowledged"
+        );
         assert_eq!(s.rcv_nxt, cisn + 11, "the next byte the server expects");
         assert_eq!(s.sent, b"45", "sent by the server, not acknowledged");
-        assert_eq!(s.unsent, b"6789", "produced by the application, not yet sent");
+        assert_eq!(
+            s.unsent, b"6789",
+            "produced by the application, not yet sent"
+        );
         assert_eq!((s.mss, s.snd_wscale, s.rcv_wscale), (1460, 7, 9));
         assert!(s.wscale && s.sack && s.timestamps);
         assert_eq!(s.ts_val, 205);
@@ -643,7 +751,16 @@ mod tests {
     fn a_capture_hole_makes_the_connection_unrestorable() {
         let mut t = table();
         t.observe(&frame(C, S, 1, 0, SYN, 64240, &syn_opts(1460, 7, 1), b""));
-        t.observe(&frame(S, C, 9, 2, SYN | ACK, 65160, &syn_opts(1460, 7, 1), b""));
+        t.observe(&frame(
+            S,
+            C,
+            9,
+            2,
+            SYN | ACK,
+            65160,
+            &syn_opts(1460, 7, 1),
+            b"",
+        ));
         // The server acknowledges 5 client bytes we never saw.
         t.observe(&frame(S, C, 10, 7, ACK, 510, &ts(2, 1), b""));
         let (ok, lost) = t.take_over(&["198.18.0.10".parse().unwrap()]);
@@ -654,10 +771,28 @@ mod tests {
     fn closed_and_unseen_handshakes_are_not_taken_over() {
         let mut t = table();
         t.observe(&frame(C, S, 1, 0, SYN, 64240, &syn_opts(1460, 7, 1), b""));
-        t.observe(&frame(S, C, 9, 2, SYN | ACK, 65160, &syn_opts(1460, 7, 1), b""));
+        t.observe(&frame(
+            S,
+            C,
+            9,
+            2,
+            SYN | ACK,
+            65160,
+            &syn_opts(1460, 7, 1),
+            b"",
+        ));
         t.observe(&frame(C, S, 2, 10, ACK | 0x01, 502, &ts(2, 1), b""));
         // Mid-stream traffic of a connection whose handshake we did not see is ignored.
-        t.observe(&frame("198.18.0.100:40001", S, 77, 88, ACK, 502, &[], b"zz"));
+        t.observe(&frame(
+            "198.18.0.100:40001",
+            S,
+            77,
+            88,
+            ACK,
+            502,
+            &[],
+            b"zz",
+        ));
         let (ok, lost) = t.take_over(&["198.18.0.10".parse().unwrap()]);
         assert_eq!((ok.len(), lost.len()), (0, 0));
     }

@@ -142,6 +142,8 @@ pub enum Action {
         addresses: Vec<OwnedAddress>,
     },
     /// Re-create the owner's connections (those in `scope`) and continue their applications.
+    /// Always comes before the `ClaimAddress` of the same takeover: re-create the sockets first
+    /// (in repair mode), then the address.
     AssumeConnections {
         /// Whose connections.
         owner: NodeId,
@@ -1110,6 +1112,14 @@ impl Node {
             return;
         };
         self.pending.remove(&owner);
+        // claim 1: assume the connection(s) for the failed system. The connections come first:
+        // the IO layer re-creates them before the address exists, so that no packet for them
+        // ever meets a kernel without their sockets.
+        self.actions.push_back(Action::AssumeConnections {
+            owner,
+            epoch,
+            scope: scope.clone(),
+        });
         if with_addresses {
             self.held.insert(owner, epoch);
             self.groups.insert(
@@ -1130,12 +1140,6 @@ impl Node {
             let e = self.groups.get(&owner).map(|g| g.epoch).unwrap_or(epoch);
             self.shares.insert(owner, (e, scope.clone()));
         }
-        // claim 1: assume the connection(s) for the failed system.
-        self.actions.push_back(Action::AssumeConnections {
-            owner,
-            epoch,
-            scope: scope.clone(),
-        });
         let addresses = if with_addresses {
             rec.addresses.iter().map(|a| a.addr).collect()
         } else {
@@ -1358,12 +1362,6 @@ impl Node {
         );
         let rec = self.cfg.ownership.clone();
         // claims 5/14/19: responsibility returns to the first system.
-        self.actions.push_back(Action::ClaimAddress {
-            owner: me,
-            epoch: h.epoch,
-            addresses: rec.addresses.clone(),
-            arp: rec.arp,
-        });
         if h.mode == FailbackMode::Migrate {
             self.actions.push_back(Action::AssumeConnections {
                 owner: me,
@@ -1371,6 +1369,12 @@ impl Node {
                 scope: Scope::All,
             });
         }
+        self.actions.push_back(Action::ClaimAddress {
+            owner: me,
+            epoch: h.epoch,
+            addresses: rec.addresses.clone(),
+            arp: rec.arp,
+        });
         self.send(
             Dest::All,
             Body::TakeoverNotice(TakeoverNotice {

@@ -1,0 +1,310 @@
+//! TCP_REPAIR: re-creating a live TCP connection with its exact sequence numbers and options.
+//!
+//! Read [`restore`] first. The steps follow the kernel's order, as in CRIU's soccr
+//! (`soccr/soccr.c`, `libsoccr_restore`) and the kernel's
+//! `tools/testing/selftests/net/tcp_ao/lib/repair.c` (`test_sock_restore`):
+//! 1. repair mode on (`TCP_REPAIR`), and `IP_TRANSPARENT` so that the socket can bind the
+//!    service address before it exists on this node (with `IP_FREEBIND` alone, the repair-mode
+//!    `connect` fails with ENETUNREACH);
+//! 2. the sequence numbers of both queues (`TCP_REPAIR_QUEUE` + `TCP_QUEUE_SEQ`), while closed;
+//! 3. `bind` and `connect` (no SYN is sent in repair mode); never `SO_REUSEADDR`, which would undo
+//!    the address reuse TCP_REPAIR forces;
+//! 4. `TCP_REPAIR_OPTIONS`: MSS, window scale, SACK, timestamps;
+//! 5. `TCP_TIMESTAMP`, so that TSval continues above the old owner's (the client's PAWS);
+//! 6. the send queue: bytes written in repair mode count as sent and unacknowledged;
+//! 7. `TCP_REPAIR_WINDOW`;
+//! 8. after the address exists: repair mode off, which makes the kernel send a window probe
+//!    (our tickle ACK), then the output the old owner had not sent yet.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use holdfast_proto::flow::Snapshot;
+
+const TCP_REPAIR: libc::c_int = 19;
+const TCP_REPAIR_QUEUE: libc::c_int = 20;
+const TCP_QUEUE_SEQ: libc::c_int = 21;
+const TCP_REPAIR_OPTIONS: libc::c_int = 22;
+const TCP_TIMESTAMP: libc::c_int = 24;
+const TCP_REPAIR_WINDOW: libc::c_int = 29;
+const TCP_RECV_QUEUE: libc::c_int = 1;
+const TCP_SEND_QUEUE: libc::c_int = 2;
+const TCPOPT_MSS: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+const IP_TRANSPARENT: libc::c_int = 19;
+const IPV6_TRANSPARENT: libc::c_int = 75;
+
+fn setopt<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: &T,
+    what: &str,
+) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live value and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (val as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+fn sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: a zeroed sockaddr_storage is valid; we fill the family's view of it.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+fn check(r: libc::c_int, what: &str) -> io::Result<()> {
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+/// A connection re-created in repair mode, not yet live.
+pub struct Repaired {
+    fd: OwnedFd,
+    unsent: Vec<u8>,
+    /// The connection.
+    pub tuple: holdfast_proto::wire::FourTuple,
+    /// The application's checkpoint.
+    pub checkpoint: Vec<u8>,
+}
+
+/// Re-creates a connection in repair mode (steps 1-7). Nothing reaches the wire.
+pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
+    let local = s.tuple.local;
+    let family = if local.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2); the result is checked and owned.
+    let raw = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_TCP,
+        )
+    };
+    check(raw, "socket")?;
+    // SAFETY: a fresh descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    setopt(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &one, "TCP_REPAIR on")?;
+    if local.is_ipv4() {
+        setopt(
+            &fd,
+            libc::IPPROTO_IP,
+            IP_TRANSPARENT,
+            &one,
+            "IP_TRANSPARENT",
+        )?;
+    } else {
+        setopt(
+            &fd,
+            libc::IPPROTO_IPV6,
+            IPV6_TRANSPARENT,
+            &one,
+            "IPV6_TRANSPARENT",
+        )?;
+    }
+    // Step 2: queue sequence numbers, while the socket is closed.
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_QUEUE,
+        &TCP_SEND_QUEUE,
+        "TCP_REPAIR_QUEUE send",
+    )?;
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &s.snd_una,
+        "TCP_QUEUE_SEQ send",
+    )?;
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_QUEUE,
+        &TCP_RECV_QUEUE,
+        "TCP_REPAIR_QUEUE recv",
+    )?;
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &s.rcv_nxt,
+        "TCP_QUEUE_SEQ recv",
+    )?;
+    // Step 3.
+    let (la, ll) = sockaddr(&local);
+    // SAFETY: bind with a filled sockaddr of the right length.
+    check(
+        unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&la as *const libc::sockaddr_storage).cast(),
+                ll,
+            )
+        },
+        "bind",
+    )?;
+    let (ra, rl) = sockaddr(&s.tuple.remote);
+    // SAFETY: connect with a filled sockaddr; in repair mode no SYN is sent.
+    check(
+        unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&ra as *const libc::sockaddr_storage).cast(),
+                rl,
+            )
+        },
+        "connect (repair)",
+    )?;
+    // Step 4: struct tcp_repair_opt { u32 opt_code; u32 opt_val; }.
+    let mut opts: Vec<[u32; 2]> = vec![[TCPOPT_MSS, s.mss as u32]];
+    if s.wscale {
+        opts.push([
+            TCPOPT_WINDOW,
+            s.snd_wscale as u32 | ((s.rcv_wscale as u32) << 16),
+        ]);
+    }
+    if s.sack {
+        opts.push([TCPOPT_SACK_PERM, 0]);
+    }
+    if s.timestamps {
+        opts.push([TCPOPT_TIMESTAMP, 0]);
+    }
+    // SAFETY: setsockopt with the array and its byte length.
+    check(
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                TCP_REPAIR_OPTIONS,
+                opts.as_ptr().cast(),
+                (opts.len() * 8) as libc::socklen_t,
+            )
+        },
+        "TCP_REPAIR_OPTIONS",
+    )?;
+    // Step 5: TSval continues just above the old owner's last one.
+    if s.timestamps {
+        let ts = s.ts_val.wrapping_add(1);
+        setopt(&fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, &ts, "TCP_TIMESTAMP")?;
+    }
+    // Step 6: the sent-but-unacknowledged output.
+    if !s.sent.is_empty() {
+        setopt(
+            &fd,
+            libc::IPPROTO_TCP,
+            TCP_REPAIR_QUEUE,
+            &TCP_SEND_QUEUE,
+            "TCP_REPAIR_QUEUE send",
+        )?;
+        let mut off = 0;
+        while off < s.sent.len() {
+            // SAFETY: send from a live buffer.
+            let n = unsafe {
+                libc::send(
+                    fd.as_raw_fd(),
+                    s.sent[off..].as_ptr().cast(),
+                    s.sent.len() - off,
+                    0,
+                )
+            };
+            if n <= 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("send queue: {e}")));
+            }
+            off += n as usize;
+        }
+    }
+    // Step 7: struct tcp_repair_window { snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup }.
+    let win: [u32; 5] = [s.rcv_nxt, s.snd_wnd, s.snd_wnd, s.rcv_wnd.max(1), s.rcv_nxt];
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_WINDOW,
+        &win,
+        "TCP_REPAIR_WINDOW",
+    )?;
+    Ok(Repaired {
+        fd,
+        unsent: s.unsent.clone(),
+        tuple: s.tuple,
+        checkpoint: s.checkpoint.clone(),
+    })
+}
+
+impl Repaired {
+    /// Step 8: leaves repair mode (the kernel sends a window probe: the client answers with an
+    /// ACK and retransmits what the old owner never acknowledged) and sends the output the old
+    /// owner had not sent. Returns the live socket.
+    pub fn go_live(self) -> io::Result<std::net::TcpStream> {
+        let off: libc::c_int = 0;
+        setopt(
+            &self.fd,
+            libc::IPPROTO_TCP,
+            TCP_REPAIR,
+            &off,
+            "TCP_REPAIR off",
+        )?;
+        let s = std::net::TcpStream::from(self.fd);
+        if !self.unsent.is_empty() {
+            use std::io::Write;
+            (&s).write_all(&self.unsent)?;
+        }
+        Ok(s)
+    }
+
+    /// Closes the socket silently: in repair mode, close sends neither FIN nor RST.
+    pub fn discard(self) {
+        drop(self.fd);
+    }
+}
