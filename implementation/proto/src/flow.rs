@@ -355,14 +355,14 @@ impl FlowTable {
         };
         if self.is_service(&s.dst) {
             self.segments += 1;
-            self.from_client(&s);
+            self.client_segment(&s);
         } else if self.is_service(&s.src) {
             self.segments += 1;
-            self.from_server(&s);
+            self.server_segment(&s);
         }
     }
 
-    fn from_client(&mut self, s: &Segment<'_>) {
+    fn client_segment(&mut self, s: &Segment<'_>) {
         let tuple = FourTuple {
             local: s.dst,
             remote: s.src,
@@ -408,12 +408,13 @@ impl FlowTable {
         if let Some((tsval, _)) = s.ts {
             f.client_tsval = tsval;
         }
-        if s.ack_flag && f.state != FlowState::SynSent {
-            if seq_after(s.ack, f.client_ack) || s.ack == f.client_ack {
-                f.client_ack = s.ack;
-                f.client_window = s.window;
-                f.replica.trim(s.ack.wrapping_sub(f.server_base()) as u64);
-            }
+        if s.ack_flag
+            && f.state != FlowState::SynSent
+            && (seq_after(s.ack, f.client_ack) || s.ack == f.client_ack)
+        {
+            f.client_ack = s.ack;
+            f.client_window = s.window;
+            f.replica.trim(s.ack.wrapping_sub(f.server_base()) as u64);
         }
         if !s.payload.is_empty() {
             let end = s.seq.wrapping_add(s.payload.len() as u32);
@@ -428,7 +429,7 @@ impl FlowTable {
         }
     }
 
-    fn from_server(&mut self, s: &Segment<'_>) {
+    fn server_segment(&mut self, s: &Segment<'_>) {
         let tuple = FourTuple {
             local: s.src,
             remote: s.dst,
