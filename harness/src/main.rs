@@ -333,9 +333,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 "Holdfast demo: topology two-node (nodes a, b and a client on switch sw0; a mirrored to b)."
             );
             println!(
-                "holdfastd runs on a and b; a owns 198.18.0.10. The client streams to it while a is"
+                "holdfastd runs on a and b; a owns 198.18.0.10, and b snoops a's connections."
             );
-            println!("powered off and on again.\n");
+            println!("The client streams to 198.18.0.10 while a is powered off and on again.\n");
             run_scenario(topo, Some(file), &sc, run_dir, "demo", None)
         }
         Cmd::Serve {
@@ -525,7 +525,7 @@ fn run_scenario(
         && let Some(c) = summary.captures.first()
     {
         println!(
-            "\nb announced 198.18.0.10 with gratuitous ARP after a failed, and served the new connections.\nThe stream open when a died was reset: connection takeover is not implemented yet.\n  tshark -r {f} -Y 'arp.isannouncement'\n  tshark -r {f} -Y tcp.flags.reset==1\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
+            "\nAfter a failed, b re-created the open connection with TCP_REPAIR, announced 198.18.0.10 with\ngratuitous ARP and continued the echo: the client's stream went on without a reset.\n  tshark -r {f} -Y 'arp.isannouncement'\n  tshark -r {f} -Y 'tcp.port==7 && frame.interface_name==\"sw0:b\"'\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
             f = c.file.display()
         );
     }

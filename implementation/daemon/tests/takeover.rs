@@ -1,0 +1,152 @@
+//! Connection takeover, judged from the client's results and the pcap: live TCP connections
+//! survive a power-off of the node that held them (claims 1, 7, 8, 9).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use holdfast_harness::Fault;
+use holdfast_harness::client::{ClientReport, ClientSpec, Workload};
+use holdfast_proto::flow::{parse_tcp, seq_after};
+
+const VIP: &str = "198.18.0.10:7";
+
+fn stream(bytes: u64, pace_us: u64, connections: usize) -> ClientSpec {
+    let mut s = ClientSpec::new(Workload::Stream, VIP.parse().unwrap());
+    s.bytes = bytes;
+    s.pace_us = pace_us;
+    s.connections = connections;
+    s.stall_timeout_ms = 5000;
+    s
+}
+
+/// Runs `spec` from the client, powers off `a` after `after`, waits for the client; returns its
+/// report and the frames and power-off time.
+fn through_power_off(
+    test: &str,
+    spec: ClientSpec,
+    after: Duration,
+) -> (ClientReport, Vec<Frame>, u64) {
+    let dir = run_dir(test);
+    let mut c = up(&dir, two_node());
+    wait_ready(&c, &["a", "b"]);
+    let h = c.start_client("client", spec).unwrap();
+    std::thread::sleep(after);
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    let rep = h.wait().unwrap();
+    let s = c.down().unwrap();
+    let off = event_ts(&s.events, "power-off", "a");
+    (rep, read_pcap(&s.captures[0].file), off)
+}
+
+/// No TCP reset from the service address after the fault, on any port.
+fn assert_no_reset_after(frames: &[Frame], off: u64) {
+    let vip: SocketAddr = VIP.parse().unwrap();
+    let resets: Vec<&Frame> = frames
+        .iter()
+        .filter(|f| f.ts_ns > off)
+        .filter(|f| parse_tcp(&f.data).is_some_and(|s| s.rst && s.src == vip))
+        .collect();
+    assert!(
+        resets.is_empty(),
+        "{} resets from {vip} after the power-off, first on {}",
+        resets.len(),
+        resets[0].iface
+    );
+}
+
+#[test]
+fn a_10mb_echo_stream_survives_power_off_byte_for_byte() {
+    need_root!();
+    let (rep, frames, off) = through_power_off(
+        "stream-10mb",
+        stream(10_000_000, 500, 1),
+        Duration::from_millis(250),
+    );
+    assert!(rep.intact(), "{}", rep.summary());
+    assert_eq!(rep.connections[0].bytes_verified, 10_000_000);
+    assert_eq!((rep.resets(), rep.eofs()), (0, 0));
+    eprintln!("{}", rep.summary());
+    assert_no_reset_after(&frames, off);
+
+    // The new owner's first segment continues the old sequence space exactly: its sequence
+    // number lies between what the client had acknowledged (less one, for the window probe)
+    // and what a had sent, and it acknowledges exactly what a had acknowledged.
+    let vip: SocketAddr = VIP.parse().unwrap();
+    let client: SocketAddr = rep.connections[0].local.as_ref().unwrap().parse().unwrap();
+    let from_a: Vec<_> = frames
+        .iter()
+        .filter(|f| f.inbound && f.iface == "sw0:a" && f.ts_ns < off)
+        .filter_map(|f| parse_tcp(&f.data))
+        .filter(|s| s.src == vip && s.dst == client)
+        .collect();
+    let a_nxt = from_a
+        .iter()
+        .map(|s| s.seq.wrapping_add(s.payload.len() as u32))
+        .reduce(|x, y| if seq_after(y, x) { y } else { x })
+        .expect("a sent on the connection");
+    let a_ack = from_a
+        .iter()
+        .map(|s| s.ack)
+        .reduce(|x, y| if seq_after(y, x) { y } else { x })
+        .unwrap();
+    let client_ack = frames
+        .iter()
+        .filter(|f| f.inbound && f.iface == "sw0:client" && f.ts_ns < off)
+        .filter_map(|f| parse_tcp(&f.data))
+        .filter(|s| s.src == client && s.dst == vip && s.ack_flag)
+        .map(|s| s.ack)
+        .reduce(|x, y| if seq_after(y, x) { y } else { x })
+        .unwrap();
+    let first_b = frames
+        .iter()
+        .filter(|f| f.inbound && f.iface == "sw0:b" && f.ts_ns > off)
+        .filter_map(|f| parse_tcp(&f.data))
+        .find(|s| s.src == vip && s.dst == client)
+        .expect("b sends on the connection");
+    let lo = client_ack.wrapping_sub(1);
+    assert!(
+        !seq_after(lo, first_b.seq) && !seq_after(first_b.seq, a_nxt),
+        "b's first seq {} is outside [{lo}, {a_nxt}]",
+        first_b.seq
+    );
+    assert_eq!(
+        first_b.ack, a_ack,
+        "b's first segment must acknowledge exactly what a had"
+    );
+    assert!(
+        !first_b.syn && !first_b.rst,
+        "a continued connection, not a new one"
+    );
+}
+
+#[test]
+fn a_hundred_connections_survive_one_power_off() {
+    need_root!();
+    let (rep, frames, off) = through_power_off(
+        "hundred",
+        stream(300_000, 20_000, 100),
+        Duration::from_millis(150),
+    );
+    let broken: Vec<String> = rep
+        .connections
+        .iter()
+        .filter(|c| !c.intact())
+        .map(|c| {
+            format!(
+                "{}: {}/{} resets {} eofs {} {:?}",
+                c.id, c.bytes_verified, c.bytes_expected, c.resets, c.eofs, c.errors
+            )
+        })
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "{} of 100 broke: {:?}",
+        broken.len(),
+        &broken[..broken.len().min(5)]
+    );
+    assert_eq!(rep.connections.len(), 100);
+    assert_no_reset_after(&frames, off);
+}
