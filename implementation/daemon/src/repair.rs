@@ -11,7 +11,8 @@
 //!    the address reuse TCP_REPAIR forces;
 //! 4. `TCP_REPAIR_OPTIONS`: MSS, window scale, SACK, timestamps;
 //! 5. `TCP_TIMESTAMP`, so that TSval continues above the old owner's (the client's PAWS);
-//! 6. the send queue: bytes written in repair mode count as sent and unacknowledged;
+//! 6. the send queue: bytes written in repair mode count as sent and unacknowledged; and the
+//!    receive queue: the client bytes the old owner never acknowledged;
 //! 7. `TCP_REPAIR_WINDOW`;
 //! 8. after the address exists: repair mode off, which makes the kernel send a window probe
 //!    (our tickle ACK), then the output the old owner had not sent yet.
@@ -263,6 +264,31 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
                 return Err(io::Error::new(e.kind(), format!("send queue: {e}")));
             }
             off += n as usize;
+        }
+    }
+    // The client bytes the old owner never acknowledged go into the receive queue; our first
+    // ACK then covers them and the client carries on at once.
+    if !s.received.is_empty() {
+        setopt(
+            &fd,
+            libc::IPPROTO_TCP,
+            TCP_REPAIR_QUEUE,
+            &TCP_RECV_QUEUE,
+            "TCP_REPAIR_QUEUE recv",
+        )?;
+        // SAFETY: send from a live buffer; in repair mode with the receive queue selected, the
+        // bytes are queued as received.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                s.received.as_ptr().cast(),
+                s.received.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("receive queue: {e}")));
         }
     }
     // Step 7: struct tcp_repair_window { snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup }.

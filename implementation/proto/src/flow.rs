@@ -254,6 +254,23 @@ impl Flow {
         let sent_out = self.server_nxt.wrapping_sub(out_base) as u64;
         let output = self.replica.output_from(acked_out)?;
         let sent = (sent_out.saturating_sub(acked_out) as usize).min(output.len());
+        // Client bytes the old owner had not acknowledged, contiguous from `server_ack`: the
+        // new owner takes them straight into its receive queue, so the client need not wait for
+        // its retransmission timer.
+        let mut received = Vec::new();
+        let mut at = self
+            .server_ack
+            .wrapping_sub(self.client_isn.wrapping_add(1));
+        while let Some((k, v)) = self
+            .pending
+            .range(..=at)
+            .next_back()
+            .filter(|(k, v)| **k + v.len() as u32 > at)
+        {
+            let skip = (at - k) as usize;
+            received.extend_from_slice(&v[skip..]);
+            at += (v.len() - skip) as u32;
+        }
         Some(Snapshot {
             tuple: self.tuple,
             snd_una: self.client_ack,
@@ -270,6 +287,7 @@ impl Flow {
             rcv_wnd: (self.server_window as u32) << self.server_wscale.unwrap_or(0),
             sent: output[..sent].to_vec(),
             unsent: output[sent..].to_vec(),
+            received,
             checkpoint: self.replica.checkpoint(),
         })
     }
@@ -308,6 +326,9 @@ pub struct Snapshot {
     pub sent: Vec<u8>,
     /// Output the application produced that the old owner had not sent yet.
     pub unsent: Vec<u8>,
+    /// Client bytes sent to the old owner that it had not acknowledged (snooped): they go into
+    /// the new socket's receive queue, from `rcv_nxt`.
+    pub received: Vec<u8>,
     /// The replica's checkpoint, for the application to continue from.
     pub checkpoint: Vec<u8>,
 }
