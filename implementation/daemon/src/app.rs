@@ -5,26 +5,163 @@
 //! owner is served by the same loop ([`serve`]), continuing the application from the replica's
 //! checkpoint.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use anyhow::{Context, Result};
 use holdfast_proto::app::App;
+use holdfast_proto::policy::NodeId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
+
+use crate::guardian::{self, Guardian};
+
+struct Entry {
+    owner: NodeId,
+    fd: RawFd,
+    abort: Option<tokio::task::AbortHandle>,
+}
+
+/// Every live service connection, by group owner, so that a fenced node can drop a group's
+/// connections silently, and so that the guardian holds a duplicate of each.
+pub struct Registry {
+    next: AtomicU64,
+    conns: Mutex<HashMap<u64, Entry>>,
+    guardian: Option<Guardian>,
+    owner_of: HashMap<IpAddr, NodeId>,
+    app: fn() -> Box<dyn App>,
+}
+
+impl Registry {
+    /// A registry; `owner_of` maps every owned address in the cluster to its owner.
+    pub fn new(
+        guardian: Option<Guardian>,
+        owner_of: HashMap<IpAddr, NodeId>,
+        app: fn() -> Box<dyn App>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            next: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+            guardian,
+            owner_of,
+            app,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves a connection with `app`, registered under `owner` (or the owner of its local
+    /// address).
+    pub fn start(self: &Arc<Self>, s: TcpStream, app: Box<dyn App>, owner: Option<NodeId>) {
+        let owner = owner
+            .or_else(|| {
+                s.local_addr()
+                    .ok()
+                    .and_then(|a| self.owner_of.get(&canonical(a.ip())).copied())
+            })
+            .unwrap_or_default();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let fd = s.as_raw_fd();
+        if let Some(g) = &self.guardian
+            && let Err(e) = g.hold(id, fd)
+        {
+            warn!("guardian: {e}");
+        }
+        self.lock().insert(
+            id,
+            Entry {
+                owner,
+                fd,
+                abort: None,
+            },
+        );
+        let me = self.clone();
+        let h = tokio::spawn(async move {
+            serve(s, app).await;
+            me.finished(id);
+        });
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.abort = Some(h.abort_handle());
+        }
+    }
+
+    fn finished(&self, id: u64) {
+        self.lock().remove(&id);
+        if let Some(g) = &self.guardian {
+            let _ = g.drop_conn(id);
+        }
+    }
+
+    /// Drops every connection of `owner`'s group without a FIN or RST: each socket goes into
+    /// repair mode, then its task (and so the socket) is dropped.
+    pub fn discard(&self, owner: NodeId) {
+        let gone: Vec<(u64, Entry)> = {
+            let mut m = self.lock();
+            let ids: Vec<u64> = m
+                .iter()
+                .filter(|(_, e)| e.owner == owner)
+                .map(|(i, _)| *i)
+                .collect();
+            ids.into_iter()
+                .filter_map(|i| m.remove(&i).map(|e| (i, e)))
+                .collect()
+        };
+        for (id, e) in &gone {
+            let _ = guardian::freeze(e.fd);
+            if let Some(a) = &e.abort {
+                a.abort();
+            }
+            if let Some(g) = &self.guardian {
+                let _ = g.drop_conn(*id);
+            }
+        }
+        if !gone.is_empty() {
+            info!(%owner, connections = gone.len(), "dropped silently (fenced)");
+        }
+    }
+
+    /// Tells the guardian about an address this node holds or no longer holds.
+    pub fn address(&self, addr: IpAddr, held: bool) {
+        if let Some(g) = &self.guardian {
+            let _ = g.address(addr, held);
+        }
+    }
+
+    /// A fresh application instance.
+    pub fn app(&self) -> Box<dyn App> {
+        (self.app)()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from a dual-stack listener) as plain IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 /// Starts the application on every port of the range.
-pub fn spawn_listeners(ports: (u16, u16), app: fn() -> Box<dyn App>) -> Result<()> {
+pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()> {
     for port in ports.0..=ports.1 {
         let std = std::net::TcpListener::bind(("::", port))
             .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))
             .with_context(|| format!("listen on port {port}"))?;
         std.set_nonblocking(true)?;
         let l = TcpListener::from_std(std)?;
+        let reg = registry.clone();
         tokio::spawn(async move {
             loop {
                 match l.accept().await {
                     Ok((s, peer)) => {
                         debug!(%peer, port, "connection");
-                        tokio::spawn(serve(s, app()));
+                        reg.start(s, reg.app(), None);
                     }
                     Err(e) => warn!("accept: {e}"),
                 }

@@ -71,6 +71,7 @@ struct RawSettings {
     arp: Option<Spanned<String>>,
     garp_count: Option<u32>,
     garp_interval_ms: Option<u64>,
+    settle_ms: Option<u64>,
     application: Option<Spanned<String>>,
     ports: Option<Spanned<(u16, u16)>>,
     protocol: Option<Spanned<String>>,
@@ -103,6 +104,9 @@ pub struct NodeConfig {
     pub garp_count: u32,
     /// Gap between repetitions.
     pub garp_interval: Duration,
+    /// After announcing a taken-over address, how long to let the clients and the old owner's
+    /// last segments settle before the re-created connections go live.
+    pub settle: Duration,
 }
 
 /// A whole cluster configuration.
@@ -466,6 +470,7 @@ impl ClusterConfig {
                             .unwrap_or(heartbeat_ms as u64 * 10),
                     ),
                     garp_count: s.garp_count.or(d.garp_count).unwrap_or(3),
+                    settle: Duration::from_millis(s.settle_ms.or(d.settle_ms).unwrap_or(5)),
                     garp_interval: Duration::from_millis(
                         s.garp_interval_ms.or(d.garp_interval_ms).unwrap_or(10),
                     ),

@@ -221,6 +221,7 @@ struct Io {
     me: NodeConfig,
     me_iface_name: String,
     app: fn() -> Box<dyn App>,
+    registry: std::sync::Arc<crate::app::Registry>,
     snooper: Option<Snooper>,
     /// Connections re-created in repair mode, waiting for their owner's address.
     repaired: Vec<(NodeId, Repaired)>,
@@ -266,15 +267,45 @@ impl Io {
         info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
     }
 
-    /// The owner's address exists now: the repaired connections go live and their
-    /// applications continue.
-    fn go_live(&mut self, owner: NodeId) {
+    /// The owner's address exists now: the repaired connections catch up on whatever the old
+    /// owner acknowledged after the snapshot (a frozen node's kernel keeps acknowledging until
+    /// the address has moved), go live, and their applications continue.
+    async fn go_live(&mut self, owner: NodeId) {
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repaired)
             .into_iter()
             .partition(|(o, _)| *o == owner);
         self.repaired = rest;
         let n = mine.len();
-        for (_, r) in mine {
+        if n > 0 {
+            // Let the announcement reach the clients and the old owner's last acknowledgements
+            // reach our snooper.
+            tokio::time::sleep(self.me.settle).await;
+        }
+        let mut live = Vec::new();
+        for (o, r) in mine {
+            if let Some(sn) = &self.snooper {
+                let mut t = sn.table.lock().unwrap_or_else(|e| e.into_inner());
+                let caught = r.rcv_nxt().map(|nxt| t.catch_up(&r.tuple, nxt));
+                t.forget(&r.tuple);
+                drop(t);
+                match caught {
+                    Ok((bytes, false)) => {
+                        if let Err(e) = r.inject(&bytes) {
+                            warn!(local = %r.tuple.local, "catch-up: {e}");
+                        }
+                    }
+                    Ok((_, true)) => {
+                        warn!(local = %r.tuple.local, remote = %r.tuple.remote, "the old owner acknowledged bytes we never saw; the connection cannot be made whole and is dropped");
+                        self.conns.unrestorable += 1;
+                        r.discard();
+                        continue;
+                    }
+                    Err(e) => warn!("catch-up: {e}"),
+                }
+            }
+            live.push((o, r));
+        }
+        for (_, r) in live {
             let tuple = r.tuple;
             let checkpoint = r.checkpoint.clone();
             match r.go_live().and_then(|s| {
@@ -285,7 +316,7 @@ impl Io {
                     let mut app = (self.app)();
                     app.restore(&checkpoint);
                     self.conns.assumed += 1;
-                    tokio::spawn(crate::app::serve(s, app));
+                    self.registry.start(s, app, Some(owner));
                 }
                 Err(e) => {
                     warn!(local = %tuple.local, remote = %tuple.remote, "leaving repair mode: {e}");
@@ -445,7 +476,27 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     } else {
         None
     };
+    let owner_of = cfg
+        .nodes
+        .values()
+        .flat_map(|n| {
+            n.ownership
+                .addresses
+                .iter()
+                .map(|a| (a.addr, n.ownership.node_id))
+        })
+        .collect();
+    // The guardian keeps the connections silent if this process dies (a crash).
+    let guardian = match crate::guardian::Guardian::spawn() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            warn!("no guardian: a crash of holdfastd will close the connections: {e}");
+            None
+        }
+    };
+    let registry = crate::app::Registry::new(guardian, owner_of, app);
     let mut io = Io {
+        registry: registry.clone(),
         net,
         iface,
         udp,
@@ -466,7 +517,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         UnixListener::bind(&sock_path).with_context(|| sock_path.display().to_string())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    crate::app::spawn_listeners(ownership.ports, app)?;
+    crate::app::spawn_listeners(ownership.ports, registry)?;
     let mut buf = vec![0u8; 65536];
     loop {
         apply(&mut node, &mut io, name, now()).await;
@@ -475,6 +526,9 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
             .map(|t| base + Duration::from_nanos(t.0))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
+            // Datagrams first: after a freeze, the peers' queued heartbeats must be seen before
+            // our own expired timers declare them dead.
+            biased;
             r = io.udp.recv_from(&mut buf) => {
                 let (n, from) = match r {
                     Ok(x) => x,
@@ -539,7 +593,10 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 if let Err(e) = io.claim(owner, &addresses, arp).await {
                     warn!("claim {owner}: {e:#}");
                 }
-                io.go_live(owner);
+                for a in &addresses {
+                    io.registry.address(a.addr, true);
+                }
+                io.go_live(owner).await;
             }
             Action::ReleaseAddress {
                 owner,
@@ -548,6 +605,9 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
             } => {
                 info!(node = name, %owner, %epoch, "release");
                 let arp = node_arp(node, owner);
+                for a in &addresses {
+                    io.registry.address(a.addr, false);
+                }
                 if let Err(e) = io.release(owner, &addresses, arp).await {
                     warn!("release {owner}: {e:#}");
                 }
@@ -579,6 +639,7 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
             }
             Action::DiscardStale { owner, epoch } => {
                 info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
+                io.registry.discard(owner);
             }
             Action::ConnState { from, .. } => debug!(%from, "conn-state"),
             Action::Event(e) => match e {

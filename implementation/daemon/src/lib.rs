@@ -9,6 +9,7 @@ pub mod app;
 pub mod arp;
 pub mod config;
 pub mod daemon;
+pub mod guardian;
 pub mod netio;
 pub mod repair;
 pub mod snoop;

@@ -35,6 +35,9 @@ enum Cmd {
     Status,
     /// Validate a configuration file; print every problem as FILE:LINE: field: problem.
     Check,
+    /// (internal) The guardian that keeps connections silent if holdfastd dies.
+    #[command(hide = true)]
+    Guardian,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let mut out = String::new();
             s.read_to_string(&mut out)?;
             print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Cmd::Guardian) => {
+            holdfastd::guardian::run(std::time::Duration::from_secs(30))?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Cmd::Check) => {

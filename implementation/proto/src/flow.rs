@@ -231,6 +231,9 @@ pub struct Flow {
     pub replica: Replica,
     /// Bytes the server acknowledged that we never saw (capture loss): the replica is behind.
     pub hole: bool,
+    /// Taken over: the replica is frozen at the snapshot, and client bytes are kept so the new
+    /// owner can catch up on whatever the old owner still acknowledged after the snapshot.
+    pub assumed: bool,
 }
 
 impl Flow {
@@ -415,6 +418,7 @@ impl FlowTable {
                     pending: BTreeMap::new(),
                     replica: Replica::new(app),
                     hole: false,
+                    assumed: false,
                 },
             );
             return;
@@ -492,6 +496,14 @@ impl FlowTable {
         if seq_after(end, f.server_nxt) {
             f.server_nxt = end;
         }
+        if f.assumed {
+            // The old owner may still acknowledge client bytes (a frozen node's kernel, until
+            // the address has moved): keep them for the catch-up, feed nothing.
+            if s.ack_flag && seq_after(s.ack, f.server_ack) {
+                f.server_ack = s.ack;
+            }
+            return;
+        }
         if s.ack_flag && seq_after(s.ack, f.server_ack) {
             f.server_window = s.window;
             // The server received client bytes [server_ack, s.ack): the application consumed
@@ -527,27 +539,60 @@ impl FlowTable {
         }
     }
 
-    /// Snapshots of every restorable connection to `addr` (a group's address).
+    /// Snapshots of every restorable connection to the given addresses (a group's). The flows
+    /// stay in the table, marked assumed, until [`FlowTable::forget`], so that
+    /// [`FlowTable::catch_up`] can still find what the old owner acknowledged afterwards.
     pub fn take_over(&mut self, addrs: &[IpAddr]) -> (Vec<Snapshot>, Vec<FourTuple>) {
         let mut ok = Vec::new();
         let mut lost = Vec::new();
-        let keys: Vec<FourTuple> = self
-            .flows
-            .keys()
-            .filter(|t| addrs.contains(&t.local.ip()))
-            .copied()
-            .collect();
-        for k in keys {
-            let f = self.flows.remove(&k).expect("listed");
+        for (k, f) in self.flows.iter_mut() {
+            if !addrs.contains(&k.local.ip()) || f.assumed {
+                continue;
+            }
             match f.state {
                 FlowState::Closed | FlowState::SynSent => {}
                 FlowState::Established => match f.snapshot() {
-                    Some(s) => ok.push(s),
-                    None => lost.push(k),
+                    Some(s) => {
+                        f.assumed = true;
+                        ok.push(s);
+                    }
+                    None => lost.push(*k),
                 },
             }
         }
+        for k in &lost {
+            self.flows.remove(k);
+        }
         (ok, lost)
+    }
+
+    /// Client bytes of an assumed flow from sequence number `from` on, contiguous, and whether
+    /// the old owner acknowledged bytes beyond them that we never saw (the connection cannot be
+    /// made whole).
+    pub fn catch_up(&self, t: &FourTuple, from: u32) -> (Vec<u8>, bool) {
+        let Some(f) = self.flows.get(t) else {
+            return (Vec::new(), false);
+        };
+        let base = f.client_isn.wrapping_add(1);
+        let mut at = from.wrapping_sub(base);
+        let mut out = Vec::new();
+        while let Some((k, v)) = f
+            .pending
+            .range(..=at)
+            .next_back()
+            .filter(|(k, v)| **k + v.len() as u32 > at)
+        {
+            let skip = (at - k) as usize;
+            out.extend_from_slice(&v[skip..]);
+            at += (v.len() - skip) as u32;
+        }
+        let acked_beyond = seq_after(f.server_ack, base.wrapping_add(at));
+        (out, acked_beyond)
+    }
+
+    /// Stops tracking a flow (after the takeover went live).
+    pub fn forget(&mut self, t: &FourTuple) {
+        self.flows.remove(t);
     }
 
     /// Forgets closed connections (call now and then).
@@ -766,6 +811,33 @@ mod tests {
         assert_eq!(s.rcv_wnd, 510 << 9);
         let (ok, lost) = t.take_over(&["198.18.0.10".parse().unwrap()]);
         assert_eq!((ok.len(), lost.len()), (1, 0));
+        // Taken once only.
+        assert_eq!(t.take_over(&["198.18.0.10".parse().unwrap()]).0.len(), 0);
+        // The old owner acknowledges "abc" after the snapshot, and the client sends "de": the
+        // new owner catches up from where its receive queue ends.
+        t.observe(&frame(
+            C,
+            S,
+            cisn + 14,
+            sisn + 5,
+            ACK | PSH,
+            500,
+            &ts(104, 205),
+            b"de",
+        ));
+        t.observe(&frame(
+            S,
+            C,
+            sisn + 11,
+            cisn + 16,
+            ACK,
+            510,
+            &ts(206, 104),
+            b"",
+        ));
+        assert_eq!(t.catch_up(&tuple, cisn + 11), (b"abcde".to_vec(), false));
+        assert_eq!(t.catch_up(&tuple, cisn + 14), (b"de".to_vec(), false));
+        t.forget(&tuple);
         assert!(t.is_empty());
     }
 
