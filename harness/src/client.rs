@@ -65,6 +65,8 @@ pub enum Workload {
     Request,
     /// Download a seeded stream from a `stream` service.
     Download,
+    /// A key-value session (SET/GET lines) against a `kv` service, checking every answer.
+    Kv,
 }
 
 /// A client workload, as given in a scenario or on the command line.
@@ -294,6 +296,10 @@ async fn one_conn(id: usize, spec: ClientSpec) -> ConnReport {
         bytes_expected: match spec.workload {
             Workload::Stream | Workload::Download => spec.bytes,
             Workload::Request => spec.count * spec.size as u64,
+            Workload::Kv => kv_script(seed, spec.count)
+                .iter()
+                .map(|(_, a)| a.len() as u64)
+                .sum(),
         },
         ..Default::default()
     };
@@ -317,6 +323,7 @@ async fn one_conn(id: usize, spec: ClientSpec) -> ConnReport {
         Workload::Stream => stream(sock, &spec, seed, stall, &mut rep, &mut progress).await,
         Workload::Download => download(sock, &spec, seed, stall, &mut rep, &mut progress).await,
         Workload::Request => request(sock, &spec, seed, stall, &mut rep, &mut progress).await,
+        Workload::Kv => kv(sock, &spec, seed, stall, &mut rep, &mut progress).await,
     };
     if let Err(e) = res {
         // The gap from the last progress to the failure is a stall too.
@@ -427,7 +434,21 @@ async fn download(
     hdr[..8].copy_from_slice(&seed.to_be_bytes());
     hdr[8..].copy_from_slice(&spec.bytes.to_be_bytes());
     sock.write_all(&hdr).await?;
-    verify_reader(&mut sock, seed, spec.bytes, stall, rep, progress).await
+    if spec.pace_us == 0 {
+        return verify_reader(&mut sock, seed, spec.bytes, stall, rep, progress).await;
+    }
+    // Paced: read in 16 KiB steps with a pause, so the download spans time (the server's send
+    // buffer and our window fill, as with a slow reader).
+    let pace = Duration::from_micros(spec.pace_us);
+    while rep.bytes_verified < spec.bytes {
+        let step = (spec.bytes - rep.bytes_verified).min(16 * 1024);
+        let mut lim = (&mut sock).take(step);
+        let before = rep.bytes_verified;
+        let target = before + step;
+        verify_reader(&mut lim, seed, target, stall, rep, progress).await?;
+        tokio::time::sleep(pace).await;
+    }
+    Ok(())
 }
 
 async fn request(
@@ -465,6 +486,88 @@ async fn request(
     Ok(())
 }
 
+/// The lines of a kv session and the answer each must get: SETs of ten keys to seeded values,
+/// GETs that must return the last value set, and DELs.
+pub fn kv_script(seed: u64, count: u64) -> Vec<(String, String)> {
+    let mut last: std::collections::BTreeMap<u64, String> = Default::default();
+    (0..count)
+        .map(|i| {
+            let key = (i.wrapping_mul(7) ^ seed) % 10;
+            match i % 5 {
+                0 | 1 | 3 => {
+                    let mut b = [0u8; 6];
+                    pattern::fill(seed, i * 6, &mut b);
+                    let v: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    last.insert(key, v.clone());
+                    (format!("SET k{key} {v}\n"), "OK\n".to_owned())
+                }
+                2 => {
+                    let a = match last.get(&key) {
+                        Some(v) => format!("VALUE {v}\n"),
+                        None => "NOT_FOUND\n".to_owned(),
+                    };
+                    (format!("GET k{key}\n"), a)
+                }
+                _ => {
+                    let a = if last.remove(&key).is_some() {
+                        "DELETED\n"
+                    } else {
+                        "NOT_FOUND\n"
+                    };
+                    (format!("DEL k{key}\n"), a.to_owned())
+                }
+            }
+        })
+        .collect()
+}
+
+async fn kv(
+    sock: TcpStream,
+    spec: &ClientSpec,
+    seed: u64,
+    stall: Duration,
+    rep: &mut ConnReport,
+    progress: &mut Progress,
+) -> io::Result<()> {
+    let (rd, mut wr) = sock.into_split();
+    let mut rd = tokio::io::BufReader::new(rd);
+    let interval = (spec.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.rate));
+    let mut next = tokio::time::Instant::now();
+    let mut line = String::new();
+    for (i, (cmd, want)) in kv_script(seed, spec.count).into_iter().enumerate() {
+        wr.write_all(cmd.as_bytes()).await?;
+        line.clear();
+        let n = match tokio::time::timeout(
+            stall,
+            tokio::io::AsyncBufReadExt::read_line(&mut rd, &mut line),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => return Err(stalled("answer", stall)),
+        };
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "EOF before all answers",
+            ));
+        }
+        if line != want {
+            return Err(io::Error::other(format!(
+                "answer {i} to {:?} was {line:?}, expected {want:?}",
+                cmd.trim_end()
+            )));
+        }
+        rep.bytes_verified += line.len() as u64;
+        progress.tick();
+        if let Some(iv) = interval {
+            next += iv;
+            tokio::time::sleep_until(next).await;
+        }
+    }
+    Ok(())
+}
+
 /// A service for workloads to talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
@@ -475,6 +578,8 @@ pub enum Service {
     /// Send a numbered UDP datagram to `--to` every `--interval-ms` (a liveness signal for
     /// captures); `--listen` is the source address.
     Beacon,
+    /// A line-protocol key-value store (SET/GET/DEL), per connection.
+    Kv,
 }
 
 /// Runs a service until the process is killed.
@@ -504,6 +609,7 @@ pub async fn serve(
             let _ = match service {
                 Service::Echo => echo(sock).await,
                 Service::Stream => send_stream(sock).await,
+                Service::Kv => kv_serve(sock).await,
                 Service::Beacon => Ok(()),
             };
         });
@@ -514,6 +620,35 @@ async fn echo(sock: TcpStream) -> io::Result<()> {
     let (mut rd, mut wr) = sock.into_split();
     tokio::io::copy(&mut rd, &mut wr).await?;
     wr.shutdown().await
+}
+
+async fn kv_serve(sock: TcpStream) -> io::Result<()> {
+    let (rd, mut wr) = sock.into_split();
+    let mut rd = tokio::io::BufReader::new(rd);
+    let mut store = std::collections::BTreeMap::<String, String>::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if tokio::io::AsyncBufReadExt::read_line(&mut rd, &mut line).await? == 0 {
+            return wr.shutdown().await;
+        }
+        let l = line.trim_end();
+        let mut p = l.splitn(3, ' ');
+        let a = match (p.next(), p.next(), p.next()) {
+            (Some("SET"), Some(k), Some(v)) => {
+                store.insert(k.into(), v.into());
+                "OK".to_owned()
+            }
+            (Some("GET"), Some(k), None) => store
+                .get(k)
+                .map_or("NOT_FOUND".into(), |v| format!("VALUE {v}")),
+            (Some("DEL"), Some(k), None) => store
+                .remove(k)
+                .map_or("NOT_FOUND".into(), |_| "DELETED".into()),
+            _ => "ERROR".into(),
+        };
+        wr.write_all(format!("{a}\n").as_bytes()).await?;
+    }
 }
 
 async fn send_stream(mut sock: TcpStream) -> io::Result<()> {
@@ -559,9 +694,13 @@ mod tests {
     fn workloads_against_services_on_loopback() {
         let echo_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (echo_addr, stream_addr) =
-            (echo_l.local_addr().unwrap(), stream_l.local_addr().unwrap());
-        drop((echo_l, stream_l));
+        let kv_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (echo_addr, stream_addr, kv_addr) = (
+            echo_l.local_addr().unwrap(),
+            stream_l.local_addr().unwrap(),
+            kv_l.local_addr().unwrap(),
+        );
+        drop((echo_l, stream_l, kv_l));
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -570,7 +709,8 @@ mod tests {
             rt.block_on(async {
                 let _ = tokio::join!(
                     serve(Service::Echo, echo_addr, None, Duration::ZERO),
-                    serve(Service::Stream, stream_addr, None, Duration::ZERO)
+                    serve(Service::Stream, stream_addr, None, Duration::ZERO),
+                    serve(Service::Kv, kv_addr, None, Duration::ZERO)
                 );
             });
         });
@@ -579,6 +719,7 @@ mod tests {
             (Workload::Stream, echo_addr),
             (Workload::Request, echo_addr),
             (Workload::Download, stream_addr),
+            (Workload::Kv, kv_addr),
         ] {
             let mut spec = ClientSpec::new(w, addr);
             spec.connections = 3;

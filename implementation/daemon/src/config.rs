@@ -390,14 +390,14 @@ impl ClusterConfig {
             let application = get(&s.application, &d.application)
                 .map(|a| a.into_inner())
                 .unwrap_or_else(|| "echo".into());
-            if application != "echo" {
+            if holdfast_proto::app::by_name(&application).is_none() {
                 let span = get(&s.application, &d.application)
                     .map(|a| a.span())
                     .unwrap_or_default();
                 cx.err(
                     span,
                     f("application"),
-                    format!("unknown application {application:?}; built in: echo"),
+                    format!("unknown application {application:?}; built in: echo, stream, kv"),
                 );
             }
             let ports_sp = s.ports.clone().or_else(|| d.ports.clone());

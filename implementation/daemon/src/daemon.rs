@@ -239,11 +239,43 @@ impl Io {
     }
 
     /// Re-creates the owner's snooped connections in repair mode (before its address exists).
-    fn assume(&mut self, owner: NodeId, addrs: &[IpAddr]) {
+    ///
+    /// First the address is announced (without adding it yet), so that the clients' segments
+    /// come here, where the snooper sees them and the kernel drops them; then we wait until the
+    /// old owner's side has gone quiet (a frozen node's kernel keeps sending and acknowledging
+    /// until then); only then is the snapshot taken. Nothing reaches the new sockets before the
+    /// address exists, so the snapshot is final.
+    async fn assume(&mut self, owner: NodeId, addrs: &[OwnedAddress], arp: ArpPolicy) {
         let Some(sn) = &self.snooper else {
             return;
         };
         let t0 = Instant::now();
+        if arp != ArpPolicy::None {
+            let mac = if arp == ArpPolicy::Vmac {
+                addrs.first().map_or(self.iface.mac, |a| a.mac)
+            } else {
+                self.iface.mac
+            };
+            if let Ok(sender) = RawSender::new(self.iface.index) {
+                for a in addrs {
+                    let _ = sender.send(&announce_frame(mac, a.addr));
+                }
+            }
+        }
+        let step = self.me.settle;
+        let cap = Duration::from_millis(self.me.ownership.policy.heartbeat_ms as u64).min(step * 4);
+        let server_segments = || sn.table.lock().map(|t| t.server_segments).unwrap_or(0);
+        let mut waited = Duration::ZERO;
+        loop {
+            let before = server_segments();
+            tokio::time::sleep(step).await;
+            waited += step;
+            if server_segments() == before || waited >= cap {
+                break;
+            }
+        }
+        let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
+        let addrs = &addrs[..];
         let (snaps, lost) = sn
             .table
             .lock()
@@ -267,44 +299,15 @@ impl Io {
         info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
     }
 
-    /// The owner's address exists now: the repaired connections catch up on whatever the old
-    /// owner acknowledged after the snapshot (a frozen node's kernel keeps acknowledging until
-    /// the address has moved), go live, and their applications continue.
-    async fn go_live(&mut self, owner: NodeId) {
+    /// The owner's address exists now: the repaired connections go live and their
+    /// applications continue.
+    fn go_live(&mut self, owner: NodeId) {
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repaired)
             .into_iter()
             .partition(|(o, _)| *o == owner);
         self.repaired = rest;
         let n = mine.len();
-        if n > 0 {
-            // Let the announcement reach the clients and the old owner's last acknowledgements
-            // reach our snooper.
-            tokio::time::sleep(self.me.settle).await;
-        }
-        let mut live = Vec::new();
-        for (o, r) in mine {
-            if let Some(sn) = &self.snooper {
-                let mut t = sn.table.lock().unwrap_or_else(|e| e.into_inner());
-                let caught = r.rcv_nxt().map(|nxt| t.catch_up(&r.tuple, nxt));
-                t.forget(&r.tuple);
-                drop(t);
-                match caught {
-                    Ok((bytes, false)) => {
-                        if let Err(e) = r.inject(&bytes) {
-                            warn!(local = %r.tuple.local, "catch-up: {e}");
-                        }
-                    }
-                    Ok((_, true)) => {
-                        warn!(local = %r.tuple.local, remote = %r.tuple.remote, "the old owner acknowledged bytes we never saw; the connection cannot be made whole and is dropped");
-                        self.conns.unrestorable += 1;
-                        r.discard();
-                        continue;
-                    }
-                    Err(e) => warn!("catch-up: {e}"),
-                }
-            }
-            live.push((o, r));
-        }
+        let live = mine;
         for (_, r) in live {
             let tuple = r.tuple;
             let checkpoint = r.checkpoint.clone();
@@ -596,7 +599,7 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 for a in &addresses {
                     io.registry.address(a.addr, true);
                 }
-                io.go_live(owner).await;
+                io.go_live(owner);
             }
             Action::ReleaseAddress {
                 owner,
@@ -624,10 +627,10 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                         | holdfast_proto::wire::Scope::Share { index: 0, .. }
                 );
                 if owner != node.id() && with_addresses {
-                    let addrs: Vec<IpAddr> = record(node, owner)
-                        .map(|r| r.addresses.iter().map(|a| a.addr).collect())
+                    let (addrs, arp) = record(node, owner)
+                        .map(|r| (r.addresses.clone(), r.arp))
                         .unwrap_or_default();
-                    io.assume(owner, &addrs);
+                    io.assume(owner, &addrs, arp).await;
                 }
             }
             Action::HandBack { owner, mode } => {

@@ -309,48 +309,6 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
 }
 
 impl Repaired {
-    /// The next sequence number the socket expects from the client (in repair mode).
-    pub fn rcv_nxt(&self) -> io::Result<u32> {
-        setopt(
-            &self.fd,
-            libc::IPPROTO_TCP,
-            TCP_REPAIR_QUEUE,
-            &TCP_RECV_QUEUE,
-            "TCP_REPAIR_QUEUE recv",
-        )?;
-        let mut v: u32 = 0;
-        let mut len = 4 as libc::socklen_t;
-        // SAFETY: getsockopt into a u32.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                TCP_QUEUE_SEQ,
-                (&mut v as *mut u32).cast(),
-                &mut len,
-            )
-        };
-        check(r, "TCP_QUEUE_SEQ get")?;
-        Ok(v)
-    }
-
-    /// Appends client bytes to the receive queue (still in repair mode).
-    pub fn inject(&self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        setopt(
-            &self.fd,
-            libc::IPPROTO_TCP,
-            TCP_REPAIR_QUEUE,
-            &TCP_RECV_QUEUE,
-            "TCP_REPAIR_QUEUE recv",
-        )?;
-        // SAFETY: send from a live buffer into the receive queue.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
-        check(n as libc::c_int, "receive queue")
-    }
-
     /// Step 8: leaves repair mode (the kernel sends a window probe: the client answers with an
     /// ACK and retransmits what the old owner never acknowledged) and sends the output the old
     /// owner had not sent. Returns the live socket.

@@ -166,3 +166,133 @@ fn a_hundred_connections_survive_one_power_off() {
     assert_eq!(rep.connections.len(), 100);
     assert_no_reset_after(&frames, off);
 }
+
+/// One failure kind applied to `a` (and undone, where it can be) while a workload runs.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    PowerOff,
+    Isolate,
+    Freeze,
+    Crash,
+}
+
+fn survive(kind: Kind, workload: Workload) {
+    let (app, port) = match workload {
+        Workload::Stream => ("echo", 7),
+        Workload::Download => ("stream", 19),
+        Workload::Kv => ("kv", 11211),
+        Workload::Request => ("echo", 7),
+    };
+    let dir = run_dir(&format!("survive-{kind:?}-{workload:?}").to_lowercase());
+    let mut c = up(&dir, takeover_cluster(&dir, app, port));
+    wait_ready(&c, &["a", "b"]);
+    let target: SocketAddr = format!("198.18.0.10:{port}").parse().unwrap();
+    let mut spec = ClientSpec::new(workload, target);
+    spec.stall_timeout_ms = 5000;
+    match workload {
+        Workload::Stream => {
+            spec.bytes = 10_000_000;
+            spec.pace_us = 500;
+        }
+        Workload::Download => {
+            spec.bytes = 10_000_000;
+            spec.pace_us = 500;
+        }
+        Workload::Kv => {
+            spec.count = 1500;
+            spec.rate = 2000.0;
+        }
+        Workload::Request => {}
+    }
+    let h = c.start_client("client", spec).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let a = || "a".to_string();
+    match kind {
+        Kind::PowerOff => c.fault(&Fault::PowerOff { node: a() }).unwrap(),
+        Kind::Isolate => {
+            c.fault(&Fault::Isolate { node: a() }).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            c.fault(&Fault::Heal { node: a() }).unwrap();
+        }
+        Kind::Freeze => {
+            c.fault(&Fault::Freeze { node: a() }).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            c.fault(&Fault::Thaw { node: a() }).unwrap();
+        }
+        Kind::Crash => c
+            .fault(&Fault::Crash {
+                node: a(),
+                process: "holdfastd".into(),
+            })
+            .unwrap(),
+    }
+    let rep = h.wait().unwrap();
+    let s = c.down().unwrap();
+    assert!(rep.intact(), "{kind:?} / {workload:?}: {}", rep.summary());
+    let first_fault = s
+        .events
+        .iter()
+        .find(|e| {
+            matches!(
+                e.kind.as_str(),
+                "power-off" | "isolate" | "freeze" | "crash"
+            )
+        })
+        .unwrap()
+        .t_ns;
+    let frames = read_pcap(&s.captures[0].file);
+    let resets = frames
+        .iter()
+        .filter(|f| f.ts_ns > first_fault)
+        .filter(|f| parse_tcp(&f.data).is_some_and(|x| x.rst && x.src == target))
+        .count();
+    assert_eq!(
+        resets, 0,
+        "{kind:?} / {workload:?}: RST from the service address after the fault"
+    );
+    eprintln!("{kind:?} / {workload:?}: {}", rep.summary());
+}
+
+#[test]
+fn power_off_is_survived_by_stream_download_and_kv() {
+    need_root!();
+    for w in [Workload::Stream, Workload::Download, Workload::Kv] {
+        survive(Kind::PowerOff, w);
+    }
+}
+
+#[test]
+fn isolate_and_heal_is_survived_by_stream_download_and_kv() {
+    need_root!();
+    for w in [Workload::Stream, Workload::Download, Workload::Kv] {
+        survive(Kind::Isolate, w);
+    }
+}
+
+#[test]
+fn freeze_and_thaw_is_survived_by_stream_download_and_kv() {
+    need_root!();
+    for w in [Workload::Stream, Workload::Download, Workload::Kv] {
+        survive(Kind::Freeze, w);
+    }
+}
+
+#[test]
+fn a_crash_of_holdfastd_is_survived_by_stream_download_and_kv() {
+    need_root!();
+    for w in [Workload::Stream, Workload::Download, Workload::Kv] {
+        survive(Kind::Crash, w);
+    }
+}
+
+/// The download application and the harness's download workload agree on the stream.
+#[test]
+fn the_stream_application_and_the_download_workload_agree() {
+    let mut a = vec![0u8; 4099];
+    let mut b = vec![0u8; 4099];
+    for seed in [0u64, 1, 42, u64::MAX] {
+        holdfast_proto::app::pattern(seed, 13, &mut a);
+        holdfast_harness::client::pattern::fill(seed, 13, &mut b);
+        assert_eq!(a, b);
+    }
+}

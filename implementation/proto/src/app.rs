@@ -39,11 +39,209 @@ impl App for Echo {
     }
 }
 
-/// The built-in application with this name.
+/// The deterministic byte stream of the `stream` application: byte `i` of stream `seed`. The
+/// harness's `download` workload verifies against the same function (its `client::pattern`);
+/// the two must agree byte for byte, and a test in holdfastd checks that they do.
+pub fn pattern(seed: u64, offset: u64, buf: &mut [u8]) {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let mut pos = offset;
+    let mut i = 0;
+    while i < buf.len() {
+        let word = mix(seed ^ (pos / 8).wrapping_mul(0xD6E8_FEB8_6659_FD93)).to_le_bytes();
+        let start = (pos % 8) as usize;
+        let take = (8 - start).min(buf.len() - i);
+        buf[i..i + take].copy_from_slice(&word[start..start + take]);
+        i += take;
+        pos += take as u64;
+    }
+}
+
+/// Stream: the client sends a seed and a length (two big-endian u64s); the application sends
+/// that many bytes of [`pattern`]. A download that resumes at the exact offset after a takeover.
+#[derive(Debug, Default, Clone)]
+pub struct Stream {
+    header: Vec<u8>,
+    done: bool,
+}
+
+/// The largest download one `stream` connection serves (the output is produced at once).
+pub const STREAM_MAX: u64 = 64 << 20;
+
+impl App for Stream {
+    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        let need = 16 - self.header.len();
+        self.header.extend_from_slice(&data[..need.min(data.len())]);
+        if self.header.len() == 16 {
+            self.done = true;
+            let seed = u64::from_be_bytes(self.header[..8].try_into().expect("8"));
+            let len = u64::from_be_bytes(self.header[8..].try_into().expect("8")).min(STREAM_MAX);
+            let start = out.len();
+            out.resize(start + len as usize, 0);
+            pattern(seed, 0, &mut out[start..]);
+        }
+    }
+    fn checkpoint(&self) -> Vec<u8> {
+        let mut c = vec![self.done as u8];
+        c.extend_from_slice(&self.header);
+        c
+    }
+    fn restore(&mut self, c: &[u8]) {
+        if let Some((d, h)) = c.split_first() {
+            self.done = *d == 1;
+            self.header = h.to_vec();
+        }
+    }
+    fn name(&self) -> &'static str {
+        "stream"
+    }
+}
+
+/// Kv: a line-protocol key-value store, per connection. `SET key value` answers `OK`,
+/// `GET key` answers `VALUE value` or `NOT_FOUND`, `DEL key` answers `DELETED` or `NOT_FOUND`;
+/// anything else answers `ERROR`. Lines end with `\n`. The state is per connection (each
+/// connection's store lives and moves with it); the checkpoint carries the store and any
+/// partial line.
+#[derive(Debug, Default, Clone)]
+pub struct Kv {
+    store: std::collections::BTreeMap<String, String>,
+    line: Vec<u8>,
+}
+
+impl Kv {
+    fn answer(&mut self, line: &str, out: &mut Vec<u8>) {
+        let mut parts = line.splitn(3, ' ');
+        let reply = match (parts.next(), parts.next(), parts.next()) {
+            (Some("SET"), Some(k), Some(v)) => {
+                self.store.insert(k.to_owned(), v.to_owned());
+                "OK".to_owned()
+            }
+            (Some("GET"), Some(k), None) => match self.store.get(k) {
+                Some(v) => format!("VALUE {v}"),
+                None => "NOT_FOUND".to_owned(),
+            },
+            (Some("DEL"), Some(k), None) => match self.store.remove(k) {
+                Some(_) => "DELETED".to_owned(),
+                None => "NOT_FOUND".to_owned(),
+            },
+            _ => "ERROR".to_owned(),
+        };
+        out.extend_from_slice(reply.as_bytes());
+        out.push(b'\n');
+    }
+}
+
+impl App for Kv {
+    fn input(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        for &b in data {
+            if b == b'\n' {
+                let line = String::from_utf8_lossy(&self.line).into_owned();
+                self.line.clear();
+                self.answer(line.trim_end_matches('\r'), out);
+            } else if self.line.len() < 64 * 1024 {
+                self.line.push(b);
+            }
+        }
+    }
+    fn checkpoint(&self) -> Vec<u8> {
+        // key \t value \n ..., then \0, then the partial line.
+        let mut c = Vec::new();
+        for (k, v) in &self.store {
+            c.extend_from_slice(k.as_bytes());
+            c.push(b'\t');
+            c.extend_from_slice(v.as_bytes());
+            c.push(b'\n');
+        }
+        c.push(0);
+        c.extend_from_slice(&self.line);
+        c
+    }
+    fn restore(&mut self, c: &[u8]) {
+        let (store, line) = match c.iter().position(|b| *b == 0) {
+            Some(i) => (&c[..i], &c[i + 1..]),
+            None => (c, &c[c.len()..]),
+        };
+        self.store = String::from_utf8_lossy(store)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        self.line = line.to_vec();
+    }
+    fn name(&self) -> &'static str {
+        "kv"
+    }
+}
+
+/// The built-in application with this name: `echo`, `stream` or `kv`.
 pub fn by_name(name: &str) -> Option<fn() -> Box<dyn App>> {
     match name {
         "echo" => Some(|| Box::new(Echo)),
+        "stream" => Some(|| Box::new(Stream::default())),
+        "kv" => Some(|| Box::new(Kv::default())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(app: &mut dyn App, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        app.input(input, &mut out);
+        out
+    }
+
+    #[test]
+    fn kv_answers_and_checkpoints() {
+        let mut k = Kv::default();
+        let out = run(
+            &mut k,
+            b"SET a 1\nSET b two words\nGET a\nGET b\nGET c\nDEL a\nDEL a\nFOO\nGET",
+        );
+        assert_eq!(
+            out,
+            b"OK\nOK\nVALUE 1\nVALUE two words\nNOT_FOUND\nDELETED\nNOT_FOUND\nERROR\n"
+        );
+        // A replica restored from the checkpoint continues identically, partial line included.
+        let mut r = Kv::default();
+        r.restore(&k.checkpoint());
+        assert_eq!(run(&mut r, b" b\n"), run(&mut k, b" b\n"));
+        assert_eq!(run(&mut r, b"GET b\n"), b"VALUE two words\n");
+    }
+
+    #[test]
+    fn stream_sends_the_pattern_once_the_header_is_complete() {
+        let mut s = Stream::default();
+        let mut hdr = 7u64.to_be_bytes().to_vec();
+        hdr.extend_from_slice(&1000u64.to_be_bytes());
+        assert!(run(&mut s, &hdr[..5]).is_empty());
+        let mut r = Stream::default();
+        r.restore(&s.checkpoint());
+        let out = run(&mut r, &hdr[5..]);
+        let mut want = vec![0u8; 1000];
+        pattern(7, 0, &mut want);
+        assert_eq!(out, want);
+        assert!(run(&mut r, b"more").is_empty());
+    }
+
+    #[test]
+    fn replica_keeps_unacknowledged_output() {
+        let mut r = Replica::new(Box::new(Echo));
+        r.input(b"hello world");
+        r.trim(6);
+        assert_eq!(r.output_from(6).unwrap(), b"world");
+        assert_eq!(r.output_from(8).unwrap(), b"rld");
+        assert!(r.output_from(2).is_none());
+        assert_eq!(r.produced(), 11);
     }
 }
 

@@ -231,9 +231,6 @@ pub struct Flow {
     pub replica: Replica,
     /// Bytes the server acknowledged that we never saw (capture loss): the replica is behind.
     pub hole: bool,
-    /// Taken over: the replica is frozen at the snapshot, and client bytes are kept so the new
-    /// owner can catch up on whatever the old owner still acknowledged after the snapshot.
-    pub assumed: bool,
 }
 
 impl Flow {
@@ -343,6 +340,8 @@ pub struct FlowTable {
     app: fn() -> Box<dyn App>,
     /// Segments of service flows seen.
     pub segments: u64,
+    /// Segments sent by the services (the owner's side) seen.
+    pub server_segments: u64,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -363,6 +362,7 @@ impl FlowTable {
             flows: HashMap::new(),
             app,
             segments: 0,
+            server_segments: 0,
         }
     }
 
@@ -382,6 +382,7 @@ impl FlowTable {
             self.client_segment(&s);
         } else if self.is_service(&s.src) {
             self.segments += 1;
+            self.server_segments += 1;
             self.server_segment(&s);
         }
     }
@@ -418,7 +419,6 @@ impl FlowTable {
                     pending: BTreeMap::new(),
                     replica: Replica::new(app),
                     hole: false,
-                    assumed: false,
                 },
             );
             return;
@@ -496,14 +496,6 @@ impl FlowTable {
         if seq_after(end, f.server_nxt) {
             f.server_nxt = end;
         }
-        if f.assumed {
-            // The old owner may still acknowledge client bytes (a frozen node's kernel, until
-            // the address has moved): keep them for the catch-up, feed nothing.
-            if s.ack_flag && seq_after(s.ack, f.server_ack) {
-                f.server_ack = s.ack;
-            }
-            return;
-        }
         if s.ack_flag && seq_after(s.ack, f.server_ack) {
             f.server_window = s.window;
             // The server received client bytes [server_ack, s.ack): the application consumed
@@ -539,60 +531,28 @@ impl FlowTable {
         }
     }
 
-    /// Snapshots of every restorable connection to the given addresses (a group's). The flows
-    /// stay in the table, marked assumed, until [`FlowTable::forget`], so that
-    /// [`FlowTable::catch_up`] can still find what the old owner acknowledged afterwards.
+    /// Snapshots of every restorable connection to the given addresses (a group's), which stop
+    /// being tracked; and the connections that cannot be made whole.
     pub fn take_over(&mut self, addrs: &[IpAddr]) -> (Vec<Snapshot>, Vec<FourTuple>) {
         let mut ok = Vec::new();
         let mut lost = Vec::new();
-        for (k, f) in self.flows.iter_mut() {
-            if !addrs.contains(&k.local.ip()) || f.assumed {
-                continue;
-            }
+        let keys: Vec<FourTuple> = self
+            .flows
+            .keys()
+            .filter(|t| addrs.contains(&t.local.ip()))
+            .copied()
+            .collect();
+        for k in keys {
+            let f = self.flows.remove(&k).expect("listed");
             match f.state {
                 FlowState::Closed | FlowState::SynSent => {}
                 FlowState::Established => match f.snapshot() {
-                    Some(s) => {
-                        f.assumed = true;
-                        ok.push(s);
-                    }
-                    None => lost.push(*k),
+                    Some(s) => ok.push(s),
+                    None => lost.push(k),
                 },
             }
         }
-        for k in &lost {
-            self.flows.remove(k);
-        }
         (ok, lost)
-    }
-
-    /// Client bytes of an assumed flow from sequence number `from` on, contiguous, and whether
-    /// the old owner acknowledged bytes beyond them that we never saw (the connection cannot be
-    /// made whole).
-    pub fn catch_up(&self, t: &FourTuple, from: u32) -> (Vec<u8>, bool) {
-        let Some(f) = self.flows.get(t) else {
-            return (Vec::new(), false);
-        };
-        let base = f.client_isn.wrapping_add(1);
-        let mut at = from.wrapping_sub(base);
-        let mut out = Vec::new();
-        while let Some((k, v)) = f
-            .pending
-            .range(..=at)
-            .next_back()
-            .filter(|(k, v)| **k + v.len() as u32 > at)
-        {
-            let skip = (at - k) as usize;
-            out.extend_from_slice(&v[skip..]);
-            at += (v.len() - skip) as u32;
-        }
-        let acked_beyond = seq_after(f.server_ack, base.wrapping_add(at));
-        (out, acked_beyond)
-    }
-
-    /// Stops tracking a flow (after the takeover went live).
-    pub fn forget(&mut self, t: &FourTuple) {
-        self.flows.remove(t);
     }
 
     /// Forgets closed connections (call now and then).

@@ -213,3 +213,48 @@ pub fn event_ts(events: &[Event], kind: &str, node: &str) -> u64 {
 pub fn ms(ns: u64) -> f64 {
     ns as f64 / 1e6
 }
+
+/// The two-node topology (a mirrored to b) with holdfastd serving `application` on `port`.
+pub fn takeover_cluster(dir: &Path, application: &str, port: u16) -> Topology {
+    let cluster = format!(
+        r#"cluster_id = 5
+key = "takeover test key"
+group = "239.255.72.70:5405"
+interface = "eth0"
+[defaults]
+heartbeat_ms = 10
+miss_count = 3
+failback = "none"
+application = "{application}"
+ports = [{port}, {port}]
+[[node]]
+name = "a"
+id = 1
+backups = ["b"]
+addresses = ["198.18.0.10/24"]
+[[node]]
+name = "b"
+id = 2
+backups = ["a"]
+addresses = ["198.18.0.20/24"]
+"#
+    );
+    let topology = r#"
+profiles = ["holdfastd"]
+[[switch]]
+name = "sw0"
+mirror = [{ from = "a", to = ["b"] }]
+[[node]]
+name = "a"
+interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.1/24"] }]
+process = [{ name = "holdfastd", command = "{bin_dir}/holdfastd --config {topology_dir}/cluster.toml --node {node} --run-dir {node_dir}" }]
+[[node]]
+name = "b"
+interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.2/24"] }]
+process = [{ name = "holdfastd", command = "{bin_dir}/holdfastd --config {topology_dir}/cluster.toml --node {node} --run-dir {node_dir}" }]
+[[node]]
+name = "client"
+interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.100/24"] }]
+"#;
+    custom(dir, topology, &cluster)
+}
