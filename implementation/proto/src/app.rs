@@ -190,61 +190,6 @@ pub fn by_name(name: &str) -> Option<fn() -> Box<dyn App>> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(app: &mut dyn App, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        app.input(input, &mut out);
-        out
-    }
-
-    #[test]
-    fn kv_answers_and_checkpoints() {
-        let mut k = Kv::default();
-        let out = run(
-            &mut k,
-            b"SET a 1\nSET b two words\nGET a\nGET b\nGET c\nDEL a\nDEL a\nFOO\nGET",
-        );
-        assert_eq!(
-            out,
-            b"OK\nOK\nVALUE 1\nVALUE two words\nNOT_FOUND\nDELETED\nNOT_FOUND\nERROR\n"
-        );
-        // A replica restored from the checkpoint continues identically, partial line included.
-        let mut r = Kv::default();
-        r.restore(&k.checkpoint());
-        assert_eq!(run(&mut r, b" b\n"), run(&mut k, b" b\n"));
-        assert_eq!(run(&mut r, b"GET b\n"), b"VALUE two words\n");
-    }
-
-    #[test]
-    fn stream_sends_the_pattern_once_the_header_is_complete() {
-        let mut s = Stream::default();
-        let mut hdr = 7u64.to_be_bytes().to_vec();
-        hdr.extend_from_slice(&1000u64.to_be_bytes());
-        assert!(run(&mut s, &hdr[..5]).is_empty());
-        let mut r = Stream::default();
-        r.restore(&s.checkpoint());
-        let out = run(&mut r, &hdr[5..]);
-        let mut want = vec![0u8; 1000];
-        pattern(7, 0, &mut want);
-        assert_eq!(out, want);
-        assert!(run(&mut r, b"more").is_empty());
-    }
-
-    #[test]
-    fn replica_keeps_unacknowledged_output() {
-        let mut r = Replica::new(Box::new(Echo));
-        r.input(b"hello world");
-        r.trim(6);
-        assert_eq!(r.output_from(6).unwrap(), b"world");
-        assert_eq!(r.output_from(8).unwrap(), b"rld");
-        assert!(r.output_from(2).is_none());
-        assert_eq!(r.produced(), 11);
-    }
-}
-
 /// A shadow replica: the application fed with the snooped input, and its output kept from the
 /// first byte the client has not acknowledged.
 pub struct Replica {
@@ -312,5 +257,60 @@ impl Replica {
     /// The application, to continue the connection live.
     pub fn into_app(self) -> Box<dyn App> {
         self.app
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(app: &mut dyn App, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        app.input(input, &mut out);
+        out
+    }
+
+    #[test]
+    fn kv_answers_and_checkpoints() {
+        let mut k = Kv::default();
+        let out = run(
+            &mut k,
+            b"SET a 1\nSET b two words\nGET a\nGET b\nGET c\nDEL a\nDEL a\nFOO\nGET",
+        );
+        assert_eq!(
+            out,
+            b"OK\nOK\nVALUE 1\nVALUE two words\nNOT_FOUND\nDELETED\nNOT_FOUND\nERROR\n"
+        );
+        // A replica restored from the checkpoint continues identically, partial line included.
+        let mut r = Kv::default();
+        r.restore(&k.checkpoint());
+        assert_eq!(run(&mut r, b" b\n"), run(&mut k, b" b\n"));
+        assert_eq!(run(&mut r, b"GET b\n"), b"VALUE two words\n");
+    }
+
+    #[test]
+    fn stream_sends_the_pattern_once_the_header_is_complete() {
+        let mut s = Stream::default();
+        let mut hdr = 7u64.to_be_bytes().to_vec();
+        hdr.extend_from_slice(&1000u64.to_be_bytes());
+        assert!(run(&mut s, &hdr[..5]).is_empty());
+        let mut r = Stream::default();
+        r.restore(&s.checkpoint());
+        let out = run(&mut r, &hdr[5..]);
+        let mut want = vec![0u8; 1000];
+        pattern(7, 0, &mut want);
+        assert_eq!(out, want);
+        assert!(run(&mut r, b"more").is_empty());
+    }
+
+    #[test]
+    fn replica_keeps_unacknowledged_output() {
+        let mut r = Replica::new(Box::new(Echo));
+        r.input(b"hello world");
+        r.trim(6);
+        assert_eq!(r.output_from(6).unwrap(), b"world");
+        assert_eq!(r.output_from(8).unwrap(), b"rld");
+        assert!(r.output_from(2).is_none());
+        assert_eq!(r.produced(), 11);
     }
 }
