@@ -58,7 +58,13 @@ impl Registry {
 
     /// Serves a connection with `app`, registered under `owner` (or the owner of its local
     /// address).
-    pub fn start(self: &Arc<Self>, s: TcpStream, app: Box<dyn App>, owner: Option<NodeId>) {
+    pub fn start(
+        self: &Arc<Self>,
+        s: TcpStream,
+        app: Box<dyn App>,
+        owner: Option<NodeId>,
+        first: Vec<u8>,
+    ) {
         let owner = owner
             .or_else(|| {
                 s.local_addr()
@@ -83,7 +89,7 @@ impl Registry {
         );
         let me = self.clone();
         let h = tokio::spawn(async move {
-            serve(s, app).await;
+            serve(s, app, first).await;
             me.finished(id);
         });
         if let Some(e) = self.lock().get_mut(&id) {
@@ -161,7 +167,7 @@ pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()>
                 match l.accept().await {
                     Ok((s, peer)) => {
                         debug!(%peer, port, "connection");
-                        reg.start(s, reg.app(), None);
+                        reg.start(s, reg.app(), None, Vec::new());
                     }
                     Err(e) => warn!("accept: {e}"),
                 }
@@ -171,9 +177,13 @@ pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()>
     Ok(())
 }
 
-/// Serves one connection: client bytes into the application, its output back.
-pub async fn serve(mut s: TcpStream, mut app: Box<dyn App>) {
+/// Serves one connection: `first` (output owed from before a takeover), then client bytes into
+/// the application and its output back.
+pub async fn serve(mut s: TcpStream, mut app: Box<dyn App>, first: Vec<u8>) {
     let _ = s.set_nodelay(true);
+    if !first.is_empty() && s.write_all(&first).await.is_err() {
+        return;
+    }
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     loop {

@@ -311,15 +311,15 @@ impl Io {
         for (_, r) in live {
             let tuple = r.tuple;
             let checkpoint = r.checkpoint.clone();
-            match r.go_live().and_then(|s| {
+            match r.go_live().and_then(|(s, unsent)| {
                 s.set_nonblocking(true)?;
-                tokio::net::TcpStream::from_std(s)
+                Ok((tokio::net::TcpStream::from_std(s)?, unsent))
             }) {
-                Ok(s) => {
+                Ok((s, unsent)) => {
                     let mut app = (self.app)();
                     app.restore(&checkpoint);
                     self.conns.assumed += 1;
-                    self.registry.start(s, app, Some(owner));
+                    self.registry.start(s, app, Some(owner), unsent);
                 }
                 Err(e) => {
                     warn!(local = %tuple.local, remote = %tuple.remote, "leaving repair mode: {e}");

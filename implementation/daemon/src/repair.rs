@@ -310,9 +310,10 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
 
 impl Repaired {
     /// Step 8: leaves repair mode (the kernel sends a window probe: the client answers with an
-    /// ACK and retransmits what the old owner never acknowledged) and sends the output the old
-    /// owner had not sent. Returns the live socket.
-    pub fn go_live(self) -> io::Result<std::net::TcpStream> {
+    /// ACK and retransmits what the old owner never acknowledged). Returns the live socket and
+    /// the output the old owner had not sent, for the application to send first (never
+    /// blocking the daemon's loop on it).
+    pub fn go_live(self) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
         let off: libc::c_int = 0;
         setopt(
             &self.fd,
@@ -321,12 +322,7 @@ impl Repaired {
             &off,
             "TCP_REPAIR off",
         )?;
-        let s = std::net::TcpStream::from(self.fd);
-        if !self.unsent.is_empty() {
-            use std::io::Write;
-            (&s).write_all(&self.unsent)?;
-        }
-        Ok(s)
+        Ok((std::net::TcpStream::from(self.fd), self.unsent))
     }
 
     /// Closes the socket silently: in repair mode, close sends neither FIN nor RST.
