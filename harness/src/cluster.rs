@@ -398,7 +398,9 @@ impl Cluster {
         for sw in self.topology.switches.clone() {
             let ns_name = RunRecord::ns_name(&self.record.id, &sw.name);
             let ns = ctx(NetNs::create(&ns_name), || format!("switch {}", sw.name))?;
-            ctx(ns.nl.add_bridge(BRIDGE), || format!("switch {}", sw.name))?;
+            ctx(ns.nl.add_bridge(BRIDGE, sw.hub), || {
+                format!("switch {}", sw.name)
+            })?;
             ctx(ns.nl.set_up(BRIDGE, true), || format!("switch {}", sw.name))?;
             let capture = if opts.capture {
                 let ifaces: Vec<(String, String)> = self

@@ -38,6 +38,7 @@ const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
+const IFLA_BR_AGEING_TIME: u16 = 4;
 const IFLA_BR_MCAST_SNOOPING: u16 = 23;
 
 const IFA_ADDRESS: u16 = 1;
@@ -362,16 +363,19 @@ impl Netlink {
     }
 
     /// Creates a bridge with multicast snooping off (so that cluster multicast floods like a
-    /// plain hub) and STP off (the kernel default), so that ports forward at once.
-    pub fn add_bridge(&self, name: &str) -> Result<()> {
+    /// plain hub) and STP off (the kernel default), so that ports forward at once. With `hub`,
+    /// the ageing time is 0: the bridge keeps no learned address and floods every frame.
+    pub fn add_bridge(&self, name: &str, hub: bool) -> Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifinfomsg(0, 0, 0));
         m.str(IFLA_IFNAME, name)
             .begin(IFLA_LINKINFO)
             .str(IFLA_INFO_KIND, "bridge")
             .begin(IFLA_INFO_DATA)
-            .attr(IFLA_BR_MCAST_SNOOPING, &[0])
-            .end()
-            .end();
+            .attr(IFLA_BR_MCAST_SNOOPING, &[0]);
+        if hub {
+            m.u32(IFLA_BR_AGEING_TIME, 0);
+        }
+        m.end().end();
         self.request(&format!("create bridge {name}"), m).map(drop)
     }
 

@@ -90,6 +90,9 @@ pub struct Topology {
 pub struct Switch {
     /// Unique name.
     pub name: String,
+    /// Flood every frame to every port, like a hub (the bridge learns no addresses): every node
+    /// sees all traffic, so every node can snoop every other.
+    pub hub: bool,
     /// Port mirrors (SPAN sessions) on this switch.
     pub mirrors: Vec<Mirror>,
 }
@@ -424,6 +427,8 @@ struct RawTopology {
 #[serde(deny_unknown_fields)]
 struct RawSwitch {
     name: Spanned<String>,
+    #[serde(default)]
+    hub: bool,
     #[serde(default)]
     mirror: Vec<RawMirror>,
 }
@@ -876,6 +881,7 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
         }
         switches.push(Switch {
             name: sname,
+            hub: rs.hub,
             mirrors,
         });
     }

@@ -462,12 +462,13 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     );
     let app = holdfast_proto::app::by_name(&ownership.application)
         .with_context(|| format!("unknown application {:?}", ownership.application))?;
-    // claim 8: snoop the connections of every peer whose group this node may assume.
+    // claim 8: snoop the connections of every group this node may assume: every owned address
+    // in the cluster, ours included (after a takeover and our return, another node may hold
+    // our group, and we back it up).
     let snooper = if ownership.policy.snoop == holdfast_proto::policy::SnoopMode::Mirror {
         let services: Vec<(IpAddr, (u16, u16))> = cfg
             .nodes
             .values()
-            .filter(|n| n.name != name)
             .flat_map(|n| {
                 n.ownership
                     .addresses
@@ -626,7 +627,7 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                     holdfast_proto::wire::Scope::All
                         | holdfast_proto::wire::Scope::Share { index: 0, .. }
                 );
-                if owner != node.id() && with_addresses {
+                if with_addresses {
                     let (addrs, arp) = record(node, owner)
                         .map(|r| (r.addresses.clone(), r.arp))
                         .unwrap_or_default();

@@ -303,3 +303,62 @@ fn the_stream_application_and_the_download_workload_agree() {
         assert_eq!(a, b);
     }
 }
+
+/// Five kill/restore cycles, alternating which node dies: each time, a stream open on the
+/// holder survives the power-off, and the node that died comes back as the other's backup.
+#[test]
+fn five_kill_restore_cycles_alternating_nodes() {
+    need_root!();
+    let dir = run_dir("five-cycles");
+    let mut c = up(&dir, takeover_cluster_on(&dir, "echo", 7, true));
+    wait_ready(&c, &["a", "b"]);
+    let mut victims = Vec::new();
+    for cycle in 0..5 {
+        // Whoever holds the address now is the one to kill.
+        let holder = ["a", "b"]
+            .into_iter()
+            .find(|n| {
+                status(&c, n).is_some_and(|s| {
+                    s["groups"].as_array().is_some_and(|g| {
+                        g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true)
+                    })
+                })
+            })
+            .expect("someone holds 198.18.0.10");
+        victims.push(holder);
+        let h = c
+            .start_client("client", stream(3_000_000, 1000, 1))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+        c.fault(&Fault::PowerOff {
+            node: holder.into(),
+        })
+        .unwrap();
+        let rep = h.wait().unwrap();
+        assert!(
+            rep.intact(),
+            "cycle {cycle} (killed {holder}): {}",
+            rep.summary()
+        );
+        c.fault(&Fault::PowerOn {
+            node: holder.into(),
+        })
+        .unwrap();
+        wait_until(
+            "the restored node is eligible",
+            Duration::from_secs(10),
+            || status(&c, holder).is_some_and(|s| s["eligible"] == true),
+        );
+        // Let the restored node see the next connection's handshake.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        victims,
+        ["a", "b", "a", "b", "a"],
+        "the node that dies alternates"
+    );
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let first = event_ts(&s.events, "power-off", "a");
+    assert_no_reset_after(&frames, first);
+}

@@ -216,6 +216,11 @@ pub fn ms(ns: u64) -> f64 {
 
 /// The two-node topology (a mirrored to b) with holdfastd serving `application` on `port`.
 pub fn takeover_cluster(dir: &Path, application: &str, port: u16) -> Topology {
+    takeover_cluster_on(dir, application, port, false)
+}
+
+/// The same, on a hub (every node sees all traffic, so each backs the other up) when `hub`.
+pub fn takeover_cluster_on(dir: &Path, application: &str, port: u16, hub: bool) -> Topology {
     let cluster = format!(
         r#"cluster_id = 5
 key = "takeover test key"
@@ -239,11 +244,16 @@ backups = ["a"]
 addresses = ["198.18.0.20/24"]
 "#
     );
+    let switch = if hub {
+        "hub = true"
+    } else {
+        r#"mirror = [{ from = "a", to = ["b"] }]"#
+    };
     let topology = r#"
 profiles = ["holdfastd"]
 [[switch]]
 name = "sw0"
-mirror = [{ from = "a", to = ["b"] }]
+SWITCH
 [[node]]
 name = "a"
 interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.1/24"] }]
@@ -255,6 +265,7 @@ process = [{ name = "holdfastd", command = "{bin_dir}/holdfastd --config {topolo
 [[node]]
 name = "client"
 interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.100/24"] }]
-"#;
-    custom(dir, topology, &cluster)
+"#
+    .replace("SWITCH", switch);
+    custom(dir, &topology, &cluster)
 }
