@@ -281,6 +281,20 @@ pub async fn run(spec: ClientSpec) -> ClientReport {
 
 /// Runs a workload on a fresh current-thread runtime on the calling thread.
 pub fn run_blocking(spec: ClientSpec) -> io::Result<ClientReport> {
+    if spec.connections > 256 {
+        // Thousands of connections need thousands of descriptors.
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+                r.rlim_cur = r.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            }
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

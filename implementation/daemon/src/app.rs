@@ -159,6 +159,9 @@ pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()>
         let std = std::net::TcpListener::bind(("::", port))
             .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))
             .with_context(|| format!("listen on port {port}"))?;
+        // A long accept queue: a takeover can meet thousands of clients at once.
+        // SAFETY: listen(2) again on a listening socket only changes its backlog.
+        unsafe { libc::listen(std.as_raw_fd(), 4096) };
         std.set_nonblocking(true)?;
         let l = TcpListener::from_std(std)?;
         let reg = registry.clone();

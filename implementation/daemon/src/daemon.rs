@@ -64,6 +64,23 @@ pub struct ConnCounters {
     pub unrestorable: u64,
     /// Frames the snooper's socket dropped.
     pub snoop_drops: u64,
+    /// The phases of the last takeover.
+    pub last_takeover: Option<TakeoverTiming>,
+}
+
+/// How long each phase of a takeover took, in microseconds.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TakeoverTiming {
+    /// Connections re-created.
+    pub connections: usize,
+    /// Announcing the address early and waiting for the old owner to go quiet.
+    pub quiesce_us: u64,
+    /// Taking the snapshots from the flow table.
+    pub snapshot_us: u64,
+    /// The TCP_REPAIR syscalls for every connection (the part a bare C loop does).
+    pub restore_us: u64,
+    /// From the snapshots to every connection live, address and announcement included.
+    pub to_live_us: u64,
 }
 
 /// One peer in the status.
@@ -225,6 +242,8 @@ struct Io {
     snooper: Option<Snooper>,
     /// Connections re-created in repair mode, waiting for their owner's address.
     repaired: Vec<(NodeId, Repaired)>,
+    /// The takeover under way: when its snapshots were taken, and its phases so far.
+    timing: Option<(Instant, TakeoverTiming)>,
     conns: ConnCounters,
 }
 
@@ -274,6 +293,7 @@ impl Io {
                 break;
             }
         }
+        let quiesced = Instant::now();
         let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
         let addrs = &addrs[..];
         let (snaps, lost) = sn
@@ -287,6 +307,7 @@ impl Io {
             warn!(local = %t.local, remote = %t.remote, "connection cannot be made whole (capture hole or unseen handshake); it will be reset");
         }
         self.conns.unrestorable += lost.len() as u64;
+        let snapped = Instant::now();
         for snap in &snaps {
             match repair::restore(snap) {
                 Ok(r) => self.repaired.push((owner, r)),
@@ -296,7 +317,18 @@ impl Io {
                 }
             }
         }
+        let restored = Instant::now();
         info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
+        self.timing = Some((
+            snapped,
+            TakeoverTiming {
+                connections: snaps.len(),
+                quiesce_us: (quiesced - t0).as_micros() as u64,
+                snapshot_us: (snapped - quiesced).as_micros() as u64,
+                restore_us: (restored - snapped).as_micros() as u64,
+                to_live_us: 0,
+            },
+        ));
     }
 
     /// The owner's address exists now: the repaired connections go live and their
@@ -329,6 +361,11 @@ impl Io {
         }
         if n > 0 {
             info!(%owner, connections = n, "assumed connections are live");
+        }
+        if let Some((snapped, mut t)) = self.timing.take() {
+            t.to_live_us = snapped.elapsed().as_micros() as u64;
+            info!(?t, "takeover timing");
+            self.conns.last_takeover = Some(t);
         }
     }
 }
@@ -412,6 +449,22 @@ impl Io {
     }
 }
 
+/// Raises the open-file limit to its hard maximum: every connection is a descriptor (twice,
+/// with the guardian's duplicate).
+pub fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 /// Runs the daemon for node `name` until SIGTERM or SIGINT.
 pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()> {
     let Some(me) = cfg.nodes.get(name).cloned() else {
@@ -421,6 +474,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         );
     };
     std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
+    raise_fd_limit();
     let base = Instant::now();
     let now = || Time(base.elapsed().as_nanos() as u64);
     let net = Net::new()?;
@@ -511,6 +565,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         app,
         snooper,
         repaired: Vec::new(),
+        timing: None,
         conns: ConnCounters::default(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();

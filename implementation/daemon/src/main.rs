@@ -73,6 +73,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Cmd::Guardian) => {
+            holdfastd::daemon::raise_fd_limit();
             holdfastd::guardian::run(std::time::Duration::from_secs(30))?;
             Ok(ExitCode::SUCCESS)
         }
