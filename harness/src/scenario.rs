@@ -91,6 +91,14 @@ struct RawScenario {
     step: Vec<RawStep>,
 }
 
+/// The `[[step]]` tables of a file that has other top-level keys of its own (a conformance
+/// case), which are left to its own parser.
+#[derive(Deserialize)]
+struct EmbeddedScenario {
+    #[serde(default)]
+    step: Vec<RawStep>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStep {
@@ -317,6 +325,31 @@ impl Scenario {
             source: std::sync::Arc::new(e),
         })?;
         Self::parse(path, &text, topology)
+    }
+
+    /// Checks the `[[step]]` tables of a file that has other top-level keys too (a conformance
+    /// case); errors keep the file's own line numbers.
+    pub fn parse_embedded(path: &Path, text: &str, topology: &Topology) -> Result<Self, TopologyError> {
+        let mut cx = Cx {
+            file: path.to_owned(),
+            text,
+            topology,
+            problems: Vec::new(),
+            clients: Vec::new(),
+        };
+        let raw: EmbeddedScenario = match toml::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                cx.err(e.span().unwrap_or(0..0), "syntax", e.message().trim());
+                return Err(TopologyError::Invalid(cx.problems));
+            }
+        };
+        let steps = cx.steps(&raw.step);
+        if cx.problems.is_empty() {
+            Ok(Self { steps })
+        } else {
+            Err(TopologyError::Invalid(cx.problems))
+        }
     }
 
     /// Checks scenario text against a topology; `path` is for messages.

@@ -1,0 +1,489 @@
+//! The expectation language: small, declarative, judged only on what can be observed.
+//!
+//! Read [`Expect`] and [`Ctx::check`] first. Every expectation is an `[[expect]]` table with a
+//! `kind` and a one-line `what`:
+//!
+//! | kind | meaning |
+//! |---|---|
+//! | `exists` | at least one packet matches (optionally `after` an event, `within` a time) |
+//! | `none` | no packet matches |
+//! | `count` | between `min` and `max` packets match |
+//! | `order` | the first packet matching `first` comes before the first matching `then` |
+//! | `distinct` | the packets that match come from at most `max` (and at least `min`) ports |
+//! | `client` | a client's result is `intact` (every byte verified, no reset or EOF) or `broken` |
+//! | `continuity` | after the event, the first segment from the service on every client flow continues its sequence space exactly |
+//!
+//! Packets are matched by [`Match`]: which port and direction, and what the packet is. Events
+//! are named `KIND` or `KIND:NODE` (`power-off:a`) from the harness's event log, on the capture
+//! clock. `within` is multiplied by one global slack factor (`HOLDFAST_SLACK`, default 1).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use holdfast_harness::client::ClientReport;
+use holdfast_harness::cluster::Event;
+use serde::Deserialize;
+
+use crate::decode::{Pkt, mac};
+
+/// A packet predicate; every field given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// The port, `SWITCH:NODE`.
+    pub port: Option<String>,
+    /// The node whose port it is (any switch).
+    pub node: Option<String>,
+    /// true: the node sent it; false: the switch delivered it to the node.
+    pub sent: Option<bool>,
+    /// A control-protocol message of this type (`ANNOUNCE`, `SOLICIT`, ...).
+    pub control: Option<String>,
+    /// Control-protocol sender node id.
+    pub sender: Option<u32>,
+    /// Control-protocol body fields that must have these values.
+    pub fields: Option<BTreeMap<String, String>>,
+    /// Control-protocol header flag LEAVING set (true) or clear (false).
+    pub leaving: Option<bool>,
+    /// An ARP announcement (gratuitous ARP) for this address.
+    pub arp_announce: Option<String>,
+    /// An ARP reply for this address.
+    pub arp_reply: Option<String>,
+    /// The ARP sender MAC is this node's (`a`) or this MAC.
+    pub arp_mac: Option<String>,
+    /// An unsolicited or solicited neighbour advertisement for this address.
+    pub na: Option<String>,
+    /// TCP from this address (`ip` or `ip:port`).
+    pub tcp_src: Option<String>,
+    /// TCP to this address (`ip` or `ip:port`).
+    pub tcp_dst: Option<String>,
+    /// TCP flags that must all be set: letters S (SYN), A (ACK), F (FIN), R (RST), P (PSH).
+    pub tcp_flags: Option<String>,
+    /// TCP with payload (true) or without (false).
+    pub tcp_data: Option<bool>,
+    /// The Ethernet source is this node's MAC.
+    pub eth_src: Option<String>,
+}
+
+/// One expectation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Expect {
+    /// At least one packet matches.
+    Exists {
+        /// What it checks, in one line.
+        what: String,
+        /// The predicate.
+        #[serde(rename = "match")]
+        m: Match,
+        /// Only packets after this event.
+        after: Option<String>,
+        /// ... and no later than this after it (times the slack).
+        within: Option<String>,
+        /// Only packets before this event.
+        before: Option<String>,
+    },
+    /// No packet matches.
+    None {
+        /// What it checks.
+        what: String,
+        /// The predicate.
+        #[serde(rename = "match")]
+        m: Match,
+        /// Only packets after this event.
+        after: Option<String>,
+        /// Only packets before this event.
+        before: Option<String>,
+    },
+    /// Between `min` and `max` packets match.
+    Count {
+        /// What it checks.
+        what: String,
+        /// The predicate.
+        #[serde(rename = "match")]
+        m: Match,
+        /// Only packets after this event.
+        after: Option<String>,
+        /// Only packets before this event.
+        before: Option<String>,
+        /// At least.
+        min: Option<usize>,
+        /// At most.
+        max: Option<usize>,
+    },
+    /// The first packet matching `first` comes before the first matching `then`.
+    Order {
+        /// What it checks.
+        what: String,
+        /// The earlier one.
+        first: Match,
+        /// The later one.
+        then: Match,
+        /// Only packets after this event.
+        after: Option<String>,
+    },
+    /// The matching packets come from between `min` and `max` distinct ports.
+    Distinct {
+        /// What it checks.
+        what: String,
+        /// The predicate.
+        #[serde(rename = "match")]
+        m: Match,
+        /// Only packets after this event.
+        after: Option<String>,
+        /// At least this many ports.
+        min: Option<usize>,
+        /// At most this many ports.
+        max: Option<usize>,
+    },
+    /// A client's result.
+    Client {
+        /// What it checks.
+        what: String,
+        /// The client id in the steps.
+        id: String,
+        /// `intact` or `broken`.
+        result: String,
+    },
+    /// After the event, the service's first segment on each client flow continues its
+    /// sequence space exactly.
+    Continuity {
+        /// What it checks.
+        what: String,
+        /// The service address and port (`ip:port`).
+        service: String,
+        /// The event (a fault).
+        after: String,
+    },
+}
+
+impl Expect {
+    /// The one-line description.
+    pub fn what(&self) -> &str {
+        match self {
+            Self::Exists { what, .. }
+            | Self::None { what, .. }
+            | Self::Count { what, .. }
+            | Self::Order { what, .. }
+            | Self::Distinct { what, .. }
+            | Self::Client { what, .. }
+            | Self::Continuity { what, .. } => what,
+        }
+    }
+}
+
+/// What a run left to judge.
+#[derive(Debug)]
+pub struct Ctx {
+    /// Every packet of the capture.
+    pub pkts: Vec<Pkt>,
+    /// The harness's events.
+    pub events: Vec<Event>,
+    /// Client results by id.
+    pub clients: BTreeMap<String, ClientReport>,
+    /// Node name -> MAC of its first interface.
+    pub macs: BTreeMap<String, [u8; 6]>,
+    /// Multiplier for `within`.
+    pub slack: f64,
+}
+
+fn parse_sock(s: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some((sa.ip(), Some(sa.port())));
+    }
+    s.parse::<IpAddr>().ok().map(|ip| (ip, None))
+}
+
+impl Ctx {
+    fn mac_of(&self, s: &str) -> Option<[u8; 6]> {
+        self.macs.get(s).copied().or_else(|| {
+            let v: Vec<u8> = s
+                .split(':')
+                .filter_map(|p| u8::from_str_radix(p, 16).ok())
+                .collect();
+            v.try_into().ok()
+        })
+    }
+
+    /// How many of the predicate's fields hold (for showing the nearest packets), and whether
+    /// all do.
+    fn score(&self, m: &Match, p: &Pkt) -> (usize, bool) {
+        let mut tests: Vec<bool> = Vec::new();
+        if let Some(port) = &m.port {
+            tests.push(&p.iface == port);
+        }
+        if let Some(n) = &m.node {
+            tests.push(p.iface.rsplit(':').next() == Some(n.as_str()));
+        }
+        if let Some(s) = m.sent {
+            tests.push(p.sent == s);
+        }
+        if let Some(k) = &m.control {
+            tests.push(p.control.as_ref().is_some_and(|c| &c.kind == k));
+        }
+        if let Some(id) = m.sender {
+            tests.push(p.control.as_ref().is_some_and(|c| c.sender == id));
+        }
+        if let Some(f) = &m.fields {
+            tests.push(p.control.as_ref().is_some_and(|c| {
+                f.iter().all(|(k, v)| c.fields.get(k) == Some(v))
+            }));
+        }
+        if let Some(l) = m.leaving {
+            tests.push(p.control.as_ref().is_some_and(|c| (c.flags & 2 != 0) == l));
+        }
+        if let Some(ip) = &m.arp_announce {
+            tests.push(p.arp.as_ref().is_some_and(|a| a.announcement() && a.spa.to_string() == *ip));
+        }
+        if let Some(ip) = &m.arp_reply {
+            tests.push(p.arp.as_ref().is_some_and(|a| a.op == 2 && a.spa.to_string() == *ip));
+        }
+        if let Some(x) = &m.arp_mac {
+            tests.push(p.arp.as_ref().is_some_and(|a| Some(a.sha) == self.mac_of(x)));
+        }
+        if let Some(ip) = &m.na {
+            tests.push(p.na_target.is_some_and(|t| t.to_string() == *ip));
+        }
+        if let Some(s) = &m.tcp_src {
+            let want = parse_sock(s);
+            tests.push(p.tcp.as_ref().zip(p.ip).is_some_and(|(t, (src, _))| {
+                want.is_some_and(|(ip, port)| ip == src && port.is_none_or(|x| x == t.sport))
+            }));
+        }
+        if let Some(s) = &m.tcp_dst {
+            let want = parse_sock(s);
+            tests.push(p.tcp.as_ref().zip(p.ip).is_some_and(|(t, (_, dst))| {
+                want.is_some_and(|(ip, port)| ip == dst && port.is_none_or(|x| x == t.dport))
+            }));
+        }
+        if let Some(fl) = &m.tcp_flags {
+            let mut need = 0u8;
+            for c in fl.chars() {
+                need |= match c {
+                    'F' => 0x01,
+                    'S' => 0x02,
+                    'R' => 0x04,
+                    'P' => 0x08,
+                    'A' => 0x10,
+                    _ => 0,
+                };
+            }
+            tests.push(p.tcp.as_ref().is_some_and(|t| t.flags & need == need));
+        }
+        if let Some(d) = m.tcp_data {
+            tests.push(p.tcp.as_ref().is_some_and(|t| (t.len > 0) == d));
+        }
+        if let Some(x) = &m.eth_src {
+            tests.push(Some(p.src_mac) == self.mac_of(x));
+        }
+        (tests.iter().filter(|t| **t).count(), tests.iter().all(|t| *t))
+    }
+
+    fn matches(&self, m: &Match, p: &Pkt) -> bool {
+        self.score(m, p).1
+    }
+
+    /// The time of an event `KIND` or `KIND:NODE`.
+    pub fn event(&self, spec: &str) -> Result<u64, String> {
+        let (kind, node) = match spec.split_once(':') {
+            Some((k, n)) => (k, Some(n)),
+            None => (spec, None),
+        };
+        self.events
+            .iter()
+            .find(|e| e.kind == kind && node.is_none_or(|n| e.node.as_deref() == Some(n)))
+            .map(|e| e.t_ns)
+            .ok_or_else(|| format!("no event {spec:?} in the run"))
+    }
+
+    fn window(&self, after: &Option<String>, within: &Option<String>, before: &Option<String>) -> Result<(u64, u64), String> {
+        let lo = after.as_deref().map(|a| self.event(a)).transpose()?.unwrap_or(0);
+        let mut hi = before.as_deref().map(|b| self.event(b)).transpose()?.unwrap_or(u64::MAX);
+        if let Some(w) = within {
+            let d = holdfast_harness::scenario::parse_duration(w)
+                .ok_or_else(|| format!("{w:?} is not a duration"))?;
+            hi = hi.min(lo + (d.as_nanos() as f64 * self.slack) as u64);
+        }
+        Ok((lo, hi))
+    }
+
+    fn t0(&self) -> u64 {
+        self.events.first().map_or(0, |e| e.t_ns)
+    }
+
+    /// The packets that best match a predicate (for a failure message).
+    fn nearest(&self, m: &Match, lo: u64, hi: u64) -> String {
+        let mut scored: Vec<(usize, &Pkt)> = self
+            .pkts
+            .iter()
+            .map(|p| (self.score(m, p).0, p))
+            .filter(|(s, _)| *s > 0)
+            .collect();
+        scored.sort_by_key(|(s, p)| {
+            let dist = if p.t_ns < lo { lo - p.t_ns } else { p.t_ns.saturating_sub(hi) };
+            (std::cmp::Reverse(*s), dist)
+        });
+        let t0 = self.t0();
+        let lines: Vec<String> = scored.iter().take(6).map(|(_, p)| format!("    {}", p.line(t0))).collect();
+        if lines.is_empty() {
+            "    (no packet matches any part of it)".into()
+        } else {
+            lines.join("\n")
+        }
+    }
+
+    fn in_window<'a>(&'a self, m: &'a Match, lo: u64, hi: u64) -> impl Iterator<Item = &'a Pkt> + 'a {
+        self.pkts
+            .iter()
+            .filter(move |p| p.t_ns >= lo && p.t_ns <= hi && self.matches(m, p))
+    }
+
+    /// Judges one expectation.
+    pub fn check(&self, e: &Expect) -> Result<(), String> {
+        let t0 = self.t0();
+        match e {
+            Expect::Exists { m, after, within, before, .. } => {
+                let (lo, hi) = self.window(after, within, before)?;
+                match self.in_window(m, lo, hi).next() {
+                    Some(_) => Ok(()),
+                    None => Err(format!(
+                        "no packet matched {m:?} between {:.4}s and {}; nearest:\n{}",
+                        lo.saturating_sub(t0) as f64 / 1e9,
+                        if hi == u64::MAX { "the end".into() } else { format!("{:.4}s", hi.saturating_sub(t0) as f64 / 1e9) },
+                        self.nearest(m, lo, hi)
+                    )),
+                }
+            }
+            Expect::None { m, after, before, .. } => {
+                let (lo, hi) = self.window(after, &None, before)?;
+                let bad: Vec<String> = self.in_window(m, lo, hi).take(6).map(|p| format!("    {}", p.line(t0))).collect();
+                if bad.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{} packet(s) matched {m:?}, e.g.:\n{}", self.in_window(m, lo, hi).count(), bad.join("\n")))
+                }
+            }
+            Expect::Count { m, after, before, min, max, .. } => {
+                let (lo, hi) = self.window(after, &None, before)?;
+                let n = self.in_window(m, lo, hi).count();
+                if min.is_some_and(|x| n < x) || max.is_some_and(|x| n > x) {
+                    Err(format!("{n} packets matched {m:?}, wanted {min:?}..={max:?}; nearest:\n{}", self.nearest(m, lo, hi)))
+                } else {
+                    Ok(())
+                }
+            }
+            Expect::Order { first, then, after, .. } => {
+                let (lo, hi) = self.window(after, &None, &None)?;
+                let a = self.in_window(first, lo, hi).next();
+                let b = self.in_window(then, lo, hi).next();
+                match (a, b) {
+                    (Some(a), Some(b)) if a.index < b.index => Ok(()),
+                    (Some(a), Some(b)) => Err(format!("wrong order:\n    then:  {}\n    first: {}", b.line(t0), a.line(t0))),
+                    (None, _) => Err(format!("nothing matched `first` {first:?}; nearest:\n{}", self.nearest(first, lo, hi))),
+                    (_, None) => Err(format!("nothing matched `then` {then:?}; nearest:\n{}", self.nearest(then, lo, hi))),
+                }
+            }
+            Expect::Distinct { m, after, min, max, .. } => {
+                let (lo, hi) = self.window(after, &None, &None)?;
+                let mut ports: Vec<&str> = self.in_window(m, lo, hi).map(|p| p.iface.as_str()).collect();
+                ports.sort();
+                ports.dedup();
+                let n = ports.len();
+                if min.is_some_and(|x| n < x) || max.is_some_and(|x| n > x) {
+                    Err(format!("{n} ports sent packets matching {m:?} ({ports:?}), wanted {min:?}..={max:?}"))
+                } else {
+                    Ok(())
+                }
+            }
+            Expect::Client { id, result, .. } => {
+                let rep = self.clients.get(id).ok_or_else(|| format!("no client {id:?} ran"))?;
+                let ok = match result.as_str() {
+                    "intact" => rep.intact(),
+                    "broken" => !rep.intact(),
+                    other => return Err(format!("result {other:?}: use intact or broken")),
+                };
+                if ok { Ok(()) } else { Err(format!("client {id}: {}", rep.summary())) }
+            }
+            Expect::Continuity { service, after, .. } => self.continuity(service, after),
+        }
+    }
+
+    fn continuity(&self, service: &str, after: &str) -> Result<(), String> {
+        let t0 = self.t0();
+        let (sip, sport) = parse_sock(service).ok_or_else(|| format!("{service:?} is not ip:port"))?;
+        let sport = sport.ok_or("continuity needs a port")?;
+        let at = self.event(after)?;
+        let seg = |p: &Pkt| p.tcp.as_ref().zip(p.ip).map(|(t, ip)| (t.clone(), ip));
+        let after_pos = |a: u32, b: u32| (a.wrapping_sub(b) as i32) > 0;
+        // Client flows of the service that carried data before the event.
+        let mut flows: BTreeMap<(IpAddr, u16), (u32, u32, u32)> = BTreeMap::new();
+        for p in self.pkts.iter().filter(|p| p.sent && p.t_ns < at) {
+            let Some((t, (src, dst))) = seg(p) else { continue };
+            if src == sip && t.sport == sport {
+                // (server next seq, server max ack, client max ack)
+                let e = flows.entry((dst, t.dport)).or_insert((t.seq, t.ack, t.seq));
+                let end = t.seq.wrapping_add(t.len as u32);
+                if after_pos(end, e.0) {
+                    e.0 = end;
+                }
+                if after_pos(t.ack, e.1) {
+                    e.1 = t.ack;
+                }
+            }
+        }
+        for p in self.pkts.iter().filter(|p| p.sent && p.t_ns < at) {
+            let Some((t, (src, dst))) = seg(p) else { continue };
+            if dst == sip && t.dport == sport
+                && let Some(e) = flows.get_mut(&(src, t.sport))
+                && t.flags & 0x10 != 0
+                && after_pos(t.ack, e.2)
+            {
+                e.2 = t.ack;
+            }
+        }
+        if flows.is_empty() {
+            return Err(format!("no flow of {service} carried data before {after}"));
+        }
+        for ((cip, cport), (nxt, ack, client_ack)) in &flows {
+            let first = self.pkts.iter().filter(|p| p.sent && p.t_ns > at).find(|p| {
+                seg(p).is_some_and(|(t, (src, dst))| src == sip && t.sport == sport && dst == *cip && t.dport == *cport)
+            });
+            let Some(p) = first else {
+                return Err(format!("no segment from {service} to {cip}:{cport} after {after}"));
+            };
+            let t = p.tcp.as_ref().expect("segment");
+            if t.flags & 0x06 != 0 {
+                return Err(format!("the first segment after {after} is a SYN or RST:\n    {}", p.line(t0)));
+            }
+            // Its sequence number lies between what the client had acknowledged (less one, for a
+            // window probe) and what was sent before; its acknowledgement does not go back.
+            let lo = client_ack.wrapping_sub(1);
+            if after_pos(t.seq, *nxt) || after_pos(lo, t.seq) || after_pos(*ack, t.ack) {
+                return Err(format!(
+                    "the first segment after {after} does not continue the sequence space (sent up to {nxt}, acknowledged {ack}):\n    {}",
+                    p.line(t0)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The slack multiplier for `within`, from `HOLDFAST_SLACK` (default 1; CI may raise it).
+pub fn slack() -> f64 {
+    std::env::var("HOLDFAST_SLACK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|x: &f64| *x >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// Parses a duration for `within` (re-exported for cases).
+pub fn duration(s: &str) -> Option<Duration> {
+    holdfast_harness::scenario::parse_duration(s)
+}
+
+/// Formats a MAC (re-exported for messages).
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    mac(m)
+}
