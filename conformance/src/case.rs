@@ -79,7 +79,11 @@ pub struct Case {
 }
 
 fn line_of(text: &str, at: usize) -> usize {
-    text[..at.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..at.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 impl Case {
@@ -102,7 +106,13 @@ impl Case {
             .next()
             .and_then(|l| l.strip_prefix("# "))
             .filter(|l| l.starts_with("Verify that "))
-            .ok_or_else(|| err(1, "summary", "a case opens with one sentence: `# Verify that ...`".into()))?
+            .ok_or_else(|| {
+                err(
+                    1,
+                    "summary",
+                    "a case opens with one sentence: `# Verify that ...`".into(),
+                )
+            })?
             .to_owned();
         let id = file
             .strip_prefix(cases_dir)
@@ -133,9 +143,15 @@ impl Case {
             }
             let raw: RawCase = toml::from_str(&t).map_err(|e| {
                 let line = e.span().map_or(0, |s| line_of(&t, s.start));
-                err(line, "syntax", format!("variant {}: {}", v.name, e.message().trim()))
+                err(
+                    line,
+                    "syntax",
+                    format!("variant {}: {}", v.name, e.message().trim()),
+                )
             })?;
-            if raw.claims.get_ref().is_empty() || raw.claims.get_ref().iter().any(|c| !(1..=19).contains(c)) {
+            if raw.claims.get_ref().is_empty()
+                || raw.claims.get_ref().iter().any(|c| !(1..=19).contains(c))
+            {
                 return Err(err(
                     line_of(&t, raw.claims.span().start),
                     "claims",
@@ -143,7 +159,11 @@ impl Case {
                 ));
             }
             if raw.expect.is_empty() {
-                return Err(err(1, "expect", "a case needs at least one [[expect]]".into()));
+                return Err(err(
+                    1,
+                    "expect",
+                    "a case needs at least one [[expect]]".into(),
+                ));
             }
             let settle_ms = match &raw.settle {
                 Some(s) => holdfast_harness::scenario::parse_duration(s)

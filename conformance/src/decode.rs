@@ -104,7 +104,10 @@ fn b32(b: &[u8], i: usize) -> Option<u32> {
 
 /// Formats a MAC.
 pub fn mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl Pkt {
@@ -116,8 +119,14 @@ impl Pkt {
             t_ns: f.ts_ns,
             iface: f.iface.clone(),
             sent: f.inbound,
-            src_mac: d.get(6..12).and_then(|x| x.try_into().ok()).unwrap_or([0; 6]),
-            dst_mac: d.get(0..6).and_then(|x| x.try_into().ok()).unwrap_or([0; 6]),
+            src_mac: d
+                .get(6..12)
+                .and_then(|x| x.try_into().ok())
+                .unwrap_or([0; 6]),
+            dst_mac: d
+                .get(0..6)
+                .and_then(|x| x.try_into().ok())
+                .unwrap_or([0; 6]),
             arp: None,
             ip: None,
             tcp: None,
@@ -192,7 +201,10 @@ impl Pkt {
         let t = self.t_ns.saturating_sub(t0) as f64 / 1e9;
         let dir = if self.sent { "sent" } else { "recv" };
         let what = if let Some(c) = &self.control {
-            format!("HOLDFAST {} from n{} flags {:#x} {:?}", c.kind, c.sender, c.flags, c.fields)
+            format!(
+                "HOLDFAST {} from n{} flags {:#x} {:?}",
+                c.kind, c.sender, c.flags, c.fields
+            )
         } else if let Some(a) = &self.arp {
             if a.announcement() {
                 format!("ARP announcement {} is at {}", a.spa, mac(&a.sha))
@@ -202,12 +214,21 @@ impl Pkt {
                 format!("ARP {} is at {}", a.spa, mac(&a.sha))
             }
         } else if let (Some((s, d)), Some(tc)) = (self.ip, &self.tcp) {
-            let fl: String = [(0x02, 'S'), (0x10, '.'), (0x08, 'P'), (0x01, 'F'), (0x04, 'R')]
-                .iter()
-                .filter(|(b, _)| tc.flags & b != 0)
-                .map(|(_, c)| *c)
-                .collect();
-            format!("TCP {s}:{} > {d}:{} [{fl}] seq {} ack {} len {}", tc.sport, tc.dport, tc.seq, tc.ack, tc.len)
+            let fl: String = [
+                (0x02, 'S'),
+                (0x10, '.'),
+                (0x08, 'P'),
+                (0x01, 'F'),
+                (0x04, 'R'),
+            ]
+            .iter()
+            .filter(|(b, _)| tc.flags & b != 0)
+            .map(|(_, c)| *c)
+            .collect();
+            format!(
+                "TCP {s}:{} > {d}:{} [{fl}] seq {} ack {} len {}",
+                tc.sport, tc.dport, tc.seq, tc.ack, tc.len
+            )
         } else if let Some(t) = self.na_target {
             format!("ICMPv6 NA {t} is at {}", mac(&self.src_mac))
         } else if let (Some((s, d)), Some((sp, dp))) = (self.ip, self.udp) {
@@ -215,7 +236,10 @@ impl Pkt {
         } else {
             format!("ETH {} > {}", mac(&self.src_mac), mac(&self.dst_mac))
         };
-        format!("#{:<5} {t:8.4} {:<12} {dir}  {what}", self.index, self.iface)
+        format!(
+            "#{:<5} {t:8.4} {:<12} {dir}  {what}",
+            self.index, self.iface
+        )
     }
 }
 
@@ -247,7 +271,8 @@ pub fn control(d: &[u8]) -> Option<Control> {
     let mut fields = BTreeMap::new();
     match kind.as_str() {
         "ANNOUNCE" => ownership(body, &mut fields)?,
-        "ASSUME-REQUEST" | "ASSUME-GRANT" | "ASSUME-DENY" | "TAKEOVER-NOTICE" | "HANDBACK" | "RECLAIM" => {
+        "ASSUME-REQUEST" | "ASSUME-GRANT" | "ASSUME-DENY" | "TAKEOVER-NOTICE" | "HANDBACK"
+        | "RECLAIM" => {
             fields.insert("owner".into(), b32(body, 0)?.to_string());
         }
         _ => {}
@@ -267,9 +292,22 @@ fn ownership(b: &[u8], f: &mut BTreeMap<String, String>) -> Option<()> {
     };
     put("node_id", b32(b, i)?.to_string());
     i += 4;
-    put("failback", ["none", "new-connections", "migrate"].get(*b.get(i)? as usize)?.to_string());
-    put("snoop", ["none", "mirror"].get(*b.get(i + 1)? as usize)?.to_string());
-    put("assignment", ["ordered", "spread"].get(*b.get(i + 2)? as usize)?.to_string());
+    put(
+        "failback",
+        ["none", "new-connections", "migrate"]
+            .get(*b.get(i)? as usize)?
+            .to_string(),
+    );
+    put(
+        "snoop",
+        ["none", "mirror"].get(*b.get(i + 1)? as usize)?.to_string(),
+    );
+    put(
+        "assignment",
+        ["ordered", "spread"]
+            .get(*b.get(i + 2)? as usize)?
+            .to_string(),
+    );
     put("miss_count", b.get(i + 3)?.to_string());
     put("heartbeat_ms", b32(b, i + 4)?.to_string());
     i += 8;
@@ -281,20 +319,34 @@ fn ownership(b: &[u8], f: &mut BTreeMap<String, String>) -> Option<()> {
         i += 4;
     }
     put("backups", backups.join(","));
-    put("arp", ["none", "garp", "vmac"].get(*b.get(i)? as usize)?.to_string());
+    put(
+        "arp",
+        ["none", "garp", "vmac"]
+            .get(*b.get(i)? as usize)?
+            .to_string(),
+    );
     put("protocol", b.get(i + 1)?.to_string());
     put("ports", format!("{}-{}", b16(b, i + 2)?, b16(b, i + 4)?));
     i += 6;
     let alen = *b.get(i)? as usize;
-    put("application", String::from_utf8_lossy(b.get(i + 1..i + 1 + alen)?).into_owned());
+    put(
+        "application",
+        String::from_utf8_lossy(b.get(i + 1..i + 1 + alen)?).into_owned(),
+    );
     i += 1 + alen;
     let n = b16(b, i)? as usize;
     i += 2;
     let (mut addrs, mut macs) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let (ip, len): (IpAddr, usize) = match *b.get(i)? {
-            4 => (Ipv4Addr::from(<[u8; 4]>::try_from(b.get(i + 1..i + 5)?).ok()?).into(), 5),
-            6 => (Ipv6Addr::from(<[u8; 16]>::try_from(b.get(i + 1..i + 17)?).ok()?).into(), 17),
+            4 => (
+                Ipv4Addr::from(<[u8; 4]>::try_from(b.get(i + 1..i + 5)?).ok()?).into(),
+                5,
+            ),
+            6 => (
+                Ipv6Addr::from(<[u8; 16]>::try_from(b.get(i + 1..i + 17)?).ok()?).into(),
+                17,
+            ),
             _ => return None,
         };
         i += len;

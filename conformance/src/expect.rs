@@ -27,6 +27,9 @@ use serde::Deserialize;
 
 use crate::decode::{Pkt, mac};
 
+#[cfg(test)]
+mod tests;
+
 /// A packet predicate; every field given must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,9 +68,40 @@ pub struct Match {
     pub eth_src: Option<String>,
 }
 
+impl std::fmt::Display for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        macro_rules! show {
+            ($($field:ident),*) => {
+                $(if let Some(v) = &self.$field { parts.push(format!("{} = {:?}", stringify!($field), v)); })*
+            };
+        }
+        show!(
+            port,
+            node,
+            sent,
+            control,
+            sender,
+            fields,
+            leaving,
+            arp_announce,
+            arp_reply,
+            arp_mac,
+            na,
+            tcp_src,
+            tcp_dst,
+            tcp_flags,
+            tcp_data,
+            eth_src
+        );
+        write!(f, "{{ {} }}", parts.join(", "))
+    }
+}
+
 /// One expectation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)] // a handful per case: size does not matter
 pub enum Expect {
     /// At least one packet matches.
     Exists {
@@ -131,6 +165,8 @@ pub enum Expect {
         m: Match,
         /// Only packets after this event.
         after: Option<String>,
+        /// Only packets before this event.
+        before: Option<String>,
         /// At least this many ports.
         min: Option<usize>,
         /// At most this many ports.
@@ -225,21 +261,35 @@ impl Ctx {
             tests.push(p.control.as_ref().is_some_and(|c| c.sender == id));
         }
         if let Some(f) = &m.fields {
-            tests.push(p.control.as_ref().is_some_and(|c| {
-                f.iter().all(|(k, v)| c.fields.get(k) == Some(v))
-            }));
+            tests.push(
+                p.control
+                    .as_ref()
+                    .is_some_and(|c| f.iter().all(|(k, v)| c.fields.get(k) == Some(v))),
+            );
         }
         if let Some(l) = m.leaving {
             tests.push(p.control.as_ref().is_some_and(|c| (c.flags & 2 != 0) == l));
         }
         if let Some(ip) = &m.arp_announce {
-            tests.push(p.arp.as_ref().is_some_and(|a| a.announcement() && a.spa.to_string() == *ip));
+            tests.push(
+                p.arp
+                    .as_ref()
+                    .is_some_and(|a| a.announcement() && a.spa.to_string() == *ip),
+            );
         }
         if let Some(ip) = &m.arp_reply {
-            tests.push(p.arp.as_ref().is_some_and(|a| a.op == 2 && a.spa.to_string() == *ip));
+            tests.push(
+                p.arp
+                    .as_ref()
+                    .is_some_and(|a| a.op == 2 && a.spa.to_string() == *ip),
+            );
         }
         if let Some(x) = &m.arp_mac {
-            tests.push(p.arp.as_ref().is_some_and(|a| Some(a.sha) == self.mac_of(x)));
+            tests.push(
+                p.arp
+                    .as_ref()
+                    .is_some_and(|a| Some(a.sha) == self.mac_of(x)),
+            );
         }
         if let Some(ip) = &m.na {
             tests.push(p.na_target.is_some_and(|t| t.to_string() == *ip));
@@ -276,7 +326,10 @@ impl Ctx {
         if let Some(x) = &m.eth_src {
             tests.push(Some(p.src_mac) == self.mac_of(x));
         }
-        (tests.iter().filter(|t| **t).count(), tests.iter().all(|t| *t))
+        (
+            tests.iter().filter(|t| **t).count(),
+            tests.iter().all(|t| *t),
+        )
     }
 
     fn matches(&self, m: &Match, p: &Pkt) -> bool {
@@ -296,9 +349,22 @@ impl Ctx {
             .ok_or_else(|| format!("no event {spec:?} in the run"))
     }
 
-    fn window(&self, after: &Option<String>, within: &Option<String>, before: &Option<String>) -> Result<(u64, u64), String> {
-        let lo = after.as_deref().map(|a| self.event(a)).transpose()?.unwrap_or(0);
-        let mut hi = before.as_deref().map(|b| self.event(b)).transpose()?.unwrap_or(u64::MAX);
+    fn window(
+        &self,
+        after: &Option<String>,
+        within: &Option<String>,
+        before: &Option<String>,
+    ) -> Result<(u64, u64), String> {
+        let lo = after
+            .as_deref()
+            .map(|a| self.event(a))
+            .transpose()?
+            .unwrap_or(0);
+        let mut hi = before
+            .as_deref()
+            .map(|b| self.event(b))
+            .transpose()?
+            .unwrap_or(u64::MAX);
         if let Some(w) = within {
             let d = holdfast_harness::scenario::parse_duration(w)
                 .ok_or_else(|| format!("{w:?} is not a duration"))?;
@@ -320,11 +386,19 @@ impl Ctx {
             .filter(|(s, _)| *s > 0)
             .collect();
         scored.sort_by_key(|(s, p)| {
-            let dist = if p.t_ns < lo { lo - p.t_ns } else { p.t_ns.saturating_sub(hi) };
+            let dist = if p.t_ns < lo {
+                lo - p.t_ns
+            } else {
+                p.t_ns.saturating_sub(hi)
+            };
             (std::cmp::Reverse(*s), dist)
         });
         let t0 = self.t0();
-        let lines: Vec<String> = scored.iter().take(6).map(|(_, p)| format!("    {}", p.line(t0))).collect();
+        let lines: Vec<String> = scored
+            .iter()
+            .take(6)
+            .map(|(_, p)| format!("    {}", p.line(t0)))
+            .collect();
         if lines.is_empty() {
             "    (no packet matches any part of it)".into()
         } else {
@@ -332,7 +406,12 @@ impl Ctx {
         }
     }
 
-    fn in_window<'a>(&'a self, m: &'a Match, lo: u64, hi: u64) -> impl Iterator<Item = &'a Pkt> + 'a {
+    fn in_window<'a>(
+        &'a self,
+        m: &'a Match,
+        lo: u64,
+        hi: u64,
+    ) -> impl Iterator<Item = &'a Pkt> + 'a {
         self.pkts
             .iter()
             .filter(move |p| p.t_ns >= lo && p.t_ns <= hi && self.matches(m, p))
@@ -342,67 +421,128 @@ impl Ctx {
     pub fn check(&self, e: &Expect) -> Result<(), String> {
         let t0 = self.t0();
         match e {
-            Expect::Exists { m, after, within, before, .. } => {
+            Expect::Exists {
+                m,
+                after,
+                within,
+                before,
+                ..
+            } => {
                 let (lo, hi) = self.window(after, within, before)?;
                 match self.in_window(m, lo, hi).next() {
                     Some(_) => Ok(()),
                     None => Err(format!(
-                        "no packet matched {m:?} between {:.4}s and {}; nearest:\n{}",
+                        "no packet matched {m} between {:.4}s and {}; nearest:\n{}",
                         lo.saturating_sub(t0) as f64 / 1e9,
-                        if hi == u64::MAX { "the end".into() } else { format!("{:.4}s", hi.saturating_sub(t0) as f64 / 1e9) },
+                        if hi == u64::MAX {
+                            "the end".into()
+                        } else {
+                            format!("{:.4}s", hi.saturating_sub(t0) as f64 / 1e9)
+                        },
                         self.nearest(m, lo, hi)
                     )),
                 }
             }
-            Expect::None { m, after, before, .. } => {
+            Expect::None {
+                m, after, before, ..
+            } => {
                 let (lo, hi) = self.window(after, &None, before)?;
-                let bad: Vec<String> = self.in_window(m, lo, hi).take(6).map(|p| format!("    {}", p.line(t0))).collect();
+                let bad: Vec<String> = self
+                    .in_window(m, lo, hi)
+                    .take(6)
+                    .map(|p| format!("    {}", p.line(t0)))
+                    .collect();
                 if bad.is_empty() {
                     Ok(())
                 } else {
-                    Err(format!("{} packet(s) matched {m:?}, e.g.:\n{}", self.in_window(m, lo, hi).count(), bad.join("\n")))
+                    Err(format!(
+                        "{} packet(s) matched {m}, e.g.:\n{}",
+                        self.in_window(m, lo, hi).count(),
+                        bad.join("\n")
+                    ))
                 }
             }
-            Expect::Count { m, after, before, min, max, .. } => {
+            Expect::Count {
+                m,
+                after,
+                before,
+                min,
+                max,
+                ..
+            } => {
                 let (lo, hi) = self.window(after, &None, before)?;
                 let n = self.in_window(m, lo, hi).count();
                 if min.is_some_and(|x| n < x) || max.is_some_and(|x| n > x) {
-                    Err(format!("{n} packets matched {m:?}, wanted {min:?}..={max:?}; nearest:\n{}", self.nearest(m, lo, hi)))
+                    Err(format!(
+                        "{n} packets matched {m}, wanted {min:?}..={max:?}; nearest:\n{}",
+                        self.nearest(m, lo, hi)
+                    ))
                 } else {
                     Ok(())
                 }
             }
-            Expect::Order { first, then, after, .. } => {
+            Expect::Order {
+                first, then, after, ..
+            } => {
                 let (lo, hi) = self.window(after, &None, &None)?;
                 let a = self.in_window(first, lo, hi).next();
                 let b = self.in_window(then, lo, hi).next();
                 match (a, b) {
                     (Some(a), Some(b)) if a.index < b.index => Ok(()),
-                    (Some(a), Some(b)) => Err(format!("wrong order:\n    then:  {}\n    first: {}", b.line(t0), a.line(t0))),
-                    (None, _) => Err(format!("nothing matched `first` {first:?}; nearest:\n{}", self.nearest(first, lo, hi))),
-                    (_, None) => Err(format!("nothing matched `then` {then:?}; nearest:\n{}", self.nearest(then, lo, hi))),
+                    (Some(a), Some(b)) => Err(format!(
+                        "wrong order:\n    then:  {}\n    first: {}",
+                        b.line(t0),
+                        a.line(t0)
+                    )),
+                    (None, _) => Err(format!(
+                        "nothing matched `first` {first}; nearest:\n{}",
+                        self.nearest(first, lo, hi)
+                    )),
+                    (_, None) => Err(format!(
+                        "nothing matched `then` {then}; nearest:\n{}",
+                        self.nearest(then, lo, hi)
+                    )),
                 }
             }
-            Expect::Distinct { m, after, min, max, .. } => {
-                let (lo, hi) = self.window(after, &None, &None)?;
-                let mut ports: Vec<&str> = self.in_window(m, lo, hi).map(|p| p.iface.as_str()).collect();
+            Expect::Distinct {
+                m,
+                after,
+                before,
+                min,
+                max,
+                ..
+            } => {
+                let (lo, hi) = self.window(after, &None, before)?;
+                let mut ports: Vec<&str> = self
+                    .in_window(m, lo, hi)
+                    .map(|p| p.iface.as_str())
+                    .collect();
                 ports.sort();
                 ports.dedup();
                 let n = ports.len();
                 if min.is_some_and(|x| n < x) || max.is_some_and(|x| n > x) {
-                    Err(format!("{n} ports sent packets matching {m:?} ({ports:?}), wanted {min:?}..={max:?}"))
+                    Err(format!(
+                        "{n} ports sent packets matching {m} ({ports:?}), wanted {min:?}..={max:?}"
+                    ))
                 } else {
                     Ok(())
                 }
             }
             Expect::Client { id, result, .. } => {
-                let rep = self.clients.get(id).ok_or_else(|| format!("no client {id:?} ran"))?;
+                let rep = self
+                    .clients
+                    .get(id)
+                    .ok_or_else(|| format!("no client {id:?} ran"))?;
                 let ok = match result.as_str() {
                     "intact" => rep.intact(),
                     "broken" => !rep.intact(),
                     other => return Err(format!("result {other:?}: use intact or broken")),
                 };
-                if ok { Ok(()) } else { Err(format!("client {id}: {}", rep.summary())) }
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("client {id}: {}", rep.summary()))
+                }
             }
             Expect::Continuity { service, after, .. } => self.continuity(service, after),
         }
@@ -410,7 +550,8 @@ impl Ctx {
 
     fn continuity(&self, service: &str, after: &str) -> Result<(), String> {
         let t0 = self.t0();
-        let (sip, sport) = parse_sock(service).ok_or_else(|| format!("{service:?} is not ip:port"))?;
+        let (sip, sport) =
+            parse_sock(service).ok_or_else(|| format!("{service:?} is not ip:port"))?;
         let sport = sport.ok_or("continuity needs a port")?;
         let at = self.event(after)?;
         let seg = |p: &Pkt| p.tcp.as_ref().zip(p.ip).map(|(t, ip)| (t.clone(), ip));
@@ -418,7 +559,9 @@ impl Ctx {
         // Client flows of the service that carried data before the event.
         let mut flows: BTreeMap<(IpAddr, u16), (u32, u32, u32)> = BTreeMap::new();
         for p in self.pkts.iter().filter(|p| p.sent && p.t_ns < at) {
-            let Some((t, (src, dst))) = seg(p) else { continue };
+            let Some((t, (src, dst))) = seg(p) else {
+                continue;
+            };
             if src == sip && t.sport == sport {
                 // (server next seq, server max ack, client max ack)
                 let e = flows.entry((dst, t.dport)).or_insert((t.seq, t.ack, t.seq));
@@ -432,8 +575,11 @@ impl Ctx {
             }
         }
         for p in self.pkts.iter().filter(|p| p.sent && p.t_ns < at) {
-            let Some((t, (src, dst))) = seg(p) else { continue };
-            if dst == sip && t.dport == sport
+            let Some((t, (src, dst))) = seg(p) else {
+                continue;
+            };
+            if dst == sip
+                && t.dport == sport
                 && let Some(e) = flows.get_mut(&(src, t.sport))
                 && t.flags & 0x10 != 0
                 && after_pos(t.ack, e.2)
@@ -445,15 +591,26 @@ impl Ctx {
             return Err(format!("no flow of {service} carried data before {after}"));
         }
         for ((cip, cport), (nxt, ack, client_ack)) in &flows {
-            let first = self.pkts.iter().filter(|p| p.sent && p.t_ns > at).find(|p| {
-                seg(p).is_some_and(|(t, (src, dst))| src == sip && t.sport == sport && dst == *cip && t.dport == *cport)
-            });
+            let first = self
+                .pkts
+                .iter()
+                .filter(|p| p.sent && p.t_ns > at)
+                .find(|p| {
+                    seg(p).is_some_and(|(t, (src, dst))| {
+                        src == sip && t.sport == sport && dst == *cip && t.dport == *cport
+                    })
+                });
             let Some(p) = first else {
-                return Err(format!("no segment from {service} to {cip}:{cport} after {after}"));
+                return Err(format!(
+                    "no segment from {service} to {cip}:{cport} after {after}"
+                ));
             };
             let t = p.tcp.as_ref().expect("segment");
             if t.flags & 0x06 != 0 {
-                return Err(format!("the first segment after {after} is a SYN or RST:\n    {}", p.line(t0)));
+                return Err(format!(
+                    "the first segment after {after} is a SYN or RST:\n    {}",
+                    p.line(t0)
+                ));
             }
             // Its sequence number lies between what the client had acknowledged (less one, for a
             // window probe) and what was sent before; its acknowledgement does not go back.

@@ -60,7 +60,11 @@ impl Verdict {
                 case.file.display(),
                 o.line,
                 o.what,
-                o.result.as_ref().err().map(|e| e.replace('\n', "\n  ")).unwrap_or_default()
+                o.result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.replace('\n', "\n  "))
+                    .unwrap_or_default()
             ));
         }
         s.push_str(&format!("pcaps: {}/*.pcapng\n", self.run_dir.display()));
@@ -70,7 +74,9 @@ impl Verdict {
 
 /// Runs a case with the implementation's profile.
 pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, String> {
-    let topo_file = root().join("topologies").join(format!("{}.toml", case.topology));
+    let topo_file = root()
+        .join("topologies")
+        .join(format!("{}.toml", case.topology));
     let topo = Topology::load(&topo_file).map_err(|e| e.to_string())?;
     if !topo.profiles.iter().any(|p| p == imp) {
         return Err(format!(
@@ -105,10 +111,21 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, Strin
     let mut pkts = Vec::new();
     for c in &summary.captures {
         let frames = holdfast_harness::capture::read(&c.file).map_err(|e| e.to_string())?;
-        pkts.extend(frames.iter().map(|f| (f.ts_ns, f)).collect::<Vec<_>>().into_iter().map(|(_, f)| f.clone()));
+        pkts.extend(
+            frames
+                .iter()
+                .map(|f| (f.ts_ns, f))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|(_, f)| f.clone()),
+        );
     }
     pkts.sort_by_key(|f| f.ts_ns);
-    let pkts: Vec<Pkt> = pkts.iter().enumerate().map(|(i, f)| Pkt::decode(i, f)).collect();
+    let pkts: Vec<Pkt> = pkts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Pkt::decode(i, f))
+        .collect();
     let ctx = Ctx {
         pkts,
         events: summary.events,
@@ -131,7 +148,9 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, Strin
 /// The cases an implementation is expected to fail, with the reason, from
 /// `conformance/expected/IMPL.toml` (`[fail]` table keyed by case id, or `id::variant`).
 pub fn expected_failures(imp: &str) -> BTreeMap<String, String> {
-    let p = root().join("conformance/expected").join(format!("{imp}.toml"));
+    let p = root()
+        .join("conformance/expected")
+        .join(format!("{imp}.toml"));
     let Ok(text) = std::fs::read_to_string(&p) else {
         return BTreeMap::new();
     };
@@ -140,7 +159,9 @@ pub fn expected_failures(imp: &str) -> BTreeMap<String, String> {
         #[serde(default)]
         fail: BTreeMap<String, String>,
     }
-    toml::from_str::<F>(&text).map(|f| f.fail).unwrap_or_default()
+    toml::from_str::<F>(&text)
+        .map(|f| f.fail)
+        .unwrap_or_default()
 }
 
 /// Why `case` is expected to fail for `imp`, if it is.

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use holdfast_conformance::case::{Case, files};
-use holdfast_conformance::run::{expected_failures, expected_to_fail, implementation, root, run_case};
+use holdfast_conformance::run::{
+    expected_failures, expected_to_fail, implementation, root, run_case,
+};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// The directory holding `holdfastd` and `holdfast-harness` (a cargo target directory).

@@ -329,7 +329,11 @@ impl Scenario {
 
     /// Checks the `[[step]]` tables of a file that has other top-level keys too (a conformance
     /// case); errors keep the file's own line numbers.
-    pub fn parse_embedded(path: &Path, text: &str, topology: &Topology) -> Result<Self, TopologyError> {
+    pub fn parse_embedded(
+        path: &Path,
+        text: &str,
+        topology: &Topology,
+    ) -> Result<Self, TopologyError> {
         let mut cx = Cx {
             file: path.to_owned(),
             text,
