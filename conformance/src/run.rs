@@ -17,7 +17,8 @@ use crate::expect::{Ctx, slack};
 
 /// The repository root (where `topologies/` and `conformance/` are).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let r = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    r.canonicalize().unwrap_or(r)
 }
 
 /// The implementation under test: `HOLDFAST_IMPL`, default `holdfastd`.

@@ -68,7 +68,16 @@ fn main() -> ExitCode {
                                 "{imp} was expected to fail ({why}) but passed: update conformance/expected/{imp}.toml\npcaps: {}",
                                 v.run_dir.display()
                             ))),
-                            (_, Some(_)) => Ok(()),
+                            (Ok(v), Some(why)) => {
+                                // As expected: show what failed (the resets, the missing
+                                // messages), so the comparison is visible, not just counted.
+                                eprintln!("{} [{imp}]: fails as expected ({why})\n{}", case.name(), v.report(&case));
+                                Ok(())
+                            }
+                            (Err(e), Some(why)) => {
+                                eprintln!("{} [{imp}]: cannot run, as expected ({why}): {e}", case.name());
+                                Ok(())
+                            }
                         }
                     }).with_kind(kind));
                 }
