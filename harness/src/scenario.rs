@@ -334,30 +334,24 @@ impl Scenario {
         text: &str,
         topology: &Topology,
     ) -> Result<Self, TopologyError> {
-        let mut cx = Cx {
-            file: path.to_owned(),
-            text,
-            topology,
-            problems: Vec::new(),
-            clients: Vec::new(),
-        };
-        let raw: EmbeddedScenario = match toml::from_str(text) {
-            Ok(r) => r,
-            Err(e) => {
-                cx.err(e.span().unwrap_or(0..0), "syntax", e.message().trim());
-                return Err(TopologyError::Invalid(cx.problems));
-            }
-        };
-        let steps = cx.steps(&raw.step);
-        if cx.problems.is_empty() {
-            Ok(Self { steps })
-        } else {
-            Err(TopologyError::Invalid(cx.problems))
-        }
+        Self::parse_with(path, text, topology, |t| {
+            toml::from_str::<EmbeddedScenario>(t).map(|r| r.step)
+        })
     }
 
     /// Checks scenario text against a topology; `path` is for messages.
     pub fn parse(path: &Path, text: &str, topology: &Topology) -> Result<Self, TopologyError> {
+        Self::parse_with(path, text, topology, |t| {
+            toml::from_str::<RawScenario>(t).map(|r| r.step)
+        })
+    }
+
+    fn parse_with(
+        path: &Path,
+        text: &str,
+        topology: &Topology,
+        steps_of: impl FnOnce(&str) -> Result<Vec<RawStep>, toml::de::Error>,
+    ) -> Result<Self, TopologyError> {
         let mut cx = Cx {
             file: path.to_owned(),
             text,
@@ -365,14 +359,14 @@ impl Scenario {
             problems: Vec::new(),
             clients: Vec::new(),
         };
-        let raw: RawScenario = match toml::from_str(text) {
+        let raw = match steps_of(text) {
             Ok(r) => r,
             Err(e) => {
                 cx.err(e.span().unwrap_or(0..0), "syntax", e.message().trim());
                 return Err(TopologyError::Invalid(cx.problems));
             }
         };
-        let steps = cx.steps(&raw.step);
+        let steps = cx.steps(&raw);
         if cx.problems.is_empty() {
             Ok(Self { steps })
         } else {

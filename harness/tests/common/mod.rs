@@ -2,13 +2,9 @@
 //! captures back with `pcap-file` and `etherparse` (independent of the harness's own writer).
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use holdfast_harness::{Cluster, Options, Topology};
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgReader};
 
 /// Returns early from a test, saying why, when not privileged.
 #[macro_export]
@@ -125,39 +121,17 @@ pub struct TcpSeg {
 
 /// Reads a pcapng file: every frame with its interface name.
 pub fn read_pcap(path: &Path) -> Vec<Frame> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut r = PcapNgReader::new(&bytes[..]).unwrap();
-    let mut names: HashMap<u32, String> = HashMap::new();
-    let mut frames = Vec::new();
-    while let Some(b) = r.next_block() {
-        match b.unwrap() {
-            Block::InterfaceDescription(idb) => {
-                let name = idb
-                    .options
-                    .iter()
-                    .find_map(|o| match o {
-                        InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                names.insert(names.len() as u32, name);
-            }
-            Block::EnhancedPacket(epb) => {
-                let flags = epb.options.iter().find_map(|o| match o {
-                    EnhancedPacketOption::Flags(f) => Some(*f),
-                    _ => None,
-                });
-                frames.push(Frame {
-                    iface: names.get(&epb.interface_id).cloned().unwrap_or_default(),
-                    ts_ns: epb.timestamp.as_nanos() as u64,
-                    inbound: flags.map(|f| f & 3 == 1).unwrap_or(true),
-                    data: epb.data.to_vec(),
-                });
-            }
-            _ => {}
-        }
-    }
-    frames
+    // The harness's reader (pcap-file underneath), not our writer.
+    holdfast_harness::capture::read(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|f| Frame {
+            iface: f.iface,
+            ts_ns: f.ts_ns,
+            inbound: f.inbound,
+            data: f.data,
+        })
+        .collect()
 }
 
 /// The time of the first event of a kind (and node).

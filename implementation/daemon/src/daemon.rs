@@ -244,6 +244,8 @@ struct Io {
     repaired: Vec<(NodeId, Repaired)>,
     /// The takeover under way: when its snapshots were taken, and its phases so far.
     timing: Option<(Instant, TakeoverTiming)>,
+    /// The link went down and our addresses were withdrawn until we are eligible again.
+    isolated: bool,
     conns: ConnCounters,
 }
 
@@ -566,6 +568,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         snooper,
         repaired: Vec::new(),
         timing: None,
+        isolated: false,
         conns: ConnCounters::default(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
@@ -606,6 +609,19 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
             _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(now()),
             Some(up) = link_rx.recv() => {
                 info!(up, "cluster link {}", if up { "up" } else { "down" });
+                if !up {
+                    // Isolated: withdraw our addresses at once, so that nothing stale (a window
+                    // probe, an ARP request from the address) leaves this node when the link
+                    // returns while someone else may have taken them over. The core still holds
+                    // its groups; they come back when it is eligible again and not fenced.
+                    io.isolated = true;
+                    let held: Vec<NodeId> = node.held().keys().copied().collect();
+                    for owner in held {
+                        for a in record(&node, owner).map(|r| r.addresses.clone()).unwrap_or_default() {
+                            let _ = io.net.del_addr(a.addr).await;
+                        }
+                    }
+                }
                 node.handle_link_event(now(), up);
             }
             Ok((mut s, _)) = status_listener.accept() => {
@@ -701,6 +717,20 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 io.registry.discard(owner);
             }
             Action::ConnState { from, .. } => debug!(%from, "conn-state"),
+            Action::Event(Event::Eligible) if io.isolated => {
+                // Back on the link and re-synchronised: whatever we still hold (nobody fenced
+                // us), we answer for again.
+                io.isolated = false;
+                let held: Vec<NodeId> = node.held().keys().copied().collect();
+                for owner in held {
+                    if let Some(r) = record(node, owner).cloned() {
+                        info!(node = name, %owner, "still ours after the link returned: re-claiming");
+                        if let Err(e) = io.claim(owner, &r.addresses, r.arp).await {
+                            warn!("re-claim {owner}: {e:#}");
+                        }
+                    }
+                }
+            }
             Action::Event(e) => match e {
                 Event::PeerDead { .. } | Event::PeerLeft { .. } | Event::Fenced { .. } => {
                     info!(node = name, ?e)

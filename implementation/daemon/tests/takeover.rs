@@ -60,6 +60,7 @@ fn assert_no_reset_after(frames: &[Frame], off: u64) {
 #[test]
 fn a_10mb_echo_stream_survives_power_off_byte_for_byte() {
     need_root!();
+    let _serial = serial();
     let (rep, frames, off) = through_power_off(
         "stream-10mb",
         stream(10_000_000, 500, 1),
@@ -148,6 +149,7 @@ fn a_10mb_echo_stream_survives_power_off_byte_for_byte() {
 #[test]
 fn a_hundred_connections_survive_one_power_off() {
     need_root!();
+    let _serial = serial();
     let (rep, frames, off) = through_power_off(
         "hundred",
         stream(300_000, 20_000, 100),
@@ -263,6 +265,7 @@ fn survive(kind: Kind, workload: Workload) {
 #[test]
 fn power_off_is_survived_by_stream_download_and_kv() {
     need_root!();
+    let _serial = serial();
     for w in [Workload::Stream, Workload::Download, Workload::Kv] {
         survive(Kind::PowerOff, w);
     }
@@ -271,6 +274,7 @@ fn power_off_is_survived_by_stream_download_and_kv() {
 #[test]
 fn isolate_and_heal_is_survived_by_stream_download_and_kv() {
     need_root!();
+    let _serial = serial();
     for w in [Workload::Stream, Workload::Download, Workload::Kv] {
         survive(Kind::Isolate, w);
     }
@@ -279,6 +283,7 @@ fn isolate_and_heal_is_survived_by_stream_download_and_kv() {
 #[test]
 fn freeze_and_thaw_is_survived_by_stream_download_and_kv() {
     need_root!();
+    let _serial = serial();
     for w in [Workload::Stream, Workload::Download, Workload::Kv] {
         survive(Kind::Freeze, w);
     }
@@ -287,6 +292,7 @@ fn freeze_and_thaw_is_survived_by_stream_download_and_kv() {
 #[test]
 fn a_crash_of_holdfastd_is_survived_by_stream_download_and_kv() {
     need_root!();
+    let _serial = serial();
     for w in [Workload::Stream, Workload::Download, Workload::Kv] {
         survive(Kind::Crash, w);
     }
@@ -309,6 +315,7 @@ fn the_stream_application_and_the_download_workload_agree() {
 #[test]
 fn five_kill_restore_cycles_alternating_nodes() {
     need_root!();
+    let _serial = serial();
     let dir = run_dir("five-cycles");
     let mut c = up(&dir, takeover_cluster_on(&dir, "echo", 7, true));
     wait_ready(&c, &["a", "b"]);

@@ -169,6 +169,27 @@ pub fn parse_tcp(frame: &[u8]) -> Option<Segment<'_>> {
     Some(seg)
 }
 
+/// The bytes stored in `pending` (keyed by stream offset) from offset `from` on, contiguous, up
+/// to `until`.
+fn contiguous(pending: &BTreeMap<u32, Vec<u8>>, from: u32, until: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while at < until {
+        let Some((k, v)) = pending
+            .range(..=at)
+            .next_back()
+            .filter(|(k, v)| **k + v.len() as u32 > at)
+        else {
+            break;
+        };
+        let skip = (at - k) as usize;
+        let take = (v.len() - skip).min((until - at) as usize);
+        out.extend_from_slice(&v[skip..skip + take]);
+        at += take as u32;
+    }
+    out
+}
+
 /// `a` is after `b` in sequence space (RFC 9293 3.4).
 pub fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
@@ -257,20 +278,10 @@ impl Flow {
         // Client bytes the old owner had not acknowledged, contiguous from `server_ack`: the
         // new owner takes them straight into its receive queue, so the client need not wait for
         // its retransmission timer.
-        let mut received = Vec::new();
-        let mut at = self
+        let from = self
             .server_ack
             .wrapping_sub(self.client_isn.wrapping_add(1));
-        while let Some((k, v)) = self
-            .pending
-            .range(..=at)
-            .next_back()
-            .filter(|(k, v)| **k + v.len() as u32 > at)
-        {
-            let skip = (at - k) as usize;
-            received.extend_from_slice(&v[skip..]);
-            at += (v.len() - skip) as u32;
-        }
+        let received = contiguous(&self.pending, from, u32::MAX);
         Some(Snapshot {
             tuple: self.tuple,
             snd_una: self.client_ack,
@@ -501,23 +512,10 @@ impl FlowTable {
             // The server received client bytes [server_ack, s.ack): the application consumed
             // them (or will): feed them to the replica, in order.
             let base = f.client_isn.wrapping_add(1);
-            let mut at = f.server_ack.wrapping_sub(base);
+            let from = f.server_ack.wrapping_sub(base);
             let until = s.ack.wrapping_sub(base);
-            let mut got = Vec::with_capacity(until.saturating_sub(at) as usize);
-            while at < until {
-                let piece = f
-                    .pending
-                    .range(..=at)
-                    .next_back()
-                    .filter(|(k, v)| **k + v.len() as u32 > at);
-                let Some((k, v)) = piece else {
-                    break;
-                };
-                let skip = (at - k) as usize;
-                let take = (v.len() - skip).min((until - at) as usize);
-                got.extend_from_slice(&v[skip..skip + take]);
-                at += take as u32;
-            }
+            let got = contiguous(&f.pending, from, until);
+            let at = from + got.len() as u32;
             if at < until {
                 // We missed bytes the server has: the replica cannot be exact any more.
                 f.hole = true;

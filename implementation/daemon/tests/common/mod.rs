@@ -2,7 +2,6 @@
 //! control messages, ARP and neighbour advertisements back out of the pcaps.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,9 +9,6 @@ use std::time::{Duration, Instant};
 use holdfast_harness::cluster::Event;
 use holdfast_harness::{Cluster, Options, Topology};
 use holdfast_proto::wire::{Message, Packet};
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgReader};
 
 #[macro_export]
 macro_rules! need_root {
@@ -112,39 +108,17 @@ pub struct Frame {
 }
 
 pub fn read_pcap(path: &Path) -> Vec<Frame> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut r = PcapNgReader::new(&bytes[..]).unwrap();
-    let mut names: HashMap<u32, String> = HashMap::new();
-    let mut frames = Vec::new();
-    while let Some(b) = r.next_block() {
-        match b.unwrap() {
-            Block::InterfaceDescription(idb) => {
-                let name = idb
-                    .options
-                    .iter()
-                    .find_map(|o| match o {
-                        InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                names.insert(names.len() as u32, name);
-            }
-            Block::EnhancedPacket(epb) => {
-                let flags = epb.options.iter().find_map(|o| match o {
-                    EnhancedPacketOption::Flags(f) => Some(*f),
-                    _ => None,
-                });
-                frames.push(Frame {
-                    iface: names.get(&epb.interface_id).cloned().unwrap_or_default(),
-                    ts_ns: epb.timestamp.as_nanos() as u64,
-                    inbound: flags.map(|f| f & 3 == 1).unwrap_or(true),
-                    data: epb.data.to_vec(),
-                });
-            }
-            _ => {}
-        }
-    }
-    frames
+    // The harness's reader (pcap-file underneath), not our writer.
+    holdfast_harness::capture::read(path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|f| Frame {
+            iface: f.iface,
+            ts_ns: f.ts_ns,
+            inbound: f.inbound,
+            data: f.data,
+        })
+        .collect()
 }
 
 impl Frame {
@@ -268,4 +242,13 @@ interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.100/24"] }]
 "#
     .replace("SWITCH", switch);
     custom(dir, &topology, &cluster)
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs heavy cluster tests one at a time: on a 2-core machine, several 10 MB streams through
+/// several clusters at once starve the daemons' timers and make timing-sensitive takeovers
+/// flaky for reasons that have nothing to do with the code under test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
