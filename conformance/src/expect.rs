@@ -14,8 +14,8 @@
 //! | `continuity` | after the event, the first segment from the service on every client flow continues its sequence space exactly |
 //!
 //! Packets are matched by [`Match`]: which port and direction, and what the packet is. Events
-//! are named `KIND` or `KIND:NODE` (`power-off:a`) from the harness's event log, on the capture
-//! clock. `within` is multiplied by one global slack factor (`HOLDFAST_SLACK`, default 1).
+//! are named `KIND` or `KIND:NODE` (`power-off:a`) from the harness's event log, or
+//! `client-end:ID` (when a client finished), on the capture clock. `within` is multiplied by one global slack factor (`HOLDFAST_SLACK`, default 1).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -336,8 +336,16 @@ impl Ctx {
         self.score(m, p).1
     }
 
-    /// The time of an event `KIND` or `KIND:NODE`.
+    /// The time of an event `KIND` or `KIND:NODE`, or `client-end:ID` (when a client's last
+    /// connection finished).
     pub fn event(&self, spec: &str) -> Result<u64, String> {
+        if let Some(id) = spec.strip_prefix("client-end:") {
+            return self
+                .clients
+                .get(id)
+                .map(|c| c.finished_ns)
+                .ok_or_else(|| format!("no client {id:?} ran"));
+        }
         let (kind, node) = match spec.split_once(':') {
             Some((k, n)) => (k, Some(n)),
             None => (spec, None),

@@ -187,6 +187,9 @@ pub struct ClientReport {
     pub spec: ClientSpec,
     /// One report per connection.
     pub connections: Vec<ConnReport>,
+    /// When the last connection finished, in ns since the epoch (the capture clock).
+    #[serde(default)]
+    pub finished_ns: u64,
 }
 
 impl ClientReport {
@@ -276,7 +279,11 @@ pub async fn run(spec: ClientSpec) -> ClientReport {
             ..Default::default()
         }));
     }
-    ClientReport { spec, connections }
+    ClientReport {
+        spec,
+        connections,
+        finished_ns: crate::now_ns(),
+    }
 }
 
 /// Runs a workload on a fresh current-thread runtime on the calling thread.

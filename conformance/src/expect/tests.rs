@@ -248,6 +248,7 @@ fn client() {
             resets,
             ..Default::default()
         }],
+        finished_ns: 0,
     };
     let e = parse("kind = \"client\"\nwhat = \"intact\"\nid = \"s\"\nresult = \"intact\"");
     let mut c = good();
