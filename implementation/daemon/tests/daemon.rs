@@ -223,30 +223,38 @@ interface = [{{ name = "eth0", switch = "sw0", addresses = ["198.18.0.100/24"{c6
     )
 }
 
+/// Brings up the two-node `vmac_topology` cluster, checks that `target` answers, powers `a` off,
+/// waits until `target` answers again, and returns the capture of `sw0` and the power-off time.
+fn power_off_a(name: &str, arp: &str, vip: &str, v6: bool, target: &str) -> (Vec<Frame>, u64) {
+    let dir = run_dir(name);
+    let topo = custom(&dir, &vmac_topology(v6), &vmac_cluster(arp, vip, v6));
+    let mut c = up(&dir, topo);
+    wait_ready(&c, &["a", "b"]);
+    assert!(connect_ok(&c, target));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until(
+        "the backup serves the address",
+        Duration::from_secs(5),
+        || connect_ok(&c, target),
+    );
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    (frames, event_ts(&s.events, "power-off", "a"))
+}
+
 /// With the `vmac` policy, the MAC that answers for the address is the virtual one before and
 /// after the takeover.
 #[test]
 fn vmac_keeps_the_mac_that_answers_for_the_address() {
     need_root!();
-    let dir = run_dir("takeover-vmac");
-    let topo = custom(
-        &dir,
-        &vmac_topology(false),
-        &vmac_cluster("vmac", "198.18.0.10/24", false),
+    let (frames, off) = power_off_a(
+        "takeover-vmac",
+        "vmac",
+        "198.18.0.10/24",
+        false,
+        "198.18.0.10:7",
     );
-    let mut c = up(&dir, topo);
-    wait_ready(&c, &["a", "b"]);
-    assert!(connect_ok(&c, "198.18.0.10:7"));
-    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
-    wait_until(
-        "the backup serves the address",
-        Duration::from_secs(5),
-        || connect_ok(&c, "198.18.0.10:7"),
-    );
-    let s = c.down().unwrap();
-    let frames = read_pcap(&s.captures[0].file);
     let vip: IpAddr = VIP.parse().unwrap();
-    let off = event_ts(&s.events, "power-off", "a");
     let vmac = [0, 0, 0x5e, 0, 1, 1];
     let answers: Vec<(&str, [u8; 6], u64)> = frames
         .iter()
@@ -275,24 +283,13 @@ fn vmac_keeps_the_mac_that_answers_for_the_address() {
 #[test]
 fn an_ipv6_address_is_announced_with_an_unsolicited_na() {
     need_root!();
-    let dir = run_dir("takeover-ipv6");
-    let topo = custom(
-        &dir,
-        &vmac_topology(true),
-        &vmac_cluster("garp", "2001:db8::10/64", true),
+    let (frames, off) = power_off_a(
+        "takeover-ipv6",
+        "garp",
+        "2001:db8::10/64",
+        true,
+        "[2001:db8::10]:7",
     );
-    let mut c = up(&dir, topo);
-    wait_ready(&c, &["a", "b"]);
-    assert!(connect_ok(&c, "[2001:db8::10]:7"));
-    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
-    wait_until(
-        "the backup serves the address",
-        Duration::from_secs(5),
-        || connect_ok(&c, "[2001:db8::10]:7"),
-    );
-    let s = c.down().unwrap();
-    let frames = read_pcap(&s.captures[0].file);
-    let off = event_ts(&s.events, "power-off", "a");
     let vip: IpAddr = "2001:db8::10".parse().unwrap();
     assert!(
         frames.iter().any(|f| f.ts_ns > off
