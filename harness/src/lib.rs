@@ -66,3 +66,23 @@ pub fn report_skip(why: &str) {
     let name = std::thread::current().name().unwrap_or("test").to_owned();
     let _ = writeln!(std::io::stderr(), "{name}: {why}");
 }
+
+/// Returns early from a test, saying on stderr that it skipped and why, when this process may not
+/// build clusters (see [`privileged`]). For tests of anything built on the harness:
+///
+/// ```no_run
+/// #[test]
+/// fn a_cluster_test() {
+///     holdfast_harness::need_root!();
+///     // ... build a cluster ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! need_root {
+    () => {
+        if !$crate::privileged() {
+            $crate::report_skip($crate::SKIP_UNPRIVILEGED);
+            return;
+        }
+    };
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use holdfast_harness::client::{ClientSpec, Workload};
 use holdfast_harness::registry::RunRecord;
-use holdfast_harness::{Fault, netns, process};
+use holdfast_harness::{Fault, need_root, netns, process};
 
 /// A node `a` that sends a UDP broadcast beacon every 5 ms and runs an echo service, a bystander
 /// `b`, and a client, on one switch with a mirrored to b.

@@ -6,17 +6,6 @@ use std::path::{Path, PathBuf};
 
 use holdfast_harness::{Cluster, Options, Topology};
 
-/// Returns early from a test, saying why, when not privileged.
-#[macro_export]
-macro_rules! need_root {
-    () => {
-        if !holdfast_harness::privileged() {
-            holdfast_harness::report_skip(holdfast_harness::SKIP_UNPRIVILEGED);
-            return;
-        }
-    };
-}
-
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use common::*;
-use holdfast_harness::Fault;
 use holdfast_harness::client::{ClientSpec, Workload};
+use holdfast_harness::{Fault, need_root};
 use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId, SnoopMode};
 use holdfast_proto::wire::{Body, FLAG_LEAVING, Message};
 

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use holdfast_harness::Fault;
 use holdfast_harness::client::{ClientReport, ClientSpec, Workload};
+use holdfast_harness::{Fault, need_root};
 use holdfast_proto::flow::{parse_tcp, seq_after};
 
 const VIP: &str = "198.18.0.10:7";

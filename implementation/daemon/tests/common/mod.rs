@@ -10,16 +10,6 @@ use holdfast_harness::cluster::Event;
 use holdfast_harness::{Cluster, Options, Topology};
 use holdfast_proto::wire::{Message, Packet};
 
-#[macro_export]
-macro_rules! need_root {
-    () => {
-        if !holdfast_harness::privileged() {
-            holdfast_harness::report_skip(holdfast_harness::SKIP_UNPRIVILEGED);
-            return;
-        }
-    };
-}
-
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
