@@ -53,6 +53,10 @@ pub struct Status {
     pub connections: ConnCounters,
 }
 
+/// The most application bytes (unacknowledged output plus checkpoint) a CONN-STATE carries:
+/// it must fit one UDP datagram with its header and HMAC.
+const SYNC_MAX: usize = 60_000;
+
 /// Connection takeover counters in the status.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ConnCounters {
@@ -64,6 +68,12 @@ pub struct ConnCounters {
     pub unrestorable: u64,
     /// Frames the snooper's socket dropped.
     pub snoop_drops: u64,
+    /// CONN-STATEs sent to peers that came up (late backups).
+    pub synced: u64,
+    /// Connections too large to sync in one datagram.
+    pub unsynced: u64,
+    /// CONN-STATEs received and adopted.
+    pub adopted: u64,
     /// The phases of the last takeover.
     pub last_takeover: Option<TakeoverTiming>,
 }
@@ -259,6 +269,58 @@ impl Io {
         c
     }
 
+    /// Sends `peer` (just up: booted, or back) the CONN-STATE of every live connection of
+    /// every group this node holds, so that it can back them up although it never saw their
+    /// handshakes. A state larger than one datagram is not sent (the peer cannot assume that
+    /// connection, and resets it deliberately if it ever has to).
+    fn sync_peer(&mut self, node: &mut Node, peer: NodeId) {
+        let Some(sn) = &self.snooper else {
+            return;
+        };
+        let held: Vec<(NodeId, holdfast_proto::policy::Epoch)> =
+            node.held().iter().map(|(o, e)| (*o, *e)).collect();
+        for (owner, epoch) in held {
+            let Some(rec) = record(node, owner) else {
+                continue;
+            };
+            let addrs: Vec<IpAddr> = rec.addresses.iter().map(|a| a.addr).collect();
+            let snaps = sn
+                .table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .snapshots(&addrs);
+            for snap in snaps {
+                let state = snap.to_conn_state(owner, epoch);
+                if state.unacked.len() + state.checkpoint.len() > SYNC_MAX {
+                    warn!(%peer, local = %snap.tuple.local, remote = %snap.tuple.remote, bytes = state.unacked.len(), "connection state too large for one datagram: not synced");
+                    self.conns.unsynced += 1;
+                    continue;
+                }
+                debug!(%peer, %owner, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE sent");
+                self.conns.synced += 1;
+                node.conn_state(peer, state);
+            }
+        }
+    }
+
+    /// A holder sent us a connection's state: track it from there on.
+    fn adopt(&mut self, from: NodeId, state: &holdfast_proto::wire::ConnState) {
+        let Some(sn) = &self.snooper else {
+            return;
+        };
+        match holdfast_proto::flow::Snapshot::from_conn_state(state) {
+            Some(snap) => {
+                debug!(%from, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE adopted");
+                sn.table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .adopt(&snap);
+                self.conns.adopted += 1;
+            }
+            None => warn!(%from, "malformed CONN-STATE ignored"),
+        }
+    }
+
     /// Re-creates the owner's snooped connections in repair mode (before its address exists).
     ///
     /// First the address is announced (without adding it yet), so that the clients' segments
@@ -312,7 +374,15 @@ impl Io {
         let snapped = Instant::now();
         for snap in &snaps {
             match repair::restore(snap) {
-                Ok(r) => self.repaired.push((owner, r)),
+                Ok(r) => {
+                    // Keep tracking it (we snoop our own traffic too), so a backup that
+                    // joins later can be given its state.
+                    sn.table
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .adopt(snap);
+                    self.repaired.push((owner, r))
+                }
                 Err(e) => {
                     warn!(local = %snap.tuple.local, remote = %snap.tuple.remote, "TCP_REPAIR restore: {e}");
                     self.conns.unrestorable += 1;
@@ -716,7 +786,11 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
                 io.registry.discard(owner);
             }
-            Action::ConnState { from, .. } => debug!(%from, "conn-state"),
+            Action::ConnState { from, state } => io.adopt(from, &state),
+            Action::Event(Event::PeerUp { node: peer, .. }) => {
+                debug!(node = name, %peer, "peer up");
+                io.sync_peer(node, peer);
+            }
             Action::Event(Event::Eligible) if io.isolated => {
                 // Back on the link and re-synchronised: whatever we still hold (nobody fenced
                 // us), we answer for again.

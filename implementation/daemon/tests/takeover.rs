@@ -371,3 +371,75 @@ fn five_kill_restore_cycles_alternating_nodes() {
     let first = event_ts(&s.events, "power-off", "a");
     assert_no_reset_after(&frames, first);
 }
+
+/// One connection lives through five kill/restore cycles, alternating which node dies: the
+/// node that comes back never saw the connection's handshake, and learns it from the holder's
+/// CONN-STATE (then snoops it from there), so it can assume it at the next failure.
+#[test]
+fn one_connection_survives_five_alternating_cycles() {
+    need_root!();
+    let _serial = serial();
+    let dir = run_dir("five-cycles-one-connection");
+    let mut c = up(&dir, takeover_cluster_on(&dir, "echo", 7, true));
+    wait_ready(&c, &["a", "b"]);
+    // About 3 MB/s for 8 s: long enough for every cycle, small enough in flight to sync.
+    let h = c.start_client("client", stream(24 << 20, 5000, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut victims = Vec::new();
+    for cycle in 0..5 {
+        let holder = ["a", "b"]
+            .into_iter()
+            .find(|n| {
+                status(&c, n).is_some_and(|s| {
+                    s["groups"].as_array().is_some_and(|g| {
+                        g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true)
+                    })
+                })
+            })
+            .expect("someone holds 198.18.0.10");
+        let other = if holder == "a" { "b" } else { "a" };
+        if cycle > 0 {
+            // The restored node got the connection's state from the holder.
+            wait_until(
+                "the restored node tracks the connection",
+                Duration::from_secs(5),
+                || {
+                    status(&c, other)
+                        .is_some_and(|s| s["connections"]["adopted"].as_u64() > Some(0))
+                },
+            );
+        }
+        victims.push(holder);
+        c.fault(&Fault::PowerOff {
+            node: holder.into(),
+        })
+        .unwrap();
+        wait_until(
+            "the other node assumed the connection",
+            Duration::from_secs(5),
+            || status(&c, other).is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0)),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        c.fault(&Fault::PowerOn {
+            node: holder.into(),
+        })
+        .unwrap();
+        wait_until(
+            "the restored node is eligible",
+            Duration::from_secs(10),
+            || status(&c, holder).is_some_and(|s| s["eligible"] == true),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        victims,
+        ["a", "b", "a", "b", "a"],
+        "the node that dies alternates"
+    );
+    let rep = h.wait().unwrap();
+    assert!(rep.intact(), "{}", rep.summary());
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let first = event_ts(&s.events, "power-off", "a");
+    assert_no_reset_after(&frames, first);
+}

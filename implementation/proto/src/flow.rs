@@ -11,11 +11,12 @@
 //! Pure code: no sockets, no clock. Frames are parsed with bounds checks; anything malformed or
 //! uninteresting is ignored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::app::{App, Replica};
-use crate::wire::FourTuple;
+use crate::policy::{Epoch, NodeId};
+use crate::wire::{ConnState, FourTuple};
 
 /// A parsed TCP segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,6 +305,102 @@ impl Flow {
     }
 }
 
+impl Flow {
+    /// A flow joined mid-stream from a transferred [`Snapshot`] (a late backup's CONN-STATE,
+    /// or a connection this node just re-created): stream offsets start at `snd_una` for the
+    /// output and at `rcv_nxt` for the client's bytes.
+    pub fn from_snapshot(snap: &Snapshot, app: Box<dyn App>) -> Self {
+        let mut output = snap.sent.clone();
+        output.extend_from_slice(&snap.unsent);
+        let mut pending = BTreeMap::new();
+        if !snap.received.is_empty() {
+            pending.insert(0, snap.received.clone());
+        }
+        Self {
+            tuple: snap.tuple,
+            state: FlowState::Established,
+            complete: true,
+            client_isn: snap.rcv_nxt.wrapping_sub(1),
+            server_isn: snap.snd_una.wrapping_sub(1),
+            client_mss: snap.mss,
+            client_wscale: snap.wscale.then_some(snap.snd_wscale),
+            server_wscale: snap.wscale.then_some(snap.rcv_wscale),
+            sack: snap.sack,
+            timestamps: snap.timestamps,
+            server_nxt: snap.snd_una.wrapping_add(snap.sent.len() as u32),
+            server_ack: snap.rcv_nxt,
+            client_ack: snap.snd_una,
+            client_nxt: snap.rcv_nxt.wrapping_add(snap.received.len() as u32),
+            client_window: (snap.snd_wnd >> snap.snd_wscale).min(u16::MAX as u32) as u16,
+            server_window: (snap.rcv_wnd >> snap.rcv_wscale).min(u16::MAX as u32) as u16,
+            server_tsval: snap.ts_val,
+            client_tsval: snap.ts_ecr,
+            pending,
+            replica: Replica::resume(app, &snap.checkpoint, output),
+            hole: false,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The CONN-STATE that carries this snapshot to a peer (for group `owner`, held at
+    /// `epoch`). Output not yet sent follows the sent output in `unacked`; `snd_nxt` marks the
+    /// boundary. Client bytes not yet acknowledged do not travel: the receiver has snooped them.
+    pub fn to_conn_state(&self, owner: NodeId, epoch: Epoch) -> ConnState {
+        let mut unacked = self.sent.clone();
+        unacked.extend_from_slice(&self.unsent);
+        ConnState {
+            owner,
+            epoch,
+            tuple: Some(self.tuple),
+            snd_una: self.snd_una,
+            snd_nxt: self.snd_una.wrapping_add(self.sent.len() as u32),
+            rcv_nxt: self.rcv_nxt,
+            snd_wnd: self.snd_wnd,
+            rcv_wnd: self.rcv_wnd,
+            mss: self.mss,
+            snd_wscale: if self.wscale { self.snd_wscale } else { 0 },
+            rcv_wscale: if self.wscale { self.rcv_wscale } else { 0 },
+            sack: self.sack,
+            timestamps: self.timestamps,
+            ts_val: self.ts_val,
+            ts_ecr: self.ts_ecr,
+            unacked,
+            checkpoint: self.checkpoint.clone(),
+        }
+    }
+
+    /// The snapshot a CONN-STATE carries, or `None` without a tuple or with `snd_nxt` outside
+    /// `unacked`. Window scaling counts as negotiated when either shift is non-zero (with both
+    /// at zero the two are the same on the wire).
+    pub fn from_conn_state(c: &ConnState) -> Option<Self> {
+        let tuple = c.tuple?;
+        let sent = c.snd_nxt.wrapping_sub(c.snd_una) as usize;
+        if sent > c.unacked.len() {
+            return None;
+        }
+        Some(Self {
+            tuple,
+            snd_una: c.snd_una,
+            rcv_nxt: c.rcv_nxt,
+            mss: c.mss,
+            snd_wscale: c.snd_wscale.min(14),
+            rcv_wscale: c.rcv_wscale.min(14),
+            wscale: c.snd_wscale != 0 || c.rcv_wscale != 0,
+            sack: c.sack,
+            timestamps: c.timestamps,
+            ts_val: c.ts_val,
+            ts_ecr: c.ts_ecr,
+            snd_wnd: c.snd_wnd,
+            rcv_wnd: c.rcv_wnd,
+            sent: c.unacked[..sent].to_vec(),
+            unsent: c.unacked[sent..].to_vec(),
+            received: Vec::new(),
+            checkpoint: c.checkpoint.clone(),
+        })
+    }
+}
+
 /// One connection's state for TCP_REPAIR, taken from a [`Flow`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -353,7 +450,14 @@ pub struct FlowTable {
     pub segments: u64,
     /// Segments sent by the services (the owner's side) seen.
     pub server_segments: u64,
+    /// Recent frames of service connections joined mid-stream (no SYN seen), kept so that a
+    /// CONN-STATE adopted later can be brought up to date ([`FlowTable::adopt`]).
+    unknown: HashMap<FourTuple, VecDeque<Vec<u8>>>,
+    unknown_bytes: usize,
 }
+
+/// The most bytes of frames kept for connections not yet known ([`FlowTable::adopt`]).
+pub const UNKNOWN_CAP: usize = 32 << 20;
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -374,6 +478,8 @@ impl FlowTable {
             app,
             segments: 0,
             server_segments: 0,
+            unknown: HashMap::new(),
+            unknown_bytes: 0,
         }
     }
 
@@ -388,14 +494,85 @@ impl FlowTable {
         let Some(s) = parse_tcp(frame) else {
             return;
         };
-        if self.is_service(&s.dst) {
+        let tuple = if self.is_service(&s.dst) {
             self.segments += 1;
             self.client_segment(&s);
+            FourTuple {
+                local: s.dst,
+                remote: s.src,
+            }
         } else if self.is_service(&s.src) {
             self.segments += 1;
             self.server_segments += 1;
             self.server_segment(&s);
+            FourTuple {
+                local: s.src,
+                remote: s.dst,
+            }
+        } else {
+            return;
+        };
+        if s.syn || self.flows.contains_key(&tuple) {
+            return;
         }
+        // Mid-stream, and not (yet) known: keep the frame for a CONN-STATE to come.
+        if s.rst || s.fin {
+            if let Some(q) = self.unknown.remove(&tuple) {
+                self.unknown_bytes -= q.iter().map(Vec::len).sum::<usize>();
+            }
+            return;
+        }
+        self.unknown
+            .entry(tuple)
+            .or_default()
+            .push_back(frame.to_vec());
+        self.unknown_bytes += frame.len();
+        while self.unknown_bytes > UNKNOWN_CAP {
+            // Drop the oldest frame of the biggest backlog.
+            let Some(k) = self
+                .unknown
+                .iter()
+                .max_by_key(|(_, q)| q.len())
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            let q = self.unknown.get_mut(&k).expect("listed");
+            match q.pop_front() {
+                Some(f) => self.unknown_bytes -= f.len(),
+                None => {
+                    self.unknown.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Starts tracking a connection from a snapshot (a late backup's CONN-STATE, or one this
+    /// node re-created), then replays the frames kept for it since it was first seen, so the
+    /// flow is as current as if it had been tracked all along. A connection already tracked
+    /// with its handshake is left alone.
+    pub fn adopt(&mut self, snap: &Snapshot) {
+        if self.flows.get(&snap.tuple).is_some_and(|f| f.complete) {
+            return;
+        }
+        self.flows
+            .insert(snap.tuple, Flow::from_snapshot(snap, (self.app)()));
+        if let Some(q) = self.unknown.remove(&snap.tuple) {
+            self.unknown_bytes -= q.iter().map(Vec::len).sum::<usize>();
+            for f in q {
+                self.observe(&f);
+            }
+        }
+    }
+
+    /// Snapshots of every restorable connection to the given addresses, which stay tracked:
+    /// what a holder sends a late backup.
+    pub fn snapshots(&self, addrs: &[IpAddr]) -> Vec<Snapshot> {
+        self.flows
+            .values()
+            .filter(|f| addrs.contains(&f.tuple.local.ip()))
+            .filter_map(Flow::snapshot)
+            .collect()
     }
 
     fn client_segment(&mut self, s: &Segment<'_>) {
@@ -457,10 +634,17 @@ impl FlowTable {
             if seq_after(end, f.client_nxt) {
                 f.client_nxt = end;
             }
-            // Keep only what the server has not acknowledged yet.
+            // Keep only what the server has not acknowledged yet (a segment that straddles
+            // `server_ack` keeps its tail).
             if seq_after(end, f.server_ack) {
-                let off = s.seq.wrapping_sub(f.client_isn.wrapping_add(1));
-                f.pending.entry(off).or_insert_with(|| s.payload.to_vec());
+                let (seq, payload) = if seq_after(f.server_ack, s.seq) {
+                    let skip = f.server_ack.wrapping_sub(s.seq) as usize;
+                    (f.server_ack, &s.payload[skip..])
+                } else {
+                    (s.seq, s.payload)
+                };
+                let off = seq.wrapping_sub(f.client_isn.wrapping_add(1));
+                f.pending.entry(off).or_insert_with(|| payload.to_vec());
             }
         }
     }
@@ -540,6 +724,13 @@ impl FlowTable {
             .filter(|t| addrs.contains(&t.local.ip()))
             .copied()
             .collect();
+        self.unknown.retain(|t, q| {
+            let drop = addrs.contains(&t.local.ip());
+            if drop {
+                self.unknown_bytes -= q.iter().map(Vec::len).sum::<usize>();
+            }
+            !drop
+        });
         for k in keys {
             let f = self.flows.remove(&k).expect("listed");
             match f.state {
@@ -770,6 +961,118 @@ mod tests {
         let (ok, lost) = t.take_over(&["198.18.0.10".parse().unwrap()]);
         assert_eq!((ok.len(), lost.len()), (1, 0));
         assert!(t.is_empty());
+    }
+
+    /// A backup that starts snooping mid-stream adopts the holder's CONN-STATE and ends up
+    /// with exactly the holder's snapshot, although frames crossed the state on the wire.
+    #[test]
+    fn a_late_backup_adopts_conn_state_and_catches_up() {
+        let mut holder = table();
+        let mut late = table();
+        let (cisn, sisn) = (1000u32, 5000u32);
+        let mut frames = vec![
+            frame(C, S, cisn, 0, SYN, 64240, &syn_opts(1460, 7, 100), b""),
+            frame(
+                S,
+                C,
+                sisn,
+                cisn + 1,
+                SYN | ACK,
+                65160,
+                &syn_opts(1400, 9, 200),
+                b"",
+            ),
+            frame(C, S, cisn + 1, sisn + 1, ACK, 502, &ts(101, 200), b""),
+            frame(
+                C,
+                S,
+                cisn + 1,
+                sisn + 1,
+                ACK | PSH,
+                502,
+                &ts(102, 200),
+                b"hello ",
+            ),
+            frame(
+                S,
+                C,
+                sisn + 1,
+                cisn + 7,
+                ACK | PSH,
+                509,
+                &ts(201, 102),
+                b"hello ",
+            ),
+        ];
+        // The late backup starts here: it sees the rest, but not the handshake.
+        let late_from = frames.len();
+        frames.push(frame(
+            C,
+            S,
+            cisn + 7,
+            sisn + 7,
+            ACK | PSH,
+            502,
+            &ts(103, 201),
+            b"world",
+        ));
+        // The holder snapshots here; these frames cross the CONN-STATE on the wire.
+        let snap_at = frames.len();
+        frames.push(frame(
+            S,
+            C,
+            sisn + 7,
+            cisn + 12,
+            ACK | PSH,
+            509,
+            &ts(202, 103),
+            b"wor",
+        ));
+        frames.push(frame(
+            C,
+            S,
+            cisn + 12,
+            sisn + 10,
+            ACK | PSH,
+            502,
+            &ts(104, 202),
+            b"!!",
+        ));
+        for (i, f) in frames.iter().enumerate() {
+            if i == snap_at {
+                let snaps = holder.snapshots(&[S.parse::<SocketAddr>().unwrap().ip()]);
+                assert_eq!(snaps.len(), 1);
+                let wire = snaps[0].to_conn_state(NodeId(1), Epoch::default());
+                let back = Snapshot::from_conn_state(&wire).unwrap();
+                assert_eq!((back.sent.len(), back.unsent.len()), (0, 0), "{back:?}");
+                late.adopt(&back);
+            }
+            holder.observe(f);
+            if i >= late_from {
+                late.observe(f);
+            }
+        }
+        let ip = S.parse::<SocketAddr>().unwrap().ip();
+        let (want, _) = holder.take_over(&[ip]);
+        let (got, lost) = late.take_over(&[ip]);
+        assert!(lost.is_empty());
+        assert_eq!(got.len(), 1);
+        let (w, g) = (&want[0], &got[0]);
+        assert_eq!((g.snd_una, g.rcv_nxt), (w.snd_una, w.rcv_nxt));
+        assert_eq!(
+            (g.sent.as_slice(), g.unsent.as_slice()),
+            (&b""[..], &b"ld"[..])
+        );
+        assert_eq!(
+            (&g.sent, &g.unsent, &g.received),
+            (&w.sent, &w.unsent, &w.received)
+        );
+        assert_eq!(g.received, b"!!");
+        assert_eq!((g.ts_val, g.ts_ecr, g.mss), (w.ts_val, w.ts_ecr, w.mss));
+        assert_eq!(
+            (g.snd_wscale, g.rcv_wscale, g.sack),
+            (w.snd_wscale, w.rcv_wscale, w.sack)
+        );
     }
 
     #[test]
