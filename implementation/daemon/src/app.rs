@@ -104,6 +104,19 @@ impl Registry {
         }
     }
 
+    /// Puts every connection of `owner`'s group into repair mode, so that nothing more of it
+    /// leaves this node, and keeps the sockets (they still exist, so nothing that arrives for
+    /// them is answered with a reset) until [`Registry::discard`].
+    pub fn freeze(&self, owner: NodeId) -> usize {
+        let m = self.lock();
+        let mut n = 0;
+        for e in m.values().filter(|e| e.owner == owner) {
+            let _ = guardian::freeze(e.fd);
+            n += 1;
+        }
+        n
+    }
+
     /// Drops every connection of `owner`'s group without a FIN or RST: each socket goes into
     /// repair mode, then its task (and so the socket) is dropped.
     pub fn discard(&self, owner: NodeId) {
@@ -128,7 +141,7 @@ impl Registry {
             }
         }
         if !gone.is_empty() {
-            info!(%owner, connections = gone.len(), "dropped silently (fenced)");
+            info!(%owner, connections = gone.len(), "dropped silently (repair mode)");
         }
     }
 
@@ -201,5 +214,9 @@ pub async fn serve(mut s: TcpStream, mut app: Box<dyn App>, first: Vec<u8>) {
             }
         }
     }
-    let _ = s.shutdown().await;
+    // A frozen connection (repair mode: fenced, migrating, or handed to the guardian) ends
+    // here too, when a write fails; it must leave without a FIN, which shutdown would send.
+    if !guardian::in_repair(s.as_raw_fd()) {
+        let _ = s.shutdown().await;
+    }
 }

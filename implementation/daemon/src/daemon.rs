@@ -256,6 +256,9 @@ struct Io {
     timing: Option<(Instant, TakeoverTiming)>,
     /// The link went down and our addresses were withdrawn until we are eligible again.
     isolated: bool,
+    /// Groups being migrated back to their owner: their frozen connections are dropped once
+    /// the addresses are released.
+    migrating: std::collections::BTreeSet<NodeId>,
     conns: ConnCounters,
 }
 
@@ -639,6 +642,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         repaired: Vec::new(),
         timing: None,
         isolated: false,
+        migrating: Default::default(),
         conns: ConnCounters::default(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
@@ -756,6 +760,9 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 if let Err(e) = io.release(owner, &addresses, arp).await {
                     warn!("release {owner}: {e:#}");
                 }
+                if io.migrating.remove(&owner) {
+                    io.registry.discard(owner);
+                }
             }
             Action::AssumeConnections {
                 owner,
@@ -778,7 +785,14 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
             Action::HandBack { owner, mode } => {
                 info!(node = name, %owner, ?mode, "hand back");
                 if mode == FailbackMode::Migrate {
-                    // No live connection state moves yet: the addresses go back at once.
+                    // Freeze the group's connections (nothing more leaves here), then hand the
+                    // addresses back; the owner has tracked the connections since it came up
+                    // (CONN-STATE sync and snooping) and re-creates them once we are quiet.
+                    // The frozen sockets are dropped once the address is gone, so nothing that
+                    // arrives meanwhile meets a kernel without the socket.
+                    let n = io.registry.freeze(owner);
+                    info!(node = name, %owner, connections = n, "migrate: frozen");
+                    io.migrating.insert(owner);
                     node.handback_ready(now, owner);
                 }
             }

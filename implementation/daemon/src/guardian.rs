@@ -174,6 +174,23 @@ pub fn freeze(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// Whether a TCP socket is in repair mode (frozen).
+pub fn in_repair(fd: RawFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = 4 as libc::socklen_t;
+    // SAFETY: getsockopt into an int of the given length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            TCP_REPAIR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && v != 0
+}
+
 /// The guardian process: fd 3 is its end of the pair.
 pub fn run(hold_for: Duration) -> anyhow::Result<()> {
     let fd: RawFd = 3;

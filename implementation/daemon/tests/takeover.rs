@@ -443,3 +443,67 @@ fn one_connection_survives_five_alternating_cycles() {
     let first = event_ts(&s.events, "power-off", "a");
     assert_no_reset_after(&frames, first);
 }
+
+/// `migrate` failback: the owner comes back, the holder freezes the live connection and hands
+/// the address back, and the owner re-creates the connection; the client's stream is unbroken
+/// and, after the return, the connection's segments leave the owner again (claims 5, 14, 19).
+#[test]
+fn migrate_failback_moves_a_live_connection_back_to_its_owner() {
+    need_root!();
+    let _serial = serial();
+    let dir = run_dir("migrate-failback");
+    let mut c = up(
+        &dir,
+        takeover_cluster_with(&dir, "echo", 7, true, "migrate"),
+    );
+    wait_ready(&c, &["a", "b"]);
+    let h = c.start_client("client", stream(8 << 20, 5000, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until("b assumed the connection", Duration::from_secs(5), || {
+        status(&c, "b").is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    c.fault(&Fault::PowerOn { node: "a".into() }).unwrap();
+    wait_until(
+        "a took its connection back",
+        Duration::from_secs(10),
+        || status(&c, "a").is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0)),
+    );
+    let rep = h.wait().unwrap();
+    assert!(rep.intact(), "{}", rep.summary());
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let off = event_ts(&s.events, "power-off", "a");
+    let on = event_ts(&s.events, "power-on", "a");
+    assert_no_reset_after(&frames, off);
+    let vip: SocketAddr = VIP.parse().unwrap();
+    // Data segments from the service address, by the port they entered the switch on.
+    let senders: Vec<(&str, u64)> = frames
+        .iter()
+        .filter(|f| f.inbound)
+        .filter(|f| parse_tcp(&f.data).is_some_and(|t| t.src == vip && !t.payload.is_empty()))
+        .map(|f| (f.iface.as_str(), f.ts_ns))
+        .collect();
+    assert!(
+        senders
+            .iter()
+            .any(|(p, t)| *p == "sw0:b" && *t > off && *t < on),
+        "b served the connection while a was off"
+    );
+    let last = senders.last().expect("segments from the service address");
+    assert_eq!(
+        last.0, "sw0:a",
+        "after its return, a serves the connection again"
+    );
+    // Once a sends again, b never does.
+    let a_back = senders
+        .iter()
+        .find(|(p, t)| *p == "sw0:a" && *t > on)
+        .expect("a sends after its return")
+        .1;
+    assert!(
+        !senders.iter().any(|(p, t)| *p == "sw0:b" && *t > a_back),
+        "b sent after a had taken the connection back"
+    );
+}

@@ -185,6 +185,17 @@ pub fn takeover_cluster(dir: &Path, application: &str, port: u16) -> Topology {
 
 /// The same, on a hub (every node sees all traffic, so each backs the other up) when `hub`.
 pub fn takeover_cluster_on(dir: &Path, application: &str, port: u16, hub: bool) -> Topology {
+    takeover_cluster_with(dir, application, port, hub, "none")
+}
+
+/// The same, with the given failback mode.
+pub fn takeover_cluster_with(
+    dir: &Path,
+    application: &str,
+    port: u16,
+    hub: bool,
+    failback: &str,
+) -> Topology {
     let cluster = format!(
         r#"cluster_id = 5
 key = "takeover test key"
@@ -193,7 +204,7 @@ interface = "eth0"
 [defaults]
 heartbeat_ms = 10
 miss_count = 3
-failback = "none"
+failback = "{failback}"
 application = "{application}"
 ports = [{port}, {port}]
 [[node]]
