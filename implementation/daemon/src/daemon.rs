@@ -352,7 +352,18 @@ impl Io {
         let cap = Duration::from_millis(self.me.ownership.policy.heartbeat_ms as u64).min(step * 4);
         let server_segments = || sn.table.lock().map(|t| t.server_segments).unwrap_or(0);
         let mut waited = Duration::ZERO;
+        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
+        // Nothing to quiesce (at boot, or a group without connections): no wait, so that the
+        // event loop, and our heartbeats, are not held up for nothing.
+        let idle = !sn
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tracks(&ips);
         loop {
+            if idle {
+                break;
+            }
             let before = server_segments();
             tokio::time::sleep(step).await;
             waited += step;

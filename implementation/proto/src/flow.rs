@@ -565,6 +565,14 @@ impl FlowTable {
         }
     }
 
+    /// Whether any live connection to the given addresses is tracked (if none, a takeover has
+    /// nothing to wait for).
+    pub fn tracks(&self, addrs: &[IpAddr]) -> bool {
+        self.flows
+            .values()
+            .any(|f| f.state != FlowState::Closed && addrs.contains(&f.tuple.local.ip()))
+    }
+
     /// Snapshots of every restorable connection to the given addresses, which stay tracked:
     /// what a holder sends a late backup.
     pub fn snapshots(&self, addrs: &[IpAddr]) -> Vec<Snapshot> {
