@@ -115,6 +115,12 @@ pub struct Repaired {
     pub checkpoint: Vec<u8>,
 }
 
+impl std::os::fd::AsFd for Repaired {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// Re-creates a connection in repair mode (steps 1-7). Nothing reaches the wire.
 pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
     let local = s.tuple.local;
@@ -276,19 +282,22 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
             &TCP_RECV_QUEUE,
             "TCP_REPAIR_QUEUE recv",
         )?;
-        // SAFETY: send from a live buffer; in repair mode with the receive queue selected, the
-        // bytes are queued as received.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                s.received.as_ptr().cast(),
-                s.received.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("receive queue: {e}")));
+        // The kernel queues at most MAX_SKB_FRAGS (17) pages per call (tcp_send_rcvq) and says
+        // how much it took: send until all of it is queued.
+        let mut at = 0;
+        while at < s.received.len() {
+            let rest = &s.received[at..];
+            // SAFETY: send from a live buffer; in repair mode with the receive queue selected,
+            // the bytes are queued as received.
+            let n = unsafe { libc::send(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return Err(io::Error::new(e.kind(), format!("receive queue: {e}")));
+            }
+            if n == 0 {
+                return Err(io::Error::other("receive queue: the kernel took no bytes"));
+            }
+            at += n as usize;
         }
     }
     // Step 7: struct tcp_repair_window { snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup }.
