@@ -259,6 +259,8 @@ struct Io {
     /// Groups being migrated back to their owner: their frozen connections are dropped once
     /// the addresses are released.
     migrating: std::collections::BTreeSet<NodeId>,
+    /// Each peer's boot epoch when we last synced it.
+    peer_boots: BTreeMap<NodeId, u32>,
     conns: ConnCounters,
 }
 
@@ -654,6 +656,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         timing: None,
         isolated: false,
         migrating: Default::default(),
+        peer_boots: BTreeMap::new(),
         conns: ConnCounters::default(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
@@ -812,9 +815,16 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 io.registry.discard(owner);
             }
             Action::ConnState { from, state } => io.adopt(from, &state),
-            Action::Event(Event::PeerUp { node: peer, .. }) => {
-                debug!(node = name, %peer, "peer up");
-                io.sync_peer(node, peer);
+            Action::Event(Event::PeerUp {
+                node: peer,
+                boot_epoch,
+            }) => {
+                debug!(node = name, %peer, boot_epoch, "peer up");
+                // Only a peer that (re)booted lacks our connections: one that was merely out
+                // of touch (declared dead, then heard again) kept snooping them.
+                if io.peer_boots.insert(peer, boot_epoch) != Some(boot_epoch) {
+                    io.sync_peer(node, peer);
+                }
             }
             Action::Event(Event::Eligible) if io.isolated => {
                 // Back on the link and re-synchronised: whatever we still hold (nobody fenced
