@@ -312,6 +312,30 @@ fn the_stream_application_and_the_download_workload_agree() {
     }
 }
 
+/// The node that holds 198.18.0.10 now.
+fn holder_of_vip(c: &holdfast_harness::Cluster) -> &'static str {
+    ["a", "b"]
+        .into_iter()
+        .find(|n| {
+            status(c, n).is_some_and(|s| {
+                s["groups"]
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true))
+            })
+        })
+        .expect("someone holds 198.18.0.10")
+}
+
+/// Powers `node` on and waits until its daemon is eligible to assume.
+fn power_on_until_eligible(c: &mut holdfast_harness::Cluster, node: &str) {
+    c.fault(&Fault::PowerOn { node: node.into() }).unwrap();
+    wait_until(
+        "the restored node is eligible",
+        Duration::from_secs(10),
+        || status(c, node).is_some_and(|s| s["eligible"] == true),
+    );
+}
+
 /// Five kill/restore cycles, alternating which node dies: each time, a stream open on the
 /// holder survives the power-off, and the node that died comes back as the other's backup.
 #[test]
@@ -324,16 +348,7 @@ fn five_kill_restore_cycles_alternating_nodes() {
     let mut victims = Vec::new();
     for cycle in 0..5 {
         // Whoever holds the address now is the one to kill.
-        let holder = ["a", "b"]
-            .into_iter()
-            .find(|n| {
-                status(&c, n).is_some_and(|s| {
-                    s["groups"].as_array().is_some_and(|g| {
-                        g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true)
-                    })
-                })
-            })
-            .expect("someone holds 198.18.0.10");
+        let holder = holder_of_vip(&c);
         victims.push(holder);
         let h = c
             .start_client("client", stream(3_000_000, 1000, 1))
@@ -349,15 +364,7 @@ fn five_kill_restore_cycles_alternating_nodes() {
             "cycle {cycle} (killed {holder}): {}",
             rep.summary()
         );
-        c.fault(&Fault::PowerOn {
-            node: holder.into(),
-        })
-        .unwrap();
-        wait_until(
-            "the restored node is eligible",
-            Duration::from_secs(10),
-            || status(&c, holder).is_some_and(|s| s["eligible"] == true),
-        );
+        power_on_until_eligible(&mut c, holder);
         // Let the restored node see the next connection's handshake.
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -387,16 +394,7 @@ fn one_connection_survives_five_alternating_cycles() {
     std::thread::sleep(Duration::from_millis(200));
     let mut victims = Vec::new();
     for cycle in 0..5 {
-        let holder = ["a", "b"]
-            .into_iter()
-            .find(|n| {
-                status(&c, n).is_some_and(|s| {
-                    s["groups"].as_array().is_some_and(|g| {
-                        g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true)
-                    })
-                })
-            })
-            .expect("someone holds 198.18.0.10");
+        let holder = holder_of_vip(&c);
         let other = if holder == "a" { "b" } else { "a" };
         if cycle > 0 {
             // The restored node got the connection's state from the holder.
@@ -420,15 +418,7 @@ fn one_connection_survives_five_alternating_cycles() {
             || status(&c, other).is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0)),
         );
         std::thread::sleep(Duration::from_millis(300));
-        c.fault(&Fault::PowerOn {
-            node: holder.into(),
-        })
-        .unwrap();
-        wait_until(
-            "the restored node is eligible",
-            Duration::from_secs(10),
-            || status(&c, holder).is_some_and(|s| s["eligible"] == true),
-        );
+        power_on_until_eligible(&mut c, holder);
         std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(
