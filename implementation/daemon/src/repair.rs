@@ -97,6 +97,27 @@ fn sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (ss, len as libc::socklen_t)
 }
 
+/// Calls `bind` or `connect` on `fd` with `addr`.
+fn with_sockaddr(
+    fd: &OwnedFd,
+    addr: &SocketAddr,
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+    what: &str,
+) -> io::Result<()> {
+    let (sa, len) = sockaddr(addr);
+    // SAFETY: `sa` is a filled sockaddr of length `len`, alive for the call.
+    check(
+        unsafe {
+            call(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        },
+        what,
+    )
+}
+
 fn check(r: libc::c_int, what: &str) -> io::Result<()> {
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -188,31 +209,9 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
         &s.rcv_nxt,
         "TCP_QUEUE_SEQ recv",
     )?;
-    // Step 3.
-    let (la, ll) = sockaddr(&local);
-    // SAFETY: bind with a filled sockaddr of the right length.
-    check(
-        unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&la as *const libc::sockaddr_storage).cast(),
-                ll,
-            )
-        },
-        "bind",
-    )?;
-    let (ra, rl) = sockaddr(&s.tuple.remote);
-    // SAFETY: connect with a filled sockaddr; in repair mode no SYN is sent.
-    check(
-        unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&ra as *const libc::sockaddr_storage).cast(),
-                rl,
-            )
-        },
-        "connect (repair)",
-    )?;
+    // Step 3: bind, then connect (in repair mode no SYN is sent).
+    with_sockaddr(&fd, &local, libc::bind, "bind")?;
+    with_sockaddr(&fd, &s.tuple.remote, libc::connect, "connect (repair)")?;
     // Step 4: struct tcp_repair_opt { u32 opt_code; u32 opt_val; }.
     let mut opts: Vec<[u32; 2]> = vec![[TCPOPT_MSS, s.mss as u32]];
     if s.wscale {
