@@ -46,24 +46,21 @@ pub fn up(test: &str, topo: Topology) -> Cluster {
     Cluster::up(topo, options(test)).unwrap_or_else(|e| panic!("up: {e}"))
 }
 
-/// One captured frame.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub iface: String,
-    pub ts_ns: u64,
-    /// true: the node sent it into the switch; false: the switch delivered it to the node.
-    pub inbound: bool,
-    pub data: Vec<u8>,
-}
+/// One captured frame: the harness's own type, read back with `pcap-file`.
+pub use holdfast_harness::capture::Frame;
 
-impl Frame {
-    pub fn src_mac(&self) -> [u8; 6] {
-        self.data[6..12].try_into().unwrap()
+/// What these tests read out of a captured frame.
+pub trait FrameExt {
+    /// The Ethernet frame.
+    fn bytes(&self) -> &[u8];
+
+    fn src_mac(&self) -> [u8; 6] {
+        self.bytes()[6..12].try_into().unwrap()
     }
 
     /// (src, dst, flags) of a TCP segment over IPv4/IPv6.
-    pub fn tcp(&self) -> Option<TcpSeg> {
-        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+    fn tcp(&self) -> Option<TcpSeg> {
+        let p = etherparse::SlicedPacket::from_ethernet(self.bytes()).ok()?;
         let (src, dst) = match p.net? {
             etherparse::NetSlice::Ipv4(ip) => (
                 std::net::IpAddr::from(ip.header().source_addr()),
@@ -89,11 +86,17 @@ impl Frame {
         }
     }
 
-    pub fn is_udp_to_port(&self, port: u16) -> bool {
+    fn is_udp_to_port(&self, port: u16) -> bool {
         matches!(
-            etherparse::SlicedPacket::from_ethernet(&self.data).ok().and_then(|p| p.transport),
+            etherparse::SlicedPacket::from_ethernet(self.bytes()).ok().and_then(|p| p.transport),
             Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == port
         )
+    }
+}
+
+impl FrameExt for Frame {
+    fn bytes(&self) -> &[u8] {
+        &self.data
     }
 }
 
@@ -111,16 +114,7 @@ pub struct TcpSeg {
 /// Reads a pcapng file: every frame with its interface name.
 pub fn read_pcap(path: &Path) -> Vec<Frame> {
     // The harness's reader (pcap-file underneath), not our writer.
-    holdfast_harness::capture::read(path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|f| Frame {
-            iface: f.iface,
-            ts_ns: f.ts_ns,
-            inbound: f.inbound,
-            data: f.data,
-        })
-        .collect()
+    holdfast_harness::capture::read(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The time of the first event of a kind (and node).

@@ -88,33 +88,22 @@ pub fn wait_ready(c: &Cluster, nodes: &[&str]) {
     }
 }
 
-/// One captured frame.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub iface: String,
-    pub ts_ns: u64,
-    pub inbound: bool,
-    pub data: Vec<u8>,
-}
+/// One captured frame: the harness's own type, read back with `pcap-file`.
+pub use holdfast_harness::capture::Frame;
 
 pub fn read_pcap(path: &Path) -> Vec<Frame> {
     // The harness's reader (pcap-file underneath), not our writer.
-    holdfast_harness::capture::read(path)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|f| Frame {
-            iface: f.iface,
-            ts_ns: f.ts_ns,
-            inbound: f.inbound,
-            data: f.data,
-        })
-        .collect()
+    holdfast_harness::capture::read(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Frame {
+/// What these tests read out of a captured frame.
+pub trait FrameExt {
+    /// The Ethernet frame.
+    fn bytes(&self) -> &[u8];
+
     /// A control-protocol message in this frame (UDP port 5405), decoded with holdfast-proto.
-    pub fn control(&self) -> Option<Message> {
-        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+    fn control(&self) -> Option<Message> {
+        let p = etherparse::SlicedPacket::from_ethernet(self.bytes()).ok()?;
         match p.transport? {
             etherparse::TransportSlice::Udp(u) if u.destination_port() == 5405 => {
                 let pk = Packet::new_checked(u.payload()).ok()?;
@@ -125,8 +114,8 @@ impl Frame {
     }
 
     /// (sender MAC, sender IP, is announcement) of an ARP packet.
-    pub fn arp(&self) -> Option<([u8; 6], IpAddr, bool, bool)> {
-        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+    fn arp(&self) -> Option<([u8; 6], IpAddr, bool, bool)> {
+        let p = etherparse::SlicedPacket::from_ethernet(self.bytes()).ok()?;
         let Some(etherparse::NetSlice::Arp(a)) = p.net else {
             return None;
         };
@@ -138,8 +127,8 @@ impl Frame {
     }
 
     /// The target of an unsolicited neighbour advertisement.
-    pub fn unsolicited_na(&self) -> Option<IpAddr> {
-        let p = etherparse::SlicedPacket::from_ethernet(&self.data).ok()?;
+    fn unsolicited_na(&self) -> Option<IpAddr> {
+        let p = etherparse::SlicedPacket::from_ethernet(self.bytes()).ok()?;
         let Some(etherparse::TransportSlice::Icmpv6(i)) = p.transport else {
             return None;
         };
@@ -153,8 +142,8 @@ impl Frame {
         Some(IpAddr::from(target))
     }
 
-    pub fn tcp_from(&self, src: SocketAddr) -> bool {
-        let Ok(p) = etherparse::SlicedPacket::from_ethernet(&self.data) else {
+    fn tcp_from(&self, src: SocketAddr) -> bool {
+        let Ok(p) = etherparse::SlicedPacket::from_ethernet(self.bytes()) else {
             return false;
         };
         let ip = match p.net {
@@ -163,6 +152,12 @@ impl Frame {
             _ => return false,
         };
         matches!(p.transport, Some(etherparse::TransportSlice::Tcp(t)) if ip == src.ip() && t.source_port() == src.port())
+    }
+}
+
+impl FrameExt for Frame {
+    fn bytes(&self) -> &[u8] {
+        &self.data
     }
 }
 
