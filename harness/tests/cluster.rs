@@ -532,13 +532,11 @@ fn loss_drops_the_given_fraction() {
     );
 }
 
-#[test]
-fn a_node_on_a_killed_run_is_cleaned() {
-    need_root!();
-    let dir = run_dir("killed");
+/// `holdfast-harness up basic.toml --run-dir DIR` in a child process: the run's id and record.
+fn cli_up(dir: &std::path::Path) -> (String, RunRecord) {
     let out = std::process::Command::new(harness_bin())
         .args(["up", "harness/tests/topologies/basic.toml", "--run-dir"])
-        .arg(&dir)
+        .arg(dir)
         .current_dir(root())
         .output()
         .unwrap();
@@ -549,6 +547,14 @@ fn a_node_on_a_killed_run_is_cleaned() {
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let rec = RunRecord::load(&id).unwrap();
+    (id, rec)
+}
+
+#[test]
+fn a_node_on_a_killed_run_is_cleaned() {
+    need_root!();
+    let dir = run_dir("killed");
+    let (id, rec) = cli_up(&dir);
     let inodes: Vec<u64> = rec
         .namespaces
         .iter()
@@ -601,19 +607,7 @@ fn cli_up_exec_fault_down() {
             .output()
             .unwrap()
     };
-    let out = std::process::Command::new(&bin)
-        .args(["up", "harness/tests/topologies/basic.toml", "--run-dir"])
-        .arg(&dir)
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let rec = RunRecord::load(&id).unwrap();
+    let (id, rec) = cli_up(&dir);
     let bin_s = bin.to_str().unwrap();
     let stream = |expect_ok: bool| {
         let mut last = None;
