@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use holdfast_proto::app::App;
 use holdfast_proto::policy::NodeId;
+use holdfast_proto::wire::FourTuple;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
@@ -22,6 +23,7 @@ use crate::guardian::{self, Guardian};
 
 struct Entry {
     owner: NodeId,
+    tuple: Option<FourTuple>,
     fd: RawFd,
     abort: Option<tokio::task::AbortHandle>,
 }
@@ -72,6 +74,13 @@ impl Registry {
                     .and_then(|a| self.owner_of.get(&canonical(a.ip())).copied())
             })
             .unwrap_or_default();
+        let tuple = match (s.local_addr(), s.peer_addr()) {
+            (Ok(l), Ok(r)) => Some(FourTuple {
+                local: std::net::SocketAddr::new(canonical(l.ip()), l.port()),
+                remote: std::net::SocketAddr::new(canonical(r.ip()), r.port()),
+            }),
+            _ => None,
+        };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let fd = s.as_raw_fd();
         if let Some(g) = &self.guardian
@@ -83,6 +92,7 @@ impl Registry {
             id,
             Entry {
                 owner,
+                tuple,
                 fd,
                 abort: None,
             },
@@ -143,6 +153,18 @@ impl Registry {
         if !gone.is_empty() {
             info!(%owner, connections = gone.len(), "dropped silently (repair mode)");
         }
+    }
+
+    /// The live connections of `owner`'s group, sorted.
+    pub fn connections(&self, owner: NodeId) -> Vec<FourTuple> {
+        let mut v: Vec<FourTuple> = self
+            .lock()
+            .values()
+            .filter(|e| e.owner == owner)
+            .filter_map(|e| e.tuple)
+            .collect();
+        v.sort();
+        v
     }
 
     /// Tells the guardian about an address this node holds or no longer holds.

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use holdfast_proto::node::{Action, Command, Config, Dest, Event, Node};
 use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId, OwnedAddress};
 use holdfast_proto::time::Time;
-use holdfast_proto::wire::Packet;
+use holdfast_proto::wire::{FourTuple, Packet, Scope};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
@@ -28,6 +28,7 @@ use crate::config::{ClusterConfig, NodeConfig};
 use crate::netio::{self, IfInfo, Net};
 use crate::repair::{self, Repaired};
 use crate::snoop::Snooper;
+use crate::steer::{Rules, Steer};
 
 /// The status socket's file name in the run directory.
 pub const STATUS_SOCKET: &str = "holdfastd.sock";
@@ -74,6 +75,11 @@ pub struct ConnCounters {
     pub unsynced: u64,
     /// CONN-STATEs received and adopted.
     pub adopted: u64,
+    /// Connections this node forwards in the kernel to the node serving them.
+    pub forwarded: usize,
+    /// Connections served here while another node holds their address (draining after a
+    /// `new-connections` failback, or a `spread` share).
+    pub served_without_address: usize,
     /// The phases of the last takeover.
     pub last_takeover: Option<TakeoverTiming>,
 }
@@ -261,6 +267,14 @@ struct Io {
     migrating: std::collections::BTreeSet<NodeId>,
     /// Each peer's boot epoch when we last synced it.
     peer_boots: BTreeMap<NodeId, u32>,
+    /// Kernel forwarding of connections served elsewhere, for groups we hold.
+    steer: Steer,
+    /// What we forward: (group, serving node) -> connections.
+    forwards: BTreeMap<(NodeId, NodeId), Vec<FourTuple>>,
+    /// Groups whose connections we serve without holding their addresses (on the loopback):
+    /// the addresses, the connections last reported, and whether the owner wants reports
+    /// (a `new-connections` handback).
+    serving: BTreeMap<NodeId, (Vec<IpAddr>, Vec<FourTuple>, bool)>,
     conns: ConnCounters,
 }
 
@@ -271,7 +285,66 @@ impl Io {
             c.tracked = sn.table.lock().map(|t| t.len()).unwrap_or(0);
             c.snoop_drops = sn.drops.load(std::sync::atomic::Ordering::Relaxed);
         }
+        c.forwarded = self.steer.installed();
+        c.served_without_address = self.serving.values().map(|s| s.1.len()).sum();
         c
+    }
+
+    /// Installs the forwarding rules for `self.forwards`, replacing the previous ones.
+    fn apply_forwards(&mut self) {
+        let mut rules = Rules::new();
+        for ((owner, to), tuples) in &self.forwards {
+            match self.peers.get(to) {
+                Some(p) => rules.entry(p.ip()).or_default().extend(tuples.iter().copied()),
+                None => {
+                    warn!(%owner, %to, connections = tuples.len(), "no address known for the node serving these connections: not forwarded")
+                }
+            }
+        }
+        let n: usize = rules.values().map(Vec::len).sum();
+        match self.steer.replace(&rules) {
+            Ok(()) => info!(connections = n, "kernel forwarding updated"),
+            Err(e) => warn!(connections = n, "kernel forwarding: {e}"),
+        }
+    }
+
+    /// Serves `owner`'s connections here without its addresses: they become local on the
+    /// loopback (never announced), and another node forwards their packets here.
+    async fn serve_without_address(&mut self, owner: NodeId, addrs: Vec<IpAddr>, report: bool) {
+        for a in &addrs {
+            if let Err(e) = self.net.add_local(*a).await {
+                warn!("{a} on the loopback: {e:#}");
+            }
+        }
+        let conns = self.registry.connections(owner);
+        self.serving.insert(owner, (addrs, conns, report));
+    }
+
+    /// Now and then: report closed connections of groups served without their addresses, and
+    /// once none is left, take the addresses off the loopback.
+    async fn housekeeping(&mut self, node: &mut Node) {
+        let owners: Vec<NodeId> = self.serving.keys().copied().collect();
+        for owner in owners {
+            let now_live = self.registry.connections(owner);
+            let Some((addrs, last, report)) = self.serving.get_mut(&owner) else {
+                continue;
+            };
+            if *last == now_live && !now_live.is_empty() {
+                continue;
+            }
+            *last = now_live.clone();
+            if *report {
+                node.draining(owner, now_live.clone());
+            }
+            if now_live.is_empty() {
+                let addrs = std::mem::take(addrs);
+                self.serving.remove(&owner);
+                info!(%owner, "no connection left to serve without the address");
+                for a in addrs {
+                    let _ = self.net.del_local(a).await;
+                }
+            }
+        }
     }
 
     /// Sends `peer` (just up: booted, or back) the CONN-STATE of every live connection of
@@ -333,12 +406,24 @@ impl Io {
     /// old owner's side has gone quiet (a frozen node's kernel keeps sending and acknowledging
     /// until then); only then is the snapshot taken. Nothing reaches the new sockets before the
     /// address exists, so the snapshot is final.
-    async fn assume(&mut self, owner: NodeId, addrs: &[OwnedAddress], arp: ArpPolicy) {
+    ///
+    /// Under `spread` (`share` is `(index, of)`), only this node's share is re-created. The
+    /// node with share 0 also holds the addresses and forwards every other share `k` to
+    /// `shares[k]`; the others announce nothing.
+    async fn assume(
+        &mut self,
+        owner: NodeId,
+        addrs: &[OwnedAddress],
+        arp: ArpPolicy,
+        share: Option<(u16, u16)>,
+        shares: &[NodeId],
+    ) {
         let Some(sn) = &self.snooper else {
             return;
         };
         let t0 = Instant::now();
-        if arp != ArpPolicy::None {
+        let announce = share.is_none_or(|(index, _)| index == 0);
+        if arp != ArpPolicy::None && announce {
             let mac = if arp == ArpPolicy::Vmac {
                 addrs.first().map_or(self.iface.mac, |a| a.mac)
             } else {
@@ -381,6 +466,30 @@ impl Io {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take_over(addrs);
+        let (snaps, lost) = match share {
+            Some((index, of)) if of > 1 => {
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    snaps.into_iter().partition(|s| s.tuple.share(of) == index);
+                if index == 0 {
+                    for s in &others {
+                        if let Some(to) = shares.get(s.tuple.share(of) as usize) {
+                            self.forwards
+                                .entry((owner, *to))
+                                .or_default()
+                                .push(s.tuple);
+                        }
+                    }
+                    info!(%owner, mine = mine.len(), forwarded = others.len(), "spread: forwarding the other shares");
+                    self.apply_forwards();
+                }
+                let lost: Vec<FourTuple> = lost.into_iter().filter(|t| t.share(of) == index).collect();
+                (mine, lost)
+            }
+            _ => (snaps, lost),
+        };
+        let Some(sn) = &self.snooper else {
+            return;
+        };
         for t in &lost {
             // Deliberately not re-created: the client's next segment meets no socket and is
             // reset. Never corrupted silently.
@@ -641,6 +750,19 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         }
     };
     let registry = crate::app::Registry::new(guardian, owner_of, app);
+    // Whatever a previous run in this namespace left: forwarding rules, loopback addresses.
+    let mut steer = Steer::new(&cfg.interface, iface.index);
+    if let Err(e) = steer.reset() {
+        warn!("kernel forwarding unavailable (nf_tables netdev): {e}");
+    }
+    for n in cfg.nodes.values() {
+        for a in &n.ownership.addresses {
+            let _ = net.del_local(a.addr).await;
+        }
+    }
+    if let Err(e) = netio::quiet_arp(&cfg.interface) {
+        warn!("{e:#}");
+    }
     let mut io = Io {
         registry: registry.clone(),
         net,
@@ -657,6 +779,9 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         isolated: false,
         migrating: Default::default(),
         peer_boots: BTreeMap::new(),
+        steer,
+        forwards: BTreeMap::new(),
+        serving: BTreeMap::new(),
         conns: ConnCounters::default(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
@@ -669,6 +794,8 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     crate::app::spawn_listeners(ownership.ports, registry)?;
     let mut buf = vec![0u8; 65536];
+    let mut chores = tokio::time::interval(Duration::from_millis(250));
+    chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         apply(&mut node, &mut io, name, now()).await;
         let deadline = node
@@ -718,6 +845,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
                 text.push('\n');
                 tokio::spawn(async move { let _ = s.write_all(text.as_bytes()).await; });
             }
+            _ = chores.tick() => io.housekeeping(&mut node).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -777,27 +905,70 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 if io.migrating.remove(&owner) {
                     io.registry.discard(owner);
                 }
+                // Forwarding is for addresses we hold.
+                let before = io.forwards.len();
+                io.forwards.retain(|(o, _), _| *o != owner);
+                if io.forwards.len() != before {
+                    io.apply_forwards();
+                }
             }
             Action::AssumeConnections {
                 owner,
                 epoch,
                 scope,
+                shares,
             } => {
-                info!(node = name, %owner, %epoch, ?scope, "assume connections");
-                let with_addresses = matches!(
-                    scope,
-                    holdfast_proto::wire::Scope::All
-                        | holdfast_proto::wire::Scope::Share { index: 0, .. }
-                );
-                if with_addresses {
-                    let (addrs, arp) = record(node, owner)
-                        .map(|r| (r.addresses.clone(), r.arp))
-                        .unwrap_or_default();
-                    io.assume(owner, &addrs, arp).await;
+                info!(node = name, %owner, %epoch, ?scope, ?shares, "assume connections");
+                let (addrs, arp) = record(node, owner)
+                    .map(|r| (r.addresses.clone(), r.arp))
+                    .unwrap_or_default();
+                match scope {
+                    Scope::All => io.assume(owner, &addrs, arp, None, &[]).await,
+                    Scope::Share { index: 0, of } => {
+                        io.assume(owner, &addrs, arp, Some((0, of)), &shares)
+                            .await
+                    }
+                    Scope::Share { index, of } => {
+                        // Our share, without the addresses: the holder forwards its packets.
+                        io.assume(owner, &addrs, arp, Some((index, of)), &[]).await;
+                        let ips = addrs.iter().map(|a| a.addr).collect();
+                        io.serve_without_address(owner, ips, false).await;
+                        io.go_live(owner);
+                    }
+                    Scope::Connections(_) => {
+                        warn!(%owner, "assuming single connections is not implemented")
+                    }
                 }
+            }
+            Action::Forward {
+                owner,
+                to,
+                connections,
+            } => {
+                info!(node = name, %owner, %to, connections = connections.len(), "forward");
+                if connections.is_empty() {
+                    io.forwards.remove(&(owner, to));
+                } else {
+                    io.forwards.insert((owner, to), connections);
+                }
+                io.apply_forwards();
             }
             Action::HandBack { owner, mode } => {
                 info!(node = name, %owner, ?mode, "hand back");
+                if mode == FailbackMode::NewConnections {
+                    // The group's connections stay here until they close: make their address
+                    // local on the loopback before it goes (the owner forwards their packets
+                    // here from the moment it takes the address back).
+                    let conns = io.registry.connections(owner);
+                    if !conns.is_empty() {
+                        let ips = record(node, owner)
+                            .map(|r| r.addresses.iter().map(|a| a.addr).collect())
+                            .unwrap_or_default();
+                        io.serve_without_address(owner, ips, true).await;
+                    }
+                    info!(node = name, %owner, connections = conns.len(), "new-connections: draining here");
+                    node.handback_ready(now, owner, conns);
+                }
                 if mode == FailbackMode::Migrate {
                     // Freeze the group's connections (nothing more leaves here), then hand the
                     // addresses back; the owner has tracked the connections since it came up
@@ -807,7 +978,7 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                     let n = io.registry.freeze(owner);
                     info!(node = name, %owner, connections = n, "migrate: frozen");
                     io.migrating.insert(owner);
-                    node.handback_ready(now, owner);
+                    node.handback_ready(now, owner, Vec::new());
                 }
             }
             Action::DiscardStale { owner, epoch } => {

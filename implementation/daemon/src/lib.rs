@@ -2,7 +2,7 @@
 //!
 //! Start with [`daemon::run`]. [`config`] reads the cluster configuration, [`netio`] adds and
 //! removes addresses and watches the link over rtnetlink, [`arp`] announces addresses with
-//! gratuitous ARP and unsolicited neighbour advertisements, [`app`] serves the application.
+//! gratuitous ARP and unsolicited neighbour advertisements, [`app`] serves the application, [`steer`] forwards single connections to another node in the kernel.
 #![warn(missing_docs)]
 
 pub mod app;
@@ -13,3 +13,4 @@ pub mod guardian;
 pub mod netio;
 pub mod repair;
 pub mod snoop;
+pub mod steer;

@@ -130,8 +130,27 @@ impl Net {
         }
     }
 
-    /// Removes an address from whichever interface has it; absent is fine.
+    /// Removes an address from whichever interface has it, except the loopback (see
+    /// [`Net::add_local`]); absent is fine.
     pub async fn del_addr(&self, addr: IpAddr) -> Result<()> {
+        self.del_addr_where(addr, |index| index != LOOPBACK).await
+    }
+
+    /// Makes `addr` local without announcing it anywhere: a host address on the loopback. The
+    /// node then accepts the packets of connections to `addr` that another node forwards to
+    /// it, while that node holds (and answers ARP for) the address. Needs `arp_ignore = 1` and
+    /// `arp_announce = 2` on the cluster interface ([`quiet_arp`]).
+    pub async fn add_local(&self, addr: IpAddr) -> Result<()> {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        self.add_addr(LOOPBACK, addr, prefix).await
+    }
+
+    /// Undoes [`Net::add_local`]; absent is fine.
+    pub async fn del_local(&self, addr: IpAddr) -> Result<()> {
+        self.del_addr_where(addr, |index| index == LOOPBACK).await
+    }
+
+    async fn del_addr_where(&self, addr: IpAddr, on: impl Fn(u32) -> bool) -> Result<()> {
         let mut s = self
             .handle
             .address()
@@ -140,7 +159,7 @@ impl Net {
             .execute();
         let mut found = Vec::new();
         while let Some(m) = s.try_next().await? {
-            if addr_of(&m) == Some(addr) {
+            if addr_of(&m) == Some(addr) && on(m.header.index) {
                 found.push(m);
             }
         }
@@ -205,6 +224,17 @@ impl Net {
         }
         Ok(())
     }
+}
+
+/// The loopback's interface index, the same in every namespace.
+const LOOPBACK: u32 = 1;
+
+/// Keeps the cluster interface from answering ARP for, or sourcing ARP from, addresses that are
+/// not its own (those on the loopback: [`Net::add_local`]), so that a node serving forwarded
+/// connections never draws their address's traffic to itself.
+pub fn quiet_arp(iface: &str) -> Result<()> {
+    sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
+    sysctl(&format!("net.ipv4.conf.{iface}.arp_announce"), "2")
 }
 
 /// Watches the carrier of interface `index`, which was `initial` at start; sends `true`/`false`

@@ -316,14 +316,17 @@ fn the_stream_application_and_the_download_workload_agree() {
 fn holder_of_vip(c: &holdfast_harness::Cluster) -> &'static str {
     ["a", "b"]
         .into_iter()
-        .find(|n| {
-            status(c, n).is_some_and(|s| {
-                s["groups"]
-                    .as_array()
-                    .is_some_and(|g| g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true))
-            })
-        })
+        .find(|n| holds_vip(c, n))
         .expect("someone holds 198.18.0.10")
+}
+
+/// Whether `node` holds a's group (198.18.0.10) now.
+fn holds_vip(c: &holdfast_harness::Cluster, node: &str) -> bool {
+    status(c, node).is_some_and(|s| {
+        s["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true))
+    })
 }
 
 /// Powers `node` on and waits until its daemon is eligible to assume.
@@ -496,4 +499,99 @@ fn migrate_failback_moves_a_live_connection_back_to_its_owner() {
         !senders.iter().any(|(p, t)| *p == "sw0:b" && *t > a_back),
         "b sent after a had taken the connection back"
     );
+}
+
+/// `new-connections` failback: the returning owner takes its address back and answers new
+/// connections from its own MAC, while the connection the assumer holds keeps running there
+/// (the owner forwards its packets in the kernel) until the client closes it; then the
+/// forwarding goes away.
+#[test]
+fn new_connections_failback_keeps_old_connections_on_the_assumer() {
+    need_root!();
+    let _serial = serial();
+    let dir = run_dir("new-connections-failback");
+    let mut c = up(
+        &dir,
+        takeover_cluster_with(&dir, "echo", 7, true, "new-connections"),
+    );
+    wait_ready(&c, &["a", "b"]);
+    let old = c.start_client("client", stream(6 << 20, 5000, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until("b assumed the connection", Duration::from_secs(5), || {
+        status(&c, "b").is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    power_on_until_eligible(&mut c, "a");
+    wait_until(
+        "a holds its address again and forwards the old connection to b",
+        Duration::from_secs(10),
+        || {
+            holds_vip(&c, "a")
+                && status(&c, "a").is_some_and(|s| s["connections"]["forwarded"] == 1)
+        },
+    );
+    let mut fresh = ClientSpec::new(Workload::Request, VIP.parse().unwrap());
+    fresh.count = 20;
+    fresh.stall_timeout_ms = 3000;
+    let new = c.start_client("client", fresh).unwrap();
+    let rep_new = new.wait().unwrap();
+    assert!(rep_new.intact(), "new connection: {}", rep_new.summary());
+    let rep_old = old.wait().unwrap();
+    assert!(rep_old.intact(), "old connection: {}", rep_old.summary());
+    wait_until(
+        "the drained connection is gone from b, and a forwards nothing",
+        Duration::from_secs(10),
+        || {
+            status(&c, "b")
+                .is_some_and(|s| s["connections"]["served_without_address"] == 0)
+                && status(&c, "a").is_some_and(|s| s["connections"]["forwarded"] == 0)
+        },
+    );
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let off = event_ts(&s.events, "power-off", "a");
+    let on = event_ts(&s.events, "power-on", "a");
+    assert_no_reset_after(&frames, off);
+    let vip: SocketAddr = VIP.parse().unwrap();
+    // Segments from the service address after a's return, by connection (client port) and by
+    // the port they entered the switch on.
+    let mut by_conn: std::collections::BTreeMap<u16, std::collections::BTreeSet<&str>> =
+        Default::default();
+    let mut syn_acks = Vec::new();
+    for f in frames.iter().filter(|f| f.inbound && f.ts_ns > on) {
+        if let Some(t) = parse_tcp(&f.data).filter(|t| t.src == vip) {
+            by_conn
+                .entry(t.dst.port())
+                .or_default()
+                .insert(f.iface.as_str());
+            if t.syn {
+                syn_acks.push(f.iface.as_str());
+            }
+        }
+    }
+    assert!(!syn_acks.is_empty(), "new connections after a's return");
+    assert!(
+        syn_acks.iter().all(|p| *p == "sw0:a"),
+        "every new connection is answered by a: {syn_acks:?}"
+    );
+    let old_port = by_conn
+        .iter()
+        .find(|(_, ports)| ports.contains("sw0:b"))
+        .map(|(p, _)| *p)
+        .expect("b kept sending on the old connection after a's return");
+    assert_eq!(
+        by_conn[&old_port].iter().copied().collect::<Vec<_>>(),
+        ["sw0:b"],
+        "only b answers for the old connection after a's return"
+    );
+    for (port, senders) in &by_conn {
+        if *port != old_port {
+            assert_eq!(
+                senders.iter().copied().collect::<Vec<_>>(),
+                ["sw0:a"],
+                "new connection from port {port} served by a alone"
+            );
+        }
+    }
 }

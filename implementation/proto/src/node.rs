@@ -23,7 +23,7 @@ use crate::policy::{ArpPolicy, Assignment, Epoch, FailbackMode, NodeId, OwnedAdd
 use crate::time::Time;
 use crate::wire::{
     Announce, AssumeReply, AssumeRequest, Body, ConnState, DenyReason, FLAG_ELIGIBLE, FLAG_LEAVING,
-    Handback, Holding, Message, MsgType, Reclaim, Scope, TakeoverNotice,
+    FourTuple, Handback, Holding, Message, MsgType, Reclaim, Scope, TakeoverNotice,
 };
 
 /// A node's configuration.
@@ -144,6 +144,10 @@ pub enum Action {
     /// Re-create the owner's connections (those in `scope`) and continue their applications.
     /// Always comes before the `ClaimAddress` of the same takeover: re-create the sockets first
     /// (in repair mode), then the address.
+    ///
+    /// A `Share { index: 0, .. }` comes with the addresses: its node forwards the connections
+    /// of every other share `k` to `shares[k]` (in the kernel, before the address exists). A
+    /// share without the addresses goes live at once; its packets arrive forwarded.
     AssumeConnections {
         /// Whose connections.
         owner: NodeId,
@@ -151,10 +155,25 @@ pub enum Action {
         epoch: Epoch,
         /// Which ones.
         scope: Scope,
+        /// Under `Share`, the node assuming each share, by index (empty otherwise).
+        shares: Vec<NodeId>,
+    },
+    /// Forward the packets of `connections` (to `owner`'s addresses, which this node holds) to
+    /// node `to`, which still serves them; replaces the set forwarded to `to` for this group.
+    /// Comes before the `ClaimAddress` it belongs to.
+    Forward {
+        /// The group.
+        owner: NodeId,
+        /// The node serving the connections.
+        to: NodeId,
+        /// The connections (empty: stop forwarding to `to`).
+        connections: Vec<FourTuple>,
     },
     /// Give a group back to its returning owner. For `Migrate`, freeze each connection, send
     /// its CONN-STATE ([`Node::conn_state`]) and then call [`Node::handback_ready`]. For
-    /// `NewConnections`, keep serving existing connections until they close.
+    /// `NewConnections`, make the group's live connections receivable without the addresses,
+    /// then call [`Node::handback_ready`] with them: they keep being served here until they
+    /// close (report each change with [`Node::draining`]).
     HandBack {
         /// The group's owner.
         owner: NodeId,
@@ -243,6 +262,10 @@ enum Timer {
 }
 const TIMERS: usize = 2;
 
+/// At most this many draining connections are announced in one HANDBACK (it must fit one
+/// datagram, IPv6 included); connections beyond are not forwarded by the owner.
+pub const DRAIN_MAX: usize = 1500;
+
 /// A seeded xorshift generator: randomness is an input, not a source.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -285,8 +308,8 @@ pub struct Node {
     granted: BTreeMap<NodeId, (NodeId, Scope, Time)>,
     /// Failures we already asked about: (owner, the failed holding's epoch).
     asked: BTreeSet<(NodeId, Epoch)>,
-    /// Handbacks waiting for the IO layer (migrate), per owner.
-    handing_back: BTreeMap<NodeId, Epoch>,
+    /// Handbacks waiting for the IO layer, per owner.
+    handing_back: BTreeMap<NodeId, (Epoch, FailbackMode)>,
     /// The last HANDBACK sent per owner, to repeat if the owner asks again.
     handed_back: BTreeMap<NodeId, Handback>,
     /// When we last sent a peer an unsolicited correction (ANNOUNCE or SOLICIT).
@@ -882,12 +905,32 @@ impl Node {
         let _ = now;
     }
 
-    /// The IO layer has frozen and sent every connection of a `Migrate` handback.
-    pub fn handback_ready(&mut self, now: Time, owner: NodeId) {
-        let Some(new_epoch) = self.handing_back.remove(&owner) else {
+    /// The IO layer is ready to hand `owner`'s group back: under `Migrate` it has frozen and
+    /// sent every connection; under `NewConnections`, `draining` are the connections it keeps
+    /// serving (the owner forwards their packets here).
+    pub fn handback_ready(&mut self, now: Time, owner: NodeId, mut draining: Vec<FourTuple>) {
+        let Some((new_epoch, mode)) = self.handing_back.remove(&owner) else {
             return;
         };
-        self.finish_handback(now, owner, new_epoch, FailbackMode::Migrate, 0);
+        draining.truncate(DRAIN_MAX);
+        self.finish_handback(now, owner, new_epoch, mode, draining);
+    }
+
+    /// The connections of `owner`'s handed-back group still draining here changed (some
+    /// closed): the owner is told the new set (it stops forwarding the others).
+    pub fn draining(&mut self, owner: NodeId, mut connections: Vec<FourTuple>) {
+        let Some(h) = self.handed_back.get_mut(&owner) else {
+            return;
+        };
+        if h.mode != FailbackMode::NewConnections
+            || self.groups.get(&owner).is_none_or(|g| g.epoch != h.epoch)
+        {
+            return;
+        }
+        connections.truncate(DRAIN_MAX);
+        h.draining = connections;
+        let h = h.clone();
+        self.send(Dest::Node(owner), Body::Handback(h));
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1115,10 +1158,16 @@ impl Node {
         // claim 1: assume the connection(s) for the failed system. The connections come first:
         // the IO layer re-creates them before the address exists, so that no packet for them
         // ever meets a kernel without their sockets.
+        let shares = if matches!(scope, Scope::Share { index: 0, .. }) {
+            self.candidates(owner)
+        } else {
+            Vec::new()
+        };
         self.actions.push_back(Action::AssumeConnections {
             owner,
             epoch,
             scope: scope.clone(),
+            shares,
         });
         if with_addresses {
             self.held.insert(owner, epoch);
@@ -1290,18 +1339,14 @@ impl Node {
         };
         match mode {
             FailbackMode::None => {}
-            FailbackMode::NewConnections => {
-                self.actions
-                    .push_back(Action::HandBack { owner: from, mode });
-                self.finish_handback(now, from, new_epoch, mode, 0);
-            }
-            FailbackMode::Migrate => {
-                if self.handing_back.insert(from, new_epoch).is_none() {
+            FailbackMode::NewConnections | FailbackMode::Migrate => {
+                if self.handing_back.insert(from, (new_epoch, mode)).is_none() {
                     self.actions
                         .push_back(Action::HandBack { owner: from, mode });
                 }
             }
         }
+        let _ = now;
     }
 
     fn finish_handback(
@@ -1310,7 +1355,7 @@ impl Node {
         owner: NodeId,
         epoch: Epoch,
         mode: FailbackMode,
-        draining: u32,
+        draining: Vec<FourTuple>,
     ) {
         let Some(mine) = self.held.remove(&owner) else {
             return;
@@ -1346,11 +1391,21 @@ impl Node {
         if h.owner != me || h.epoch.holder != me {
             return;
         }
+        // A repeat for the epoch we hold: the assumer's draining set changed.
+        if self.held.get(&me) == Some(&h.epoch) {
+            if h.mode == FailbackMode::NewConnections {
+                self.actions.push_back(Action::Forward {
+                    owner: me,
+                    to: from,
+                    connections: h.draining,
+                });
+            }
+            return;
+        }
         // Highest epoch wins, whoever sends it: everyone else adopts it from our notice.
         if self.groups.get(&me).is_some_and(|g| g.epoch >= h.epoch) {
             return;
         }
-        let _ = from;
         self.held.insert(me, h.epoch);
         self.groups.insert(
             me,
@@ -1362,12 +1417,23 @@ impl Node {
         );
         let rec = self.cfg.ownership.clone();
         // claims 5/14/19: responsibility returns to the first system.
-        if h.mode == FailbackMode::Migrate {
-            self.actions.push_back(Action::AssumeConnections {
+        match h.mode {
+            FailbackMode::Migrate => self.actions.push_back(Action::AssumeConnections {
                 owner: me,
                 epoch: h.epoch,
                 scope: Scope::All,
-            });
+                shares: Vec::new(),
+            }),
+            // Before the address: the draining connections' packets must never meet our
+            // kernel, which has no socket for them and would reset them.
+            FailbackMode::NewConnections if !h.draining.is_empty() => {
+                self.actions.push_back(Action::Forward {
+                    owner: me,
+                    to: from,
+                    connections: h.draining,
+                })
+            }
+            _ => {}
         }
         self.actions.push_back(Action::ClaimAddress {
             owner: me,

@@ -349,6 +349,31 @@ pub struct FourTuple {
     pub remote: SocketAddr,
 }
 
+impl FourTuple {
+    /// Which of `of` shares this connection belongs to under the `spread` policy: FNV-1a over
+    /// the four addresses and ports, the same on every node.
+    pub fn share(&self, of: u16) -> u16 {
+        if of <= 1 {
+            return 0;
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for x in b {
+                h ^= *x as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for s in [self.local, self.remote] {
+            match s.ip() {
+                IpAddr::V4(a) => eat(&a.octets()),
+                IpAddr::V6(a) => eat(&a.octets()),
+            }
+            eat(&s.port().to_be_bytes());
+        }
+        (h % of as u64) as u16
+    }
+}
+
 /// ASSUME-REQUEST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssumeRequest {
@@ -423,8 +448,10 @@ pub struct Handback {
     pub epoch: Epoch,
     /// How existing connections are handled.
     pub mode: FailbackMode,
-    /// Connections that stay on the assumer to drain (`new-connections` mode).
-    pub draining: u32,
+    /// Connections that stay on the assumer to drain (`new-connections` mode): the owner
+    /// forwards their packets to the sender. Every HANDBACK for the same epoch replaces the
+    /// set (the sender repeats it as connections close; empty when all have).
+    pub draining: Vec<FourTuple>,
 }
 
 /// RECLAIM: a returning owner asks the holder for its group.
@@ -680,6 +707,18 @@ impl Writer<'_> {
     }
 }
 
+fn read_tuple(r: &mut Reader<'_>) -> Result<FourTuple, Error> {
+    Ok(FourTuple {
+        local: r.sock()?,
+        remote: r.sock()?,
+    })
+}
+
+fn write_tuple(w: &mut Writer<'_>, t: &FourTuple) {
+    w.sock(&t.local);
+    w.sock(&t.remote);
+}
+
 fn read_scope(r: &mut Reader<'_>) -> Result<Scope, Error> {
     match r.u8()? {
         0 => Ok(Scope::All),
@@ -691,12 +730,7 @@ fn read_scope(r: &mut Reader<'_>) -> Result<Scope, Error> {
             }
             Ok(Scope::Share { index, of })
         }
-        2 => Ok(Scope::Connections(r.list(6, |r| {
-            Ok(FourTuple {
-                local: r.sock()?,
-                remote: r.sock()?,
-            })
-        })?)),
+        2 => Ok(Scope::Connections(r.list(6, read_tuple)?)),
         _ => Err(Error::Malformed),
     }
 }
@@ -713,8 +747,7 @@ fn write_scope(w: &mut Writer<'_>, s: &Scope) {
             w.u8(2);
             w.count(c.len());
             for t in c.iter().take(u16::MAX as usize) {
-                w.sock(&t.local);
-                w.sock(&t.remote);
+                write_tuple(w, t);
             }
         }
     }
@@ -888,7 +921,7 @@ impl Body {
                 let owner = r.node()?;
                 let epoch = r.epoch()?;
                 let mode = FailbackMode::from_u8(r.u8()?).ok_or(Error::Malformed)?;
-                let draining = r.u32()?;
+                let draining = r.list(6, read_tuple)?;
                 Self::Handback(Handback {
                     owner,
                     epoch,
@@ -977,7 +1010,10 @@ impl Body {
                 w.node(h.owner);
                 w.epoch(h.epoch);
                 w.u8(h.mode as u8);
-                w.u32(h.draining);
+                w.count(h.draining.len());
+                for t in h.draining.iter().take(u16::MAX as usize) {
+                    write_tuple(&mut w, t);
+                }
             }
             Self::Reclaim(r) => {
                 w.node(r.owner);
@@ -1168,7 +1204,10 @@ pub(crate) mod tests {
                 owner: NodeId(1),
                 epoch: e,
                 mode: FailbackMode::NewConnections,
-                draining: 12,
+                draining: vec![FourTuple {
+                    local: "198.18.0.10:7".parse().unwrap(),
+                    remote: "198.18.0.100:40000".parse().unwrap(),
+                }],
             }),
             Body::Reclaim(Reclaim {
                 owner: NodeId(1),

@@ -171,6 +171,55 @@ fn claims_5_14_19_failback_new_connections_returns_the_group() {
 }
 
 #[test]
+fn new_connections_failback_forwards_the_draining_connections_before_the_claim() {
+    let mut c = ordered(2, FailbackMode::NewConnections, 16);
+    let t1 = holdfast_proto::wire::FourTuple {
+        local: "198.18.0.10:7".parse().unwrap(),
+        remote: "198.18.0.100:40000".parse().unwrap(),
+    };
+    let t2 = holdfast_proto::wire::FourTuple {
+        remote: "198.18.0.100:40001".parse().unwrap(),
+        ..t1
+    };
+    c.draining = vec![t1, t2];
+    settled(&mut c);
+    c.crash(0);
+    c.drive(100 * MS);
+    let t = c.time;
+    c.boot(0);
+    c.drive(200 * MS);
+    assert_eq!(c.holders(id(0))[0].0, id(0), "{}", c.story());
+    let story: Vec<_> = c
+        .since(t)
+        .filter(|x| match x {
+            Trace::Forward { node, .. } | Trace::Claim { node, .. } => *node == id(0),
+            _ => false,
+        })
+        .collect();
+    let forward = story
+        .iter()
+        .position(|x| matches!(x, Trace::Forward { to, connections, .. } if *to == id(1) && connections.len() == 2));
+    let claim = story
+        .iter()
+        .position(|x| matches!(x, Trace::Claim { owner, .. } if *owner == id(0)));
+    assert!(
+        matches!((forward, claim), (Some(f), Some(c)) if f < c),
+        "the owner forwards the draining connections before it claims: {}",
+        c.story()
+    );
+    // One connection closes on the assumer: the owner is told, and forwards only the other.
+    let t = c.time;
+    c.nodes[1].node.as_mut().unwrap().draining(id(0), vec![t2]);
+    c.drain(1);
+    c.drive(20 * MS);
+    assert!(
+        c.since(t).any(|x| matches!(x, Trace::Forward { node, connections, .. } if *node == id(0) && connections == &vec![t2])),
+        "{}",
+        c.story()
+    );
+}
+
+#[test]
 fn claims_5_14_19_failback_migrate_moves_connections_back() {
     let mut c = ordered(3, FailbackMode::Migrate, 7);
     settled(&mut c);

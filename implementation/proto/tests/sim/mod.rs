@@ -45,6 +45,12 @@ pub enum Trace {
         owner: NodeId,
         mode: FailbackMode,
     },
+    Forward {
+        node: NodeId,
+        owner: NodeId,
+        to: NodeId,
+        connections: Vec<holdfast_proto::wire::FourTuple>,
+    },
     Event {
         node: NodeId,
         event: Event,
@@ -92,8 +98,11 @@ pub struct Cluster {
     qseq: u64,
     rng: Rng,
     pub trace: Vec<(Time, Trace)>,
-    /// Answer `HandBack { Migrate }` at once, as a daemon would after freezing and sending.
+    /// Answer `HandBack` at once, as a daemon would after freezing and sending (migrate) or
+    /// making its connections receivable (new-connections).
     pub auto_handback: bool,
+    /// The connections a `new-connections` handback reports as draining.
+    pub draining: Vec<holdfast_proto::wire::FourTuple>,
     /// (sender, type) of every datagram sent, decoded from its bytes.
     pub sent: Vec<(NodeId, holdfast_proto::wire::MsgType)>,
 }
@@ -152,6 +161,7 @@ impl Cluster {
             rng: Rng::new(seed),
             trace: Vec::new(),
             auto_handback: true,
+            draining: Vec::new(),
             sent: Vec::new(),
         };
         for i in 0..n {
@@ -281,6 +291,7 @@ impl Cluster {
                     owner,
                     epoch,
                     scope,
+                    ..
                 } => {
                     self.trace.push((
                         now,
@@ -304,13 +315,33 @@ impl Cluster {
                             mode,
                         },
                     ));
-                    if mode == FailbackMode::Migrate && self.auto_handback {
-                        if let Some(n) = self.nodes[i].node.as_mut() {
-                            n.handback_ready(now, owner);
-                        }
+                    if self.auto_handback
+                        && let Some(n) = self.nodes[i].node.as_mut()
+                    {
+                        let drain = if mode == FailbackMode::NewConnections {
+                            self.draining.clone()
+                        } else {
+                            Vec::new()
+                        };
+                        n.handback_ready(now, owner, drain);
                     }
                 }
                 Action::ConnState { .. } => {}
+                Action::Forward {
+                    owner,
+                    to,
+                    connections,
+                } => {
+                    self.trace.push((
+                        now,
+                        Trace::Forward {
+                            node: me,
+                            owner,
+                            to,
+                            connections,
+                        },
+                    ));
+                }
                 Action::Event(event) => {
                     self.trace.push((now, Trace::Event { node: me, event }));
                 }
