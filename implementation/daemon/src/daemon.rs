@@ -4,7 +4,7 @@
 //! turns its actions into syscalls (UDP sends, addresses, announcements) and feeds it what the
 //! kernel reports, each with `now` from one monotonic clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -246,6 +246,8 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
 }
 
 struct Io {
+    /// The core's clock: `Time` is nanoseconds since this instant.
+    base: Instant,
     net: Net,
     iface: IfInfo,
     udp: UdpSocket,
@@ -290,12 +292,75 @@ impl Io {
         c
     }
 
+    /// Keeps the cluster protocol running while a long action (a takeover) holds the event
+    /// loop: the datagrams that arrived are handled, due timers fire, and what the core sends
+    /// (heartbeats above all) goes out now; its other actions wait in `deferred`, in order.
+    /// Without this, a takeover longer than the failure-detection time made the peers declare
+    /// this node dead.
+    async fn keep_alive(&mut self, node: &mut Node, deferred: &mut VecDeque<Action>) {
+        let mut buf = [0u8; 65536];
+        loop {
+            match self.udp.try_recv_from(&mut buf) {
+                Ok((n, from)) => self.datagram(node, &buf[..n], from),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    warn!("recv: {e}");
+                    break;
+                }
+            }
+        }
+        let now = self.now();
+        if node.poll_timeout().is_some_and(|t| t <= now) {
+            node.handle_timeout(now);
+        }
+        while let Some(a) = node.poll_action() {
+            match a {
+                Action::Send { to, data } => self.send(to, &data).await,
+                other => deferred.push_back(other),
+            }
+        }
+    }
+
+    /// Hands a datagram to the core, and learns where its sender is if the core accepted it.
+    fn datagram(&mut self, node: &mut Node, data: &[u8], from: SocketAddr) {
+        let before: u64 = node.stats().received.values().sum();
+        node.handle_datagram(self.now(), data);
+        let after: u64 = node.stats().received.values().sum();
+        if after > before
+            && let Ok(p) = Packet::new_checked(data)
+        {
+            self.peers.insert(p.sender(), from);
+        }
+    }
+
+    async fn send(&self, to: Dest, data: &[u8]) {
+        let dest = match to {
+            Dest::All => Some(SocketAddr::V4(self.group)),
+            Dest::Node(id) => self.peers.get(&id).copied(),
+        };
+        match dest {
+            Some(d) => {
+                if let Err(e) = self.udp.send_to(data, d).await {
+                    debug!("send to {d}: {e}");
+                }
+            }
+            None => warn!(?to, "no address known for peer; message dropped"),
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time(self.base.elapsed().as_nanos() as u64)
+    }
+
     /// Installs the forwarding rules for `self.forwards`, replacing the previous ones.
     fn apply_forwards(&mut self) {
         let mut rules = Rules::new();
         for ((owner, to), tuples) in &self.forwards {
             match self.peers.get(to) {
-                Some(p) => rules.entry(p.ip()).or_default().extend(tuples.iter().copied()),
+                Some(p) => rules
+                    .entry(p.ip())
+                    .or_default()
+                    .extend(tuples.iter().copied()),
                 None => {
                     warn!(%owner, %to, connections = tuples.len(), "no address known for the node serving these connections: not forwarded")
                 }
@@ -410,15 +475,18 @@ impl Io {
     /// Under `spread` (`share` is `(index, of)`), only this node's share is re-created. The
     /// node with share 0 also holds the addresses and forwards every other share `k` to
     /// `shares[k]`; the others announce nothing.
+    #[allow(clippy::too_many_arguments)]
     async fn assume(
         &mut self,
+        node: &mut Node,
+        deferred: &mut VecDeque<Action>,
         owner: NodeId,
         addrs: &[OwnedAddress],
         arp: ArpPolicy,
         share: Option<(u16, u16)>,
         shares: &[NodeId],
     ) {
-        let Some(sn) = &self.snooper else {
+        let Some(table) = self.snooper.as_ref().map(|sn| sn.table.clone()) else {
             return;
         };
         let t0 = Instant::now();
@@ -437,22 +505,19 @@ impl Io {
         }
         let step = self.me.settle;
         let cap = Duration::from_millis(self.me.ownership.policy.heartbeat_ms as u64).min(step * 4);
-        let server_segments = || sn.table.lock().map(|t| t.server_segments).unwrap_or(0);
+        let server_segments = || table.lock().map(|t| t.server_segments).unwrap_or(0);
         let mut waited = Duration::ZERO;
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
         // Nothing to quiesce (at boot, or a group without connections): no wait, so that the
         // event loop, and our heartbeats, are not held up for nothing.
-        let idle = !sn
-            .table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tracks(&ips);
+        let idle = !table.lock().unwrap_or_else(|e| e.into_inner()).tracks(&ips);
         loop {
             if idle {
                 break;
             }
             let before = server_segments();
             tokio::time::sleep(step).await;
+            self.keep_alive(node, deferred).await;
             waited += step;
             if server_segments() == before || waited >= cap {
                 break;
@@ -461,8 +526,7 @@ impl Io {
         let quiesced = Instant::now();
         let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
         let addrs = &addrs[..];
-        let (snaps, lost) = sn
-            .table
+        let (snaps, lost) = table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take_over(addrs);
@@ -473,22 +537,17 @@ impl Io {
                 if index == 0 {
                     for s in &others {
                         if let Some(to) = shares.get(s.tuple.share(of) as usize) {
-                            self.forwards
-                                .entry((owner, *to))
-                                .or_default()
-                                .push(s.tuple);
+                            self.forwards.entry((owner, *to)).or_default().push(s.tuple);
                         }
                     }
                     info!(%owner, mine = mine.len(), forwarded = others.len(), "spread: forwarding the other shares");
                     self.apply_forwards();
                 }
-                let lost: Vec<FourTuple> = lost.into_iter().filter(|t| t.share(of) == index).collect();
+                let lost: Vec<FourTuple> =
+                    lost.into_iter().filter(|t| t.share(of) == index).collect();
                 (mine, lost)
             }
             _ => (snaps, lost),
-        };
-        let Some(sn) = &self.snooper else {
-            return;
         };
         for t in &lost {
             // Deliberately not re-created: the client's next segment meets no socket and is
@@ -497,15 +556,15 @@ impl Io {
         }
         self.conns.unrestorable += lost.len() as u64;
         let snapped = Instant::now();
-        for snap in &snaps {
+        for (i, snap) in snaps.iter().enumerate() {
+            if i % 256 == 255 {
+                self.keep_alive(node, deferred).await;
+            }
             match repair::restore(snap) {
                 Ok(r) => {
                     // Keep tracking it (we snoop our own traffic too), so a backup that
                     // joins later can be given its state.
-                    sn.table
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .adopt(snap);
+                    table.lock().unwrap_or_else(|e| e.into_inner()).adopt(snap);
                     self.repaired.push((owner, r))
                 }
                 Err(e) => {
@@ -764,6 +823,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         warn!("{e:#}");
     }
     let mut io = Io {
+        base,
         registry: registry.clone(),
         net,
         iface,
@@ -811,15 +871,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
                     Ok(x) => x,
                     Err(e) => { warn!("recv: {e}"); continue; }
                 };
-                let before: u64 = node.stats().received.values().sum();
-                node.handle_datagram(now(), &buf[..n]);
-                let after: u64 = node.stats().received.values().sum();
-                // Learn where a peer is only from a message the core accepted.
-                if after > before
-                    && let Ok(p) = Packet::new_checked(&buf[..n])
-                {
-                    io.peers.insert(p.sender(), from);
-                }
+                io.datagram(&mut node, &buf[..n], from);
             }
             _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(now()),
             Some(up) = link_rx.recv() => {
@@ -858,22 +910,15 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
 }
 
 async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
-    while let Some(a) = node.poll_action() {
+    // Actions the core emitted while a takeover kept the protocol running (`keep_alive`):
+    // they come before anything still queued in the core.
+    let mut deferred = VecDeque::new();
+    loop {
+        let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) else {
+            break;
+        };
         match a {
-            Action::Send { to, data } => {
-                let dest = match to {
-                    Dest::All => Some(SocketAddr::V4(io.group)),
-                    Dest::Node(id) => io.peers.get(&id).copied(),
-                };
-                match dest {
-                    Some(d) => {
-                        if let Err(e) = io.udp.send_to(&data, d).await {
-                            debug!("send to {d}: {e}");
-                        }
-                    }
-                    None => warn!(?to, "no address known for peer; message dropped"),
-                }
-            }
+            Action::Send { to, data } => io.send(to, &data).await,
             Action::ClaimAddress {
                 owner,
                 epoch,
@@ -923,14 +968,34 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                     .map(|r| (r.addresses.clone(), r.arp))
                     .unwrap_or_default();
                 match scope {
-                    Scope::All => io.assume(owner, &addrs, arp, None, &[]).await,
-                    Scope::Share { index: 0, of } => {
-                        io.assume(owner, &addrs, arp, Some((0, of)), &shares)
+                    Scope::All => {
+                        io.assume(node, &mut deferred, owner, &addrs, arp, None, &[])
                             .await
+                    }
+                    Scope::Share { index: 0, of } => {
+                        io.assume(
+                            node,
+                            &mut deferred,
+                            owner,
+                            &addrs,
+                            arp,
+                            Some((0, of)),
+                            &shares,
+                        )
+                        .await
                     }
                     Scope::Share { index, of } => {
                         // Our share, without the addresses: the holder forwards its packets.
-                        io.assume(owner, &addrs, arp, Some((index, of)), &[]).await;
+                        io.assume(
+                            node,
+                            &mut deferred,
+                            owner,
+                            &addrs,
+                            arp,
+                            Some((index, of)),
+                            &[],
+                        )
+                        .await;
                         let ips = addrs.iter().map(|a| a.addr).collect();
                         io.serve_without_address(owner, ips, false).await;
                         io.go_live(owner);

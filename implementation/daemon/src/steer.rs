@@ -72,7 +72,12 @@ impl Steer {
         b.msg(NFT_MSG_DELTABLE, 0, |m| m.str(1, TABLE));
         self.installed = 0;
         match b.commit() {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) || e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOENT)
+                    || e.kind() == io::ErrorKind::NotFound =>
+            {
+                Ok(())
+            }
             r => r,
         }
     }
@@ -343,13 +348,7 @@ impl Socket {
         for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
             // SAFETY: setsockopt with an int.
             unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&size as *const i32).cast(),
-                    4,
-                );
+                libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&size as *const i32).cast(), 4);
             }
         }
         let tv = libc::timeval {

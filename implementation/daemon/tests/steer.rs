@@ -43,7 +43,8 @@ fn rules_are_installed_replaced_and_removed() {
             rules.remove(&"2001:db8::2".parse().unwrap());
             s.replace(&rules).map_err(|e| format!("replace: {e}"))?;
             let second = s.installed();
-            s.replace(&Rules::new()).map_err(|e| format!("remove: {e}"))?;
+            s.replace(&Rules::new())
+                .map_err(|e| format!("remove: {e}"))?;
             // Gone: removing again must find nothing (reset tolerates that).
             s.reset().map_err(|e| format!("reset: {e}"))?;
             Ok::<_, String>((first, second, s.installed()))

@@ -1039,6 +1039,20 @@ impl Node {
 
     /// Decides what to do about one group.
     fn evaluate(&mut self, now: Time, owner: NodeId) {
+        // Under `spread`, a survivor that learns of the owner's death only after another has
+        // assumed the group still asks that assumer for its share.
+        if owner != self.id()
+            && !self.orphaned(owner)
+            && !self.alive(owner)
+            && self
+                .ownership_of(owner)
+                .is_some_and(|o| o.policy.assignment == Assignment::Spread)
+            && let Some(g) = self.groups.get(&owner).copied()
+            && g.epoch.holder != owner
+        {
+            self.want(now, owner, g.epoch);
+            return;
+        }
         if !self.can_assume() || self.held.contains_key(&owner) || !self.orphaned(owner) {
             return;
         }
