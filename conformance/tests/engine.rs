@@ -146,7 +146,7 @@ fn the_suite_decoder_agrees_with_holdfast_proto_on_every_message_type() {
             owner: NodeId(7),
             epoch: h.epoch,
             mode: holdfast_proto::policy::FailbackMode::Migrate,
-            draining: 0,
+            draining: Vec::new(),
         }),
         Body::Reclaim(Reclaim {
             owner: NodeId(7),

@@ -913,10 +913,7 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
     // Actions the core emitted while a takeover kept the protocol running (`keep_alive`):
     // they come before anything still queued in the core.
     let mut deferred = VecDeque::new();
-    loop {
-        let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) else {
-            break;
-        };
+    while let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) {
         match a {
             Action::Send { to, data } => io.send(to, &data).await,
             Action::ClaimAddress {

@@ -219,7 +219,7 @@ impl Msg<'_> {
         self.pad();
     }
     fn pad(&mut self) {
-        while !self.b.len().is_multiple_of(4) {
+        while self.b.len() % 4 != 0 {
             self.b.push(0);
         }
     }
