@@ -245,6 +245,16 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
     Ok(sock)
 }
 
+/// Which of a failed owner's connections a takeover re-creates.
+enum Part {
+    /// All of them.
+    All,
+    /// Share `index` of `of` (`spread`); share 0 splits and forwards the others.
+    Share(u16, u16),
+    /// Exactly these (a `spread` share granted as a list).
+    Listed(std::collections::BTreeSet<FourTuple>),
+}
+
 struct Io {
     /// The core's clock: `Time` is nanoseconds since this instant.
     base: Instant,
@@ -483,14 +493,14 @@ impl Io {
         owner: NodeId,
         addrs: &[OwnedAddress],
         arp: ArpPolicy,
-        share: Option<(u16, u16)>,
+        part: Part,
         shares: &[NodeId],
     ) {
         let Some(table) = self.snooper.as_ref().map(|sn| sn.table.clone()) else {
             return;
         };
         let t0 = Instant::now();
-        let announce = share.is_none_or(|(index, _)| index == 0);
+        let announce = matches!(part, Part::All | Part::Share(0, _));
         if arp != ArpPolicy::None && announce {
             let mac = if arp == ArpPolicy::Vmac {
                 addrs.first().map_or(self.iface.mac, |a| a.mac)
@@ -530,24 +540,69 @@ impl Io {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take_over(addrs);
-        let (snaps, lost) = match share {
-            Some((index, of)) if of > 1 => {
-                let (mine, others): (Vec<_>, Vec<_>) =
-                    snaps.into_iter().partition(|s| s.tuple.share(of) == index);
-                if index == 0 {
-                    for s in &others {
-                        if let Some(to) = shares.get(s.tuple.share(of) as usize) {
-                            self.forwards.entry((owner, *to)).or_default().push(s.tuple);
-                        }
-                    }
-                    info!(%owner, mine = mine.len(), forwarded = others.len(), "spread: forwarding the other shares");
-                    self.apply_forwards();
+        let (snaps, lost) = match part {
+            Part::All => (snaps, lost),
+            Part::Share(0, of) if of > 1 => {
+                // We split: every `of`-th connection in sorted order to each share, so that the
+                // split is even; the other nodes are granted exactly their lists. Lists too long
+                // for one datagram: by hash instead, which every node computes alike.
+                let mut all: Vec<FourTuple> = snaps.iter().map(|s| s.tuple).collect();
+                all.sort();
+                let mut lists = vec![Vec::new(); of as usize];
+                for (rank, t) in all.into_iter().enumerate() {
+                    lists[rank % of as usize].push(t);
                 }
+                let listed = lists
+                    .iter()
+                    .all(|l| l.len() <= holdfast_proto::node::DRAIN_MAX);
+                let share_of = |t: &FourTuple| -> usize {
+                    if listed {
+                        lists
+                            .iter()
+                            .position(|l| l.binary_search(t).is_ok())
+                            .unwrap_or(0)
+                    } else {
+                        t.share(of) as usize
+                    }
+                };
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    snaps.into_iter().partition(|s| share_of(&s.tuple) == 0);
+                for s in &others {
+                    if let Some(to) = shares.get(share_of(&s.tuple)) {
+                        self.forwards.entry((owner, *to)).or_default().push(s.tuple);
+                    }
+                }
+                info!(%owner, mine = mine.len(), forwarded = others.len(), listed, "spread: forwarding the other shares");
+                self.apply_forwards();
+                node.assigned(owner, listed.then_some(lists));
+                let lost: Vec<FourTuple> = lost.into_iter().filter(|t| t.share(of) == 0).collect();
+                (mine, lost)
+            }
+            Part::Share(index, of) => {
+                let mine: Vec<_> = snaps
+                    .into_iter()
+                    .filter(|s| s.tuple.share(of) == index)
+                    .collect();
                 let lost: Vec<FourTuple> =
                     lost.into_iter().filter(|t| t.share(of) == index).collect();
                 (mine, lost)
             }
-            _ => (snaps, lost),
+            Part::Listed(list) => {
+                let mut lost: Vec<FourTuple> =
+                    lost.into_iter().filter(|t| list.contains(t)).collect();
+                let mine: Vec<_> = snaps
+                    .into_iter()
+                    .filter(|s| list.contains(&s.tuple))
+                    .collect();
+                // Granted connections we never saw at all cannot be made whole either.
+                let unseen: Vec<FourTuple> = list
+                    .iter()
+                    .filter(|t| !mine.iter().any(|s| s.tuple == **t) && !lost.contains(t))
+                    .copied()
+                    .collect();
+                lost.extend(unseen);
+                (mine, lost)
+            }
         };
         for t in &lost {
             // Deliberately not re-created: the client's next segment meets no socket and is
@@ -960,45 +1015,36 @@ async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 scope,
                 shares,
             } => {
-                info!(node = name, %owner, %epoch, ?scope, ?shares, "assume connections");
+                let what = match &scope {
+                    Scope::Connections(l) => format!("{} listed connections", l.len()),
+                    other => format!("{other:?}"),
+                };
+                info!(node = name, %owner, %epoch, scope = %what, ?shares, "assume connections");
                 let (addrs, arp) = record(node, owner)
                     .map(|r| (r.addresses.clone(), r.arp))
                     .unwrap_or_default();
                 match scope {
                     Scope::All => {
-                        io.assume(node, &mut deferred, owner, &addrs, arp, None, &[])
+                        io.assume(node, &mut deferred, owner, &addrs, arp, Part::All, &[])
                             .await
                     }
                     Scope::Share { index: 0, of } => {
-                        io.assume(
-                            node,
-                            &mut deferred,
-                            owner,
-                            &addrs,
-                            arp,
-                            Some((0, of)),
-                            &shares,
-                        )
-                        .await
+                        let part = Part::Share(0, of);
+                        io.assume(node, &mut deferred, owner, &addrs, arp, part, &shares)
+                            .await
                     }
-                    Scope::Share { index, of } => {
-                        // Our share, without the addresses: the holder forwards its packets.
-                        io.assume(
-                            node,
-                            &mut deferred,
-                            owner,
-                            &addrs,
-                            arp,
-                            Some((index, of)),
-                            &[],
-                        )
-                        .await;
+                    // Our share, without the addresses: the holder forwards its packets.
+                    Scope::Share { .. } | Scope::Connections(_) => {
+                        let part = match scope {
+                            Scope::Share { index, of } => Part::Share(index, of),
+                            Scope::Connections(list) => Part::Listed(list.into_iter().collect()),
+                            Scope::All => Part::All,
+                        };
+                        io.assume(node, &mut deferred, owner, &addrs, arp, part, &[])
+                            .await;
                         let ips = addrs.iter().map(|a| a.addr).collect();
                         io.serve_without_address(owner, ips, false).await;
                         io.go_live(owner);
-                    }
-                    Scope::Connections(_) => {
-                        warn!(%owner, "assuming single connections is not implemented")
                     }
                 }
             }

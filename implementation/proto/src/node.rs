@@ -306,6 +306,11 @@ pub struct Node {
     pending: BTreeMap<NodeId, Pending>,
     /// Grants given, per group: to whom, until when.
     granted: BTreeMap<NodeId, (NodeId, Scope, Time)>,
+    /// Under `spread`, per group we hold: the connections of each share as the IO layer split
+    /// them (`None`: too many to list; shares go by hash), once it has ([`Node::assigned`]).
+    assignments: BTreeMap<NodeId, Option<Vec<Vec<FourTuple>>>>,
+    /// Share requests that arrived before the split: (group, requester, request id, index).
+    awaiting: Vec<(NodeId, NodeId, u32, u16)>,
     /// Failures we already asked about: (owner, the failed holding's epoch).
     asked: BTreeSet<(NodeId, Epoch)>,
     /// Handbacks waiting for the IO layer, per owner.
@@ -338,6 +343,8 @@ impl Node {
             shares: BTreeMap::new(),
             pending: BTreeMap::new(),
             granted: BTreeMap::new(),
+            assignments: BTreeMap::new(),
+            awaiting: Vec::new(),
             asked: BTreeSet::new(),
             handing_back: BTreeMap::new(),
             handed_back: BTreeMap::new(),
@@ -759,6 +766,7 @@ impl Node {
             return;
         }
         self.held.remove(&owner);
+        self.assignments.remove(&owner);
         self.handing_back.remove(&owner);
         let addresses = self.addresses_of(owner);
         self.actions.push_back(Action::ReleaseAddress {
@@ -914,6 +922,56 @@ impl Node {
         };
         draining.truncate(DRAIN_MAX);
         self.finish_handback(now, owner, new_epoch, mode, draining);
+    }
+
+    /// The IO layer has split `owner`'s connections into shares (`spread`, as the node with
+    /// share 0 and the addresses): share `k` goes to the `k`-th node of
+    /// [`Action::AssumeConnections`]'s `shares`, which is granted exactly that list. `None`
+    /// when the lists do not fit a datagram: shares then go by [`FourTuple::share`].
+    pub fn assigned(&mut self, owner: NodeId, shares: Option<Vec<Vec<FourTuple>>>) {
+        if !self.held.contains_key(&owner) {
+            return;
+        }
+        self.assignments.insert(owner, shares);
+        let waiting: Vec<_> = self
+            .awaiting
+            .iter()
+            .filter(|w| w.0 == owner)
+            .copied()
+            .collect();
+        self.awaiting.retain(|w| w.0 != owner);
+        for (owner, from, request_id, index) in waiting {
+            self.grant_share(owner, from, request_id, index);
+        }
+    }
+
+    fn grant_share(&mut self, owner: NodeId, from: NodeId, request_id: u32, index: u16) {
+        let of = self.candidates(owner).len() as u16;
+        let scope = match self.assignments.get(&owner) {
+            Some(Some(lists)) => match lists.get(index as usize) {
+                Some(l) => Scope::Connections(l.clone()),
+                None => {
+                    let reply = AssumeReply {
+                        owner,
+                        request_id,
+                        scope: Scope::Share { index, of },
+                        reason: DenyReason::ShareMismatch,
+                    };
+                    self.send(Dest::Node(from), Body::AssumeDeny(reply));
+                    return;
+                }
+            },
+            _ => Scope::Share { index, of },
+        };
+        self.send(
+            Dest::Node(from),
+            Body::AssumeGrant(AssumeReply {
+                owner,
+                request_id,
+                scope,
+                reason: DenyReason::None,
+            }),
+        );
     }
 
     /// The connections of `owner`'s handed-back group still draining here changed (some
@@ -1185,6 +1243,7 @@ impl Node {
         });
         if with_addresses {
             self.held.insert(owner, epoch);
+            self.assignments.remove(&owner);
             self.groups.insert(
                 owner,
                 GroupView {
@@ -1255,6 +1314,22 @@ impl Node {
                 None => Ok(()),
             }
         };
+        if grant.is_ok()
+            && self.held.contains_key(&owner)
+            && let Scope::Share { index, .. } = r.scope
+        {
+            if self.assignments.contains_key(&owner) {
+                self.grant_share(owner, from, r.request_id, index);
+            } else if !self
+                .awaiting
+                .iter()
+                .any(|w| w.0 == owner && w.1 == from && w.2 == r.request_id)
+            {
+                // Granted once the IO layer has split the connections.
+                self.awaiting.push((owner, from, r.request_id, index));
+            }
+            return;
+        }
         match grant {
             Ok(()) => {
                 let (iv, miss) = self.peer_interval(from);
@@ -1282,10 +1357,15 @@ impl Node {
             granted,
         }));
         if granted {
+            // A share may be granted as the holder's explicit list of connections.
+            let scope = match (&p.scope, &r.scope) {
+                (Scope::Share { .. }, Scope::Connections(_)) => r.scope.clone(),
+                _ => p.scope.clone(),
+            };
             if self.can_assume()
                 && (self.orphaned(r.owner) || matches!(p.scope, Scope::Share { .. }))
             {
-                self.assume(now, r.owner, p.scope);
+                self.assume(now, r.owner, scope);
             }
         } else {
             // Denied: do not ask again before the replier would have noticed a failure.
@@ -1374,6 +1454,7 @@ impl Node {
         let Some(mine) = self.held.remove(&owner) else {
             return;
         };
+        self.assignments.remove(&owner);
         let addresses = self.addresses_of(owner);
         self.actions.push_back(Action::ReleaseAddress {
             owner,

@@ -294,6 +294,39 @@ fn spread_splits_the_connections_and_the_top_keeps_the_addresses() {
 }
 
 #[test]
+fn spread_grants_the_holders_explicit_split() {
+    let mut c = Cluster::new(3, policy(10, FailbackMode::None, Assignment::Spread), 19);
+    let t = |port: u16| holdfast_proto::wire::FourTuple {
+        local: "198.18.0.1:7".parse().unwrap(),
+        remote: format!("198.18.0.100:{port}").parse().unwrap(),
+    };
+    let lists = vec![vec![t(40000), t(40002)], vec![t(40001), t(40003)]];
+    c.split = Some(lists.clone());
+    settled(&mut c);
+    let t0 = c.time;
+    c.crash(0);
+    c.drive(100 * MS);
+    let scopes: Vec<(u32, Scope)> = c
+        .since(t0)
+        .filter_map(|x| match x {
+            Trace::Assume {
+                node, owner, scope, ..
+            } if *owner == id(0) => Some((node.0, scope.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        scopes,
+        [
+            (2, Scope::Share { index: 0, of: 2 }),
+            (3, Scope::Connections(lists[1].clone()))
+        ],
+        "{}",
+        c.story()
+    );
+}
+
+#[test]
 fn a_partitioned_then_healed_primary_yields_to_the_higher_epoch() {
     let mut c = ordered(3, FailbackMode::None, 10);
     settled(&mut c);

@@ -103,6 +103,8 @@ pub struct Cluster {
     pub auto_handback: bool,
     /// The connections a `new-connections` handback reports as draining.
     pub draining: Vec<holdfast_proto::wire::FourTuple>,
+    /// How the node with share 0 splits a `spread` group's connections (`None`: by hash).
+    pub split: Option<Vec<Vec<holdfast_proto::wire::FourTuple>>>,
     /// (sender, type) of every datagram sent, decoded from its bytes.
     pub sent: Vec<(NodeId, holdfast_proto::wire::MsgType)>,
 }
@@ -162,6 +164,7 @@ impl Cluster {
             trace: Vec::new(),
             auto_handback: true,
             draining: Vec::new(),
+            split: None,
             sent: Vec::new(),
         };
         for i in 0..n {
@@ -293,6 +296,11 @@ impl Cluster {
                     scope,
                     ..
                 } => {
+                    if matches!(scope, Scope::Share { index: 0, .. })
+                        && let Some(n) = self.nodes[i].node.as_mut()
+                    {
+                        n.assigned(owner, self.split.clone());
+                    }
                     self.trace.push((
                         now,
                         Trace::Assume {
