@@ -10,12 +10,14 @@
 //! | `count` | between `min` and `max` packets match |
 //! | `order` | the first packet matching `first` comes before the first matching `then` |
 //! | `distinct` | the packets that match come from at most `max` (and at least `min`) ports |
+//! | `split` | the matching TCP packets, grouped by flow (their destination), each flow's from one port only; the flows spread over `min`..=`max` ports, each with `low_pct`..=`high_pct` percent of them |
 //! | `client` | a client's result is `intact` (every byte verified, no reset or EOF) or `broken` |
 //! | `continuity` | after the event, the first segment from the service on every client flow continues its sequence space exactly |
 //!
 //! Packets are matched by [`Match`]: which port and direction, and what the packet is. Events
-//! are named `KIND` or `KIND:NODE` (`power-off:a`) from the harness's event log, or
-//! `client-end:ID` (when a client finished), on the capture clock. `within` is multiplied by one global slack factor (`HOLDFAST_SLACK`, default 1).
+//! are named `KIND` or `KIND:NODE` (`power-off:a`, `power-off:done:a`) from the harness's event
+//! log, or `client-start:ID` and `client-end:ID` (when a client started and finished), on the
+//! capture clock. `within` is multiplied by one global slack factor (`HOLDFAST_SLACK`, default 1).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -172,6 +174,28 @@ pub enum Expect {
         /// At most this many ports.
         max: Option<usize>,
     },
+    /// The matching TCP packets, by flow (destination address and port): each flow's come
+    /// from exactly one port (one node answers for it), and the flows are spread over between
+    /// `min` and `max` ports, each with between `low_pct` and `high_pct` percent of them.
+    Split {
+        /// What it checks.
+        what: String,
+        /// The predicate (usually the service's segments).
+        #[serde(rename = "match")]
+        m: Match,
+        /// Only packets after this event.
+        after: Option<String>,
+        /// Only packets before this event.
+        before: Option<String>,
+        /// At least this many ports serve flows.
+        min: Option<usize>,
+        /// At most this many ports serve flows.
+        max: Option<usize>,
+        /// Each serving port has at least this percentage of the flows.
+        low_pct: Option<f64>,
+        /// Each serving port has at most this percentage of the flows.
+        high_pct: Option<f64>,
+    },
     /// A client's result.
     Client {
         /// What it checks.
@@ -202,6 +226,7 @@ impl Expect {
             | Self::Count { what, .. }
             | Self::Order { what, .. }
             | Self::Distinct { what, .. }
+            | Self::Split { what, .. }
             | Self::Client { what, .. }
             | Self::Continuity { what, .. } => what,
         }
@@ -336,9 +361,16 @@ impl Ctx {
         self.score(m, p).1
     }
 
-    /// The time of an event `KIND` or `KIND:NODE`, or `client-end:ID` (when a client's last
+    /// The time of an event `KIND` or `KIND:NODE`, or `client-start:ID` / `client-end:ID` (when a client started / its last
     /// connection finished).
     pub fn event(&self, spec: &str) -> Result<u64, String> {
+        // `client-start:ID` names a client by its id (else the event `client-start` of a node).
+        if let Some(c) = spec
+            .strip_prefix("client-start:")
+            .and_then(|id| self.clients.get(id))
+        {
+            return Ok(c.started_ns);
+        }
         if let Some(id) = spec.strip_prefix("client-end:") {
             return self
                 .clients
@@ -346,14 +378,18 @@ impl Ctx {
                 .map(|c| c.finished_ns)
                 .ok_or_else(|| format!("no client {id:?} ran"));
         }
-        let (kind, node) = match spec.split_once(':') {
-            Some((k, n)) => (k, Some(n)),
-            None => (spec, None),
+        // `KIND` alone (kinds may hold ':', as `power-off:done`), else `KIND:NODE`.
+        let find = |kind: &str, node: Option<&str>| {
+            self.events
+                .iter()
+                .find(|e| e.kind == kind && node.is_none_or(|n| e.node.as_deref() == Some(n)))
+                .map(|e| e.t_ns)
         };
-        self.events
-            .iter()
-            .find(|e| e.kind == kind && node.is_none_or(|n| e.node.as_deref() == Some(n)))
-            .map(|e| e.t_ns)
+        find(spec, None)
+            .or_else(|| {
+                spec.rsplit_once(':')
+                    .and_then(|(kind, node)| find(kind, Some(node)))
+            })
             .ok_or_else(|| format!("no event {spec:?} in the run"))
     }
 
@@ -535,6 +571,68 @@ impl Ctx {
                 } else {
                     Ok(())
                 }
+            }
+            Expect::Split {
+                m,
+                after,
+                before,
+                min,
+                max,
+                low_pct,
+                high_pct,
+                ..
+            } => {
+                let (lo, hi) = self.window(after, &None, before)?;
+                let mut flows: BTreeMap<(IpAddr, u16), Vec<&str>> = BTreeMap::new();
+                for p in self.in_window(m, lo, hi) {
+                    if let (Some(t), Some((_, dst))) = (&p.tcp, p.ip) {
+                        let ports = flows.entry((dst, t.dport)).or_default();
+                        if !ports.contains(&p.iface.as_str()) {
+                            ports.push(p.iface.as_str());
+                        }
+                    }
+                }
+                if flows.is_empty() {
+                    return Err(format!("no flow has a packet matching {m}"));
+                }
+                let shared: Vec<String> = flows
+                    .iter()
+                    .filter(|(_, ports)| ports.len() > 1)
+                    .map(|((ip, port), ports)| format!("{ip}:{port} from {ports:?}"))
+                    .collect();
+                if let Some(first) = shared.first() {
+                    return Err(format!(
+                        "{} flows answered from more than one port, first {first}",
+                        shared.len()
+                    ));
+                }
+                let mut per_port: BTreeMap<&str, usize> = BTreeMap::new();
+                for ports in flows.values() {
+                    *per_port.entry(ports[0]).or_default() += 1;
+                }
+                let n = per_port.len();
+                let total = flows.len() as f64;
+                let shares: Vec<String> =
+                    per_port.iter().map(|(p, k)| format!("{p} {k}")).collect();
+                if min.is_some_and(|x| n < x) || max.is_some_and(|x| n > x) {
+                    return Err(format!(
+                        "{} flows served from {n} ports ({}), wanted {min:?}..={max:?}",
+                        flows.len(),
+                        shares.join(", ")
+                    ));
+                }
+                let off = per_port.values().any(|k| {
+                    let pct = *k as f64 * 100.0 / total;
+                    low_pct.is_some_and(|x| pct < x) || high_pct.is_some_and(|x| pct > x)
+                });
+                if off {
+                    return Err(format!(
+                        "{} flows split {} , wanted each port within {low_pct:?}..={high_pct:?} percent",
+                        flows.len(),
+                        shares.join(", ")
+                    ));
+                }
+                Ok(())
             }
             Expect::Client { id, result, .. } => {
                 let rep = self

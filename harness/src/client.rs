@@ -187,6 +187,9 @@ pub struct ClientReport {
     pub spec: ClientSpec,
     /// One report per connection.
     pub connections: Vec<ConnReport>,
+    /// When the client started, in ns since the epoch (the capture clock).
+    #[serde(default)]
+    pub started_ns: u64,
     /// When the last connection finished, in ns since the epoch (the capture clock).
     #[serde(default)]
     pub finished_ns: u64,
@@ -265,6 +268,7 @@ impl Progress {
 
 /// Runs a workload to completion on the current tokio runtime.
 pub async fn run(spec: ClientSpec) -> ClientReport {
+    let started_ns = crate::now_ns();
     let mut tasks = Vec::new();
     for id in 0..spec.connections.max(1) {
         let s = spec.clone();
@@ -282,6 +286,7 @@ pub async fn run(spec: ClientSpec) -> ClientReport {
     ClientReport {
         spec,
         connections,
+        started_ns,
         finished_ns: crate::now_ns(),
     }
 }

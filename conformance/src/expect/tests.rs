@@ -202,6 +202,64 @@ max = 1"#,
 }
 
 #[test]
+fn split() {
+    const S: &str = "198.18.0.10:7";
+    let e = r#"kind = "split"
+what = "each flow served by one node, two nodes, evenly"
+after = "power-off:a"
+match = { sent = true, tcp_src = "198.18.0.10:7" }
+min = 2
+max = 2
+low_pct = 40.0
+high_pct = 60.0"#;
+    let flows = |c: &mut Ctx, on_c: usize| {
+        c.pkts.retain(|p| p.t_ns < 1_000_000_000 + 100_000_000);
+        for i in 0..10u16 {
+            let port = if (i as usize) < on_c {
+                "sw0:c"
+            } else {
+                "sw0:b"
+            };
+            let dst = format!("198.18.0.100:{}", 41000 + i);
+            c.pkts
+                .push(tcp(10 + i as usize, 150, port, S, &dst, 1, 1, 0x10, 10));
+        }
+    };
+    let parsed = parse(e);
+    let mut good = good();
+    flows(&mut good, 5);
+    assert_eq!(good.check(&parsed), Ok(()));
+    // Uneven: 8 of 10 on one node.
+    let mut bad = good_with(|c| flows(c, 8));
+    assert!(bad.check(&parsed).is_err());
+    // One flow answered by both.
+    bad = good_with(|c| {
+        flows(c, 5);
+        c.pkts.push(tcp(
+            30,
+            160,
+            "sw0:b",
+            S,
+            "198.18.0.100:41000",
+            1,
+            1,
+            0x10,
+            10,
+        ));
+    });
+    assert!(bad.check(&parsed).is_err());
+    // A single node.
+    bad = good_with(|c| flows(c, 0));
+    assert!(bad.check(&parsed).is_err());
+}
+
+fn good_with(f: impl Fn(&mut Ctx)) -> Ctx {
+    let mut c = good();
+    f(&mut c);
+    c
+}
+
+#[test]
 fn control_fields() {
     check(
         r#"kind = "exists"
@@ -248,6 +306,7 @@ fn client() {
             resets,
             ..Default::default()
         }],
+        started_ns: 0,
         finished_ns: 0,
     };
     let e = parse("kind = \"client\"\nwhat = \"intact\"\nid = \"s\"\nresult = \"intact\"");
