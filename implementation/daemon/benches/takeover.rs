@@ -145,7 +145,18 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(50);
-    stalls(cycles);
+    // `-- assume N...`: only the time to assume these numbers of connections.
+    let only: Vec<usize> = std::env::args()
+        .skip_while(|a| a != "assume")
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if only.is_empty() {
+        stalls(cycles);
+        vec![1usize, 100, 1000, 10_000]
+    } else {
+        only.clone()
+    };
 
     println!(
         "\n## Time to assume N connections (phases, from holdfastd status on the new owner)\n"
@@ -154,7 +165,7 @@ fn main() {
         "| connections | intact after | quiesce | snapshot | TCP_REPAIR restore | snapshot to all live | restore per connection |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for n in [1usize, 100, 1000, 10_000] {
+    for n in sizes {
         match assume(n) {
             Some((t, intact, total)) => {
                 let us = |k: &str| t[k].as_u64().unwrap_or(0) as f64;
@@ -171,6 +182,9 @@ fn main() {
         }
     }
 
+    if !only.is_empty() {
+        return;
+    }
     println!(
         "\n## Throughput with a snooping backup (200 MB echo stream, 3 runs each, interleaved)\n"
     );

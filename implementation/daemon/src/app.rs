@@ -31,6 +31,9 @@ struct Entry {
 /// Every live service connection, by group owner, so that a fenced node can drop a group's
 /// connections silently, and so that the guardian holds a duplicate of each.
 pub struct Registry {
+    /// The runtime the connections are served on: a thread of its own, so that thousands of
+    /// connections never delay the cluster protocol's heartbeats on the daemon's loop.
+    rt: tokio::runtime::Handle,
     next: AtomicU64,
     conns: Mutex<HashMap<u64, Entry>>,
     guardian: Option<Guardian>,
@@ -39,13 +42,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry; `owner_of` maps every owned address in the cluster to its owner.
+    /// A registry serving on `rt`; `owner_of` maps every owned address in the cluster to its
+    /// owner.
     pub fn new(
+        rt: tokio::runtime::Handle,
         guardian: Option<Guardian>,
         owner_of: HashMap<IpAddr, NodeId>,
         app: fn() -> Box<dyn App>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            rt,
             next: AtomicU64::new(1),
             conns: Mutex::new(HashMap::new()),
             guardian,
@@ -60,50 +66,81 @@ impl Registry {
 
     /// Serves a connection with `app`, registered under `owner` (or the owner of its local
     /// address).
-    pub fn start(
-        self: &Arc<Self>,
-        s: TcpStream,
-        app: Box<dyn App>,
-        owner: Option<NodeId>,
-        first: Vec<u8>,
-    ) {
-        let owner = owner
-            .or_else(|| {
-                s.local_addr()
-                    .ok()
-                    .and_then(|a| self.owner_of.get(&canonical(a.ip())).copied())
-            })
-            .unwrap_or_default();
-        let tuple = match (s.local_addr(), s.peer_addr()) {
-            (Ok(l), Ok(r)) => Some(FourTuple {
-                local: std::net::SocketAddr::new(canonical(l.ip()), l.port()),
-                remote: std::net::SocketAddr::new(canonical(r.ip()), r.port()),
-            }),
-            _ => None,
-        };
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let fd = s.as_raw_fd();
-        if let Some(g) = &self.guardian
-            && let Err(e) = g.hold(id, fd)
+    pub fn start(self: &Arc<Self>, c: Start) {
+        self.start_many(vec![c]);
+    }
+
+    /// Serves many connections (a takeover's): registered at once, handed to the guardian in
+    /// batches, each then served by a task on the registry's runtime.
+    pub fn start_many(self: &Arc<Self>, conns: Vec<Start>) {
+        let mut ids = Vec::with_capacity(conns.len());
         {
-            warn!("guardian: {e}");
+            let mut m = self.lock();
+            for c in &conns {
+                let owner = c
+                    .owner
+                    .or_else(|| {
+                        c.stream
+                            .local_addr()
+                            .ok()
+                            .and_then(|a| self.owner_of.get(&canonical(a.ip())).copied())
+                    })
+                    .unwrap_or_default();
+                let tuple =
+                    c.tuple
+                        .or_else(|| match (c.stream.local_addr(), c.stream.peer_addr()) {
+                            (Ok(l), Ok(r)) => Some(FourTuple {
+                                local: std::net::SocketAddr::new(canonical(l.ip()), l.port()),
+                                remote: std::net::SocketAddr::new(canonical(r.ip()), r.port()),
+                            }),
+                            _ => None,
+                        });
+                let id = self.next.fetch_add(1, Ordering::Relaxed);
+                m.insert(
+                    id,
+                    Entry {
+                        owner,
+                        tuple,
+                        fd: c.stream.as_raw_fd(),
+                        abort: None,
+                    },
+                );
+                ids.push(id);
+            }
         }
-        self.lock().insert(
-            id,
-            Entry {
-                owner,
-                tuple,
-                fd,
-                abort: None,
-            },
-        );
-        let me = self.clone();
-        let h = tokio::spawn(async move {
-            serve(s, app, first).await;
-            me.finished(id);
-        });
-        if let Some(e) = self.lock().get_mut(&id) {
-            e.abort = Some(h.abort_handle());
+        if let Some(g) = &self.guardian {
+            let held: Vec<(u64, RawFd)> = ids
+                .iter()
+                .zip(&conns)
+                .map(|(id, c)| (*id, c.stream.as_raw_fd()))
+                .collect();
+            if let Err(e) = g.hold_many(&held) {
+                warn!("guardian: {e}");
+            }
+        }
+        let mut handles = Vec::with_capacity(conns.len());
+        for (id, c) in ids.iter().copied().zip(conns) {
+            let me = self.clone();
+            let h = self.rt.spawn(async move {
+                let Start {
+                    stream, app, first, ..
+                } = c;
+                match stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream))
+                {
+                    Ok(s) => serve(s, app, first).await,
+                    Err(e) => warn!("serving a connection: {e}"),
+                }
+                me.finished(id);
+            });
+            handles.push((id, h.abort_handle()));
+        }
+        let mut m = self.lock();
+        for (id, h) in handles {
+            if let Some(e) = m.get_mut(&id) {
+                e.abort = Some(h);
+            }
         }
     }
 
@@ -188,7 +225,21 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Starts the application on every port of the range.
+/// A connection to serve ([`Registry::start`]).
+pub struct Start {
+    /// The socket.
+    pub stream: std::net::TcpStream,
+    /// The application, fresh or restored from a checkpoint.
+    pub app: Box<dyn App>,
+    /// The group it belongs to (default: the owner of its local address).
+    pub owner: Option<NodeId>,
+    /// Its addresses, when known (saves two syscalls).
+    pub tuple: Option<FourTuple>,
+    /// Output owed from before a takeover, sent first.
+    pub first: Vec<u8>,
+}
+
+/// Starts the application on every port of the range, on the registry's runtime.
 pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()> {
     for port in ports.0..=ports.1 {
         let std = std::net::TcpListener::bind(("::", port))
@@ -198,14 +249,30 @@ pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()>
         // SAFETY: listen(2) again on a listening socket only changes its backlog.
         unsafe { libc::listen(std.as_raw_fd(), 4096) };
         std.set_nonblocking(true)?;
-        let l = TcpListener::from_std(std)?;
         let reg = registry.clone();
-        tokio::spawn(async move {
+        registry.rt.spawn(async move {
+            let l = match TcpListener::from_std(std) {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(port, "listen: {e}");
+                    return;
+                }
+            };
             loop {
-                match l.accept().await {
-                    Ok((s, peer)) => {
+                match l
+                    .accept()
+                    .await
+                    .and_then(|(s, peer)| Ok((s.into_std()?, peer)))
+                {
+                    Ok((stream, peer)) => {
                         debug!(%peer, port, "connection");
-                        reg.start(s, reg.app(), None, Vec::new());
+                        reg.start(Start {
+                            stream,
+                            app: reg.app(),
+                            owner: None,
+                            tuple: None,
+                            first: Vec::new(),
+                        });
                     }
                     Err(e) => warn!("accept: {e}"),
                 }

@@ -245,6 +245,58 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
     Ok(sock)
 }
 
+/// Connections restored between two turns of the protocol during a takeover (about 5 ms).
+const RESTORE_CHUNK: usize = 512;
+
+/// Restores `snaps` in repair mode, the second half on a helper thread.
+fn restore_parallel(snaps: &[holdfast_proto::flow::Snapshot]) -> Vec<std::io::Result<Repaired>> {
+    if snaps.len() < 64 {
+        return snaps.iter().map(repair::restore).collect();
+    }
+    let (first, second) = snaps.split_at(snaps.len() / 2);
+    std::thread::scope(|sc| {
+        let other = sc.spawn(|| second.iter().map(repair::restore).collect::<Vec<_>>());
+        let mut out: Vec<_> = first.iter().map(repair::restore).collect();
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            Err(_) => out.extend(
+                second
+                    .iter()
+                    .map(|_| Err(std::io::Error::other("restore thread panicked"))),
+            ),
+        }
+        out
+    })
+}
+
+/// What going live gave for one connection: its addresses, its application checkpoint, and the
+/// live socket with the output still owed.
+type Live = (
+    FourTuple,
+    Vec<u8>,
+    std::io::Result<(std::net::TcpStream, Vec<u8>)>,
+);
+
+/// Takes repaired connections live, the second half on a helper thread.
+fn go_live_parallel(mut rs: Vec<Repaired>) -> Vec<Live> {
+    let one = |r: Repaired| -> Live {
+        let (tuple, checkpoint) = (r.tuple, r.checkpoint.clone());
+        (tuple, checkpoint, r.go_live())
+    };
+    if rs.len() < 64 {
+        return rs.into_iter().map(one).collect();
+    }
+    let second = rs.split_off(rs.len() / 2);
+    std::thread::scope(|sc| {
+        let other = sc.spawn(move || second.into_iter().map(one).collect::<Vec<_>>());
+        let mut out: Vec<Live> = rs.into_iter().map(one).collect();
+        if let Ok(rest) = other.join() {
+            out.extend(rest);
+        }
+        out
+    })
+}
+
 /// Which of a failed owner's connections a takeover re-creates.
 enum Part {
     /// All of them.
@@ -611,21 +663,29 @@ impl Io {
         }
         self.conns.unrestorable += lost.len() as u64;
         let snapped = Instant::now();
-        for (i, snap) in snaps.iter().enumerate() {
-            if i % 256 == 255 {
-                self.keep_alive(node, deferred).await;
+        // In chunks, each split over two threads (the kernel work for distinct sockets runs in
+        // parallel), with the protocol kept running between chunks.
+        for chunk in snaps.chunks(RESTORE_CHUNK) {
+            let results = restore_parallel(chunk);
+            {
+                let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+                for (snap, r) in chunk.iter().zip(results) {
+                    match r {
+                        Ok(r) => {
+                            // Keep tracking it (we snoop our own traffic too), so that a backup
+                            // that joins later can be given its state.
+                            t.adopt(snap);
+                            self.repaired.push((owner, r))
+                        }
+                        Err(e) => {
+                            warn!(local = %snap.tuple.local, remote = %snap.tuple.remote, "TCP_REPAIR restore: {e}");
+                            self.conns.unrestorable += 1;
+                        }
+                    }
+                }
             }
-            match repair::restore(snap) {
-                Ok(r) => {
-                    // Keep tracking it (we snoop our own traffic too), so a backup that
-                    // joins later can be given its state.
-                    table.lock().unwrap_or_else(|e| e.into_inner()).adopt(snap);
-                    self.repaired.push((owner, r))
-                }
-                Err(e) => {
-                    warn!(local = %snap.tuple.local, remote = %snap.tuple.remote, "TCP_REPAIR restore: {e}");
-                    self.conns.unrestorable += 1;
-                }
+            if chunk.len() == RESTORE_CHUNK {
+                self.keep_alive(node, deferred).await;
             }
         }
         let restored = Instant::now();
@@ -650,19 +710,22 @@ impl Io {
             .partition(|(o, _)| *o == owner);
         self.repaired = rest;
         let n = mine.len();
-        let live = mine;
-        for (_, r) in live {
-            let tuple = r.tuple;
-            let checkpoint = r.checkpoint.clone();
-            match r.go_live().and_then(|(s, unsent)| {
-                s.set_nonblocking(true)?;
-                Ok((tokio::net::TcpStream::from_std(s)?, unsent))
-            }) {
-                Ok((s, unsent)) => {
+        let mut live = Vec::with_capacity(n);
+        // Leaving repair mode sends each connection's window probe through the whole path to
+        // the client at once, in this thread: split over two threads.
+        for (tuple, checkpoint, r) in go_live_parallel(mine.into_iter().map(|(_, r)| r).collect()) {
+            match r {
+                Ok((stream, unsent)) => {
                     let mut app = (self.app)();
                     app.restore(&checkpoint);
                     self.conns.assumed += 1;
-                    self.registry.start(s, app, Some(owner), unsent);
+                    live.push(crate::app::Start {
+                        stream,
+                        app,
+                        owner: Some(owner),
+                        tuple: Some(tuple),
+                        first: unsent,
+                    });
                 }
                 Err(e) => {
                     warn!(local = %tuple.local, remote = %tuple.remote, "leaving repair mode: {e}");
@@ -670,6 +733,7 @@ impl Io {
                 }
             }
         }
+        self.registry.start_many(live);
         if n > 0 {
             info!(%owner, connections = n, "assumed connections are live");
         }
@@ -776,6 +840,24 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Gives the calling thread (the protocol loop) a low real-time priority (`SCHED_RR` 10, not
+/// inherited by children), as keepalived does for VRRP: heartbeats must go out and be read on
+/// time even when the machine is saturated, or a live node is declared dead (seen with 10,000
+/// connections opening at once on two cores). The loop mostly sleeps; the kernel's real-time
+/// throttling keeps a runaway from taking more than 95% of a CPU.
+fn realtime_priority() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter.
+    let r =
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
+    if r != 0 {
+        warn!(
+            "no real-time priority for the protocol loop ({}): heartbeats may be late under load",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Runs the daemon for node `name` until SIGTERM or SIGINT.
 pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()> {
     let Some(me) = cfg.nodes.get(name).cloned() else {
@@ -863,7 +945,18 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
             None
         }
     };
-    let registry = crate::app::Registry::new(guardian, owner_of, app);
+    // The connections are served on a runtime of their own, on its own thread: however many
+    // there are, they never hold up this loop (and so our heartbeats).
+    let serving = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("the serving runtime")?;
+    let serving_handle = serving.handle().clone();
+    std::thread::Builder::new()
+        .name("holdfastd-serve".into())
+        .spawn(move || serving.block_on(std::future::pending::<()>()))
+        .context("the serving thread")?;
+    let registry = crate::app::Registry::new(serving_handle, guardian, owner_of, app);
     // Whatever a previous run in this namespace left: forwarding rules, loopback addresses.
     let mut steer = Steer::new(&cfg.interface, iface.index);
     if let Err(e) = steer.reset() {
@@ -908,6 +1001,8 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     crate::app::spawn_listeners(ownership.ports, registry)?;
+    // Every other thread exists by now (they keep the normal policy).
+    realtime_priority();
     let mut buf = vec![0u8; 65536];
     let mut chores = tokio::time::interval(Duration::from_millis(250));
     chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
