@@ -841,10 +841,10 @@ pub fn raise_fd_limit() {
 }
 
 /// Gives the calling thread (the protocol loop) a low real-time priority (`SCHED_RR` 10, not
-/// inherited by children), as keepalived does for VRRP: heartbeats must go out and be read on
-/// time even when the machine is saturated, or a live node is declared dead (seen with 10,000
-/// connections opening at once on two cores). The loop mostly sleeps; the kernel's real-time
-/// throttling keeps a runaway from taking more than 95% of a CPU.
+/// inherited by children), as keepalived can for VRRP (`vrrp_rt_priority`): heartbeats must go
+/// out and be read on time even when the machine is saturated, or a live node is declared dead
+/// (seen with 10,000 connections opening at once on two cores). The loop mostly sleeps; the
+/// kernel's real-time throttling keeps a runaway from taking more than 95% of a CPU.
 fn realtime_priority() {
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter.
