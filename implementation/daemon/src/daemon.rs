@@ -1055,6 +1055,15 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     info!("shutting down: releasing and telling the peers");
     node.command(now(), Command::Shutdown);
     apply(&mut node, &mut io, name, now()).await;
+    // Nothing of ours stays in the kernel: no forwarding, no address on the loopback.
+    if let Err(e) = io.steer.reset() {
+        warn!("removing the kernel forwarding: {e}");
+    }
+    for (addrs, _, _) in std::mem::take(&mut io.serving).into_values() {
+        for a in addrs {
+            let _ = io.net.del_local(a).await;
+        }
+    }
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
 }
