@@ -331,6 +331,8 @@ struct Io {
     migrating: std::collections::BTreeSet<NodeId>,
     /// Each peer's boot epoch when we last synced it.
     peer_boots: BTreeMap<NodeId, u32>,
+    /// Announcement sockets by interface index, kept open (see [`Io::sender`]).
+    senders: BTreeMap<u32, std::sync::Arc<RawSender>>,
     /// Kernel forwarding of connections served elsewhere, for groups we hold.
     steer: Steer,
     /// What we forward: (group, serving node) -> connections.
@@ -559,7 +561,7 @@ impl Io {
             } else {
                 self.iface.mac
             };
-            if let Ok(sender) = RawSender::new(self.iface.index) {
+            if let Ok(sender) = self.sender(self.iface.index) {
                 for a in addrs {
                     let _ = sender.send(&announce_frame(mac, a.addr));
                 }
@@ -750,7 +752,24 @@ impl Io {
         format!("vmac{}", owner.0)
     }
 
-    async fn claim(&self, owner: NodeId, addresses: &[OwnedAddress], arp: ArpPolicy) -> Result<()> {
+    /// The announcement socket for interface `index`, opened once and kept: closing an
+    /// AF_PACKET socket waits for an RCU grace period (`synchronize_net` in `packet_release`),
+    /// 10 to 25 ms here, which held up the protocol loop in every takeover.
+    fn sender(&mut self, index: u32) -> std::io::Result<std::sync::Arc<RawSender>> {
+        if let Some(s) = self.senders.get(&index) {
+            return Ok(s.clone());
+        }
+        let s = std::sync::Arc::new(RawSender::new(index)?);
+        self.senders.insert(index, s.clone());
+        Ok(s)
+    }
+
+    async fn claim(
+        &mut self,
+        owner: NodeId,
+        addresses: &[OwnedAddress],
+        arp: ArpPolicy,
+    ) -> Result<()> {
         let (index, mac) = if arp == ArpPolicy::Vmac {
             let vmac = addresses
                 .first()
@@ -786,7 +805,7 @@ impl Io {
                 .iter()
                 .map(|a| announce_frame(mac, a.addr))
                 .collect();
-            let sender = RawSender::new(index).context("AF_PACKET socket")?;
+            let sender = self.sender(index).context("AF_PACKET socket")?;
             let (count, gap) = (self.me.garp_count, self.me.garp_interval);
             tokio::spawn(async move {
                 for i in 0..count {
@@ -987,6 +1006,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         isolated: false,
         migrating: Default::default(),
         peer_boots: BTreeMap::new(),
+        senders: BTreeMap::new(),
         steer,
         forwards: BTreeMap::new(),
         serving: BTreeMap::new(),
