@@ -21,14 +21,9 @@ fn stats(mut v: Vec<f64>) -> String {
 }
 
 fn main() {
-    if !holdfast_harness::privileged() {
-        println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+    let Some(runs) = holdfast_harness::bench_arg::<usize>(20) else {
         return;
-    }
-    let runs: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(20);
+    };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let topo = Topology::load(root.join("topologies/three-node.toml")).expect("topology");
     let out: PathBuf = root.join("pcaps/out/bench-updown");

@@ -38,6 +38,21 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// The start of a benchmark's `main`: `None` (after printing that it skipped) without the
+/// privileges, else the first numeric command-line argument, or `default`.
+pub fn bench_arg<T: std::str::FromStr>(default: T) -> Option<T> {
+    if !privileged() {
+        println!("{SKIP_UNPRIVILEGED}");
+        return None;
+    }
+    Some(
+        std::env::args()
+            .skip(1)
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
 /// Whether this process may build clusters (it has CAP_NET_ADMIN and CAP_SYS_ADMIN, in
 /// practice: runs as root).
 pub fn privileged() -> bool {

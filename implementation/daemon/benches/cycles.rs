@@ -22,24 +22,13 @@ use holdfast_proto::flow::parse_tcp;
 const VIP: &str = "198.18.0.10:7";
 
 fn holder(c: &holdfast_harness::Cluster) -> Option<&'static str> {
-    ["a", "b"].into_iter().find(|n| {
-        status(c, n).is_some_and(|s| {
-            s["groups"]
-                .as_array()
-                .is_some_and(|g| g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true))
-        })
-    })
+    holder_of(c, &["a", "b"], 1)
 }
 
 fn main() {
-    if !holdfast_harness::privileged() {
-        println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+    let Some(cycles) = holdfast_harness::bench_arg::<usize>(1000) else {
         return;
-    }
-    let cycles: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1000);
+    };
     let dir = run_dir("bench-cycles");
     let mut c = up(&dir, takeover_cluster_on(&dir, "echo", 7, true));
     wait_ready(&c, &["a", "b"]);

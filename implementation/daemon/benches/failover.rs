@@ -238,14 +238,9 @@ fn run(profile: &str, interval_ms: u32, cycles: usize) -> Option<Figures> {
 }
 
 fn main() {
-    if !holdfast_harness::privileged() {
-        println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+    let Some(cycles) = holdfast_harness::bench_arg::<usize>(20) else {
         return;
-    }
-    let cycles: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(20);
+    };
     if !bin_dir().join("holdfast-harness").is_file() {
         println!(
             "skipped: build the workspace in this profile first (holdfast-harness is needed for the keepalived echo service)"

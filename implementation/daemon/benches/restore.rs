@@ -39,14 +39,9 @@ fn snapshot(i: u32) -> Snapshot {
 }
 
 fn main() {
-    if !holdfast_harness::privileged() {
-        println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+    let Some(n) = holdfast_harness::bench_arg::<u32>(10_000) else {
         return;
-    }
-    let n: u32 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10_000);
+    };
     holdfastd::daemon::raise_fd_limit();
     let name = format!("hf-restore-{}", std::process::id());
     let ns = NetNs::create(&name).expect("namespace");

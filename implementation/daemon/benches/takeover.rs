@@ -19,13 +19,7 @@ use holdfast_harness::client::{ClientSpec, Workload};
 const VIP: &str = "198.18.0.10:7";
 
 fn holder(c: &holdfast_harness::Cluster) -> Option<&'static str> {
-    ["a", "b"].into_iter().find(|n| {
-        status(c, n).is_some_and(|s| {
-            s["groups"]
-                .as_array()
-                .is_some_and(|g| g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true))
-        })
-    })
+    holder_of(c, &["a", "b"], 1)
 }
 
 fn q(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -137,14 +131,9 @@ fn throughput(snoop: bool) -> f64 {
 }
 
 fn main() {
-    if !holdfast_harness::privileged() {
-        println!("{}", holdfast_harness::SKIP_UNPRIVILEGED);
+    let Some(cycles) = holdfast_harness::bench_arg::<usize>(50) else {
         return;
-    }
-    let cycles: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(50);
+    };
     // `-- assume N...`: only the time to assume these numbers of connections.
     let only: Vec<usize> = std::env::args()
         .skip_while(|a| a != "assume")

@@ -2,8 +2,10 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
+mod common;
+
+use common::ScratchNs;
 use holdfast_harness::need_root;
-use holdfast_harness::netns::NetNs;
 use holdfast_proto::flow::Snapshot;
 use holdfast_proto::wire::FourTuple;
 
@@ -12,16 +14,8 @@ use holdfast_proto::wire::FourTuple;
 #[test]
 fn a_large_receive_queue_is_restored_whole() {
     need_root!();
-    let name = format!("hf-repair-{}", std::process::id());
-    /// Removes the namespace however the test ends.
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = holdfast_harness::netns::remove(&self.0);
-        }
-    }
-    let ns = NetNs::create(&name).expect("create namespace");
-    let _remove = Remove(name.clone());
+    let scratch = ScratchNs::new("repair");
+    let ns = &scratch.ns;
     let queued = ns
         .run(|| {
             let received: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
@@ -55,6 +49,6 @@ fn a_large_receive_queue_is_restored_whole() {
             n
         })
         .expect("run in namespace");
-    drop(ns);
+    drop(scratch);
     assert_eq!(queued, 200_000, "bytes in the receive queue");
 }

@@ -1,24 +1,18 @@
 //! The kernel accepts the forwarding rule set, replaces it, and removes it, in a namespace of
 //! its own (the forwarding itself is exercised end to end by the failback tests).
 
+mod common;
+
+use common::ScratchNs;
 use holdfast_harness::need_root;
-use holdfast_harness::netns::NetNs;
 use holdfast_proto::wire::FourTuple;
 use holdfastd::steer::{Rules, Steer};
 
 #[test]
 fn rules_are_installed_replaced_and_removed() {
     need_root!();
-    let name = format!("hf-steer-{}", std::process::id());
-    /// Removes the namespace however the test ends.
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = holdfast_harness::netns::remove(&self.0);
-        }
-    }
-    let ns = NetNs::create(&name).expect("create namespace");
-    let _remove = Remove(name.clone());
+    let scratch = ScratchNs::new("steer");
+    let ns = &scratch.ns;
     let out = ns
         .run(|| {
             let mut s = Steer::new("lo", 1);
@@ -50,6 +44,6 @@ fn rules_are_installed_replaced_and_removed() {
             Ok::<_, String>((first, second, s.installed()))
         })
         .expect("run in namespace");
-    drop(ns);
+    drop(scratch);
     assert_eq!(out, Ok((101, 100, 0)));
 }

@@ -337,19 +337,7 @@ fn assert_no_reset_of_open_connections(frames: &[Frame], off: u64) {
 }
 
 fn holder_of_vip(c: &holdfast_harness::Cluster) -> &'static str {
-    ["a", "b"]
-        .into_iter()
-        .find(|n| holds_vip(c, n))
-        .expect("someone holds 198.18.0.10")
-}
-
-/// Whether `node` holds a's group (198.18.0.10) now.
-fn holds_vip(c: &holdfast_harness::Cluster, node: &str) -> bool {
-    status(c, node).is_some_and(|s| {
-        s["groups"]
-            .as_array()
-            .is_some_and(|g| g.iter().any(|x| x["owner"] == 1 && x["held_here"] == true))
-    })
+    holder_of(c, &["a", "b"], 1).expect("someone holds 198.18.0.10")
 }
 
 /// Powers `node` on and waits until its daemon is eligible to assume.
@@ -460,6 +448,29 @@ fn one_connection_survives_five_alternating_cycles() {
     assert_no_reset_after(&frames, first);
 }
 
+/// A two-node hub cluster with `failback`: an echo stream of `bytes` to a's address, a powered
+/// off, b has assumed the connection, 300 ms later. The returning a is the caller's business.
+fn stream_then_power_off_a(
+    test: &str,
+    failback: &str,
+    bytes: u64,
+) -> (
+    holdfast_harness::Cluster,
+    holdfast_harness::cluster::ClientHandle,
+) {
+    let dir = run_dir(test);
+    let mut c = up(&dir, takeover_cluster_with(&dir, "echo", 7, true, failback));
+    wait_ready(&c, &["a", "b"]);
+    let h = c.start_client("client", stream(bytes, 5000, 1)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until("b assumed the connection", Duration::from_secs(5), || {
+        status(&c, "b").is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    (c, h)
+}
+
 /// `migrate` failback: the owner comes back, the holder freezes the live connection and hands
 /// the address back, and the owner re-creates the connection; the client's stream is unbroken
 /// and, after the return, the connection's segments leave the owner again (claims 5, 14, 19).
@@ -467,19 +478,7 @@ fn one_connection_survives_five_alternating_cycles() {
 fn migrate_failback_moves_a_live_connection_back_to_its_owner() {
     need_root!();
     let _serial = serial();
-    let dir = run_dir("migrate-failback");
-    let mut c = up(
-        &dir,
-        takeover_cluster_with(&dir, "echo", 7, true, "migrate"),
-    );
-    wait_ready(&c, &["a", "b"]);
-    let h = c.start_client("client", stream(8 << 20, 5000, 1)).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
-    wait_until("b assumed the connection", Duration::from_secs(5), || {
-        status(&c, "b").is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0))
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut c, h) = stream_then_power_off_a("migrate-failback", "migrate", 8 << 20);
     c.fault(&Fault::PowerOn { node: "a".into() }).unwrap();
     wait_until(
         "a took its connection back",
@@ -532,25 +531,14 @@ fn migrate_failback_moves_a_live_connection_back_to_its_owner() {
 fn new_connections_failback_keeps_old_connections_on_the_assumer() {
     need_root!();
     let _serial = serial();
-    let dir = run_dir("new-connections-failback");
-    let mut c = up(
-        &dir,
-        takeover_cluster_with(&dir, "echo", 7, true, "new-connections"),
-    );
-    wait_ready(&c, &["a", "b"]);
-    let old = c.start_client("client", stream(6 << 20, 5000, 1)).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
-    wait_until("b assumed the connection", Duration::from_secs(5), || {
-        status(&c, "b").is_some_and(|s| s["connections"]["assumed"].as_u64() > Some(0))
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut c, old) =
+        stream_then_power_off_a("new-connections-failback", "new-connections", 6 << 20);
     power_on_until_eligible(&mut c, "a");
     wait_until(
         "a holds its address again and forwards the old connection to b",
         Duration::from_secs(10),
         || {
-            holds_vip(&c, "a")
+            holds_group(&c, "a", 1)
                 && status(&c, "a").is_some_and(|s| s["connections"]["forwarded"] == 1)
         },
     );

@@ -262,6 +262,21 @@ fn failback_none_the_assumer_keeps_the_group() {
     );
 }
 
+/// Who assumed `owner`'s connections since `t`, and which of them, in order.
+fn assumed_since(c: &Cluster, t: Time, owner: holdfast_proto::policy::NodeId) -> Vec<(u32, Scope)> {
+    c.since(t)
+        .filter_map(|x| match x {
+            Trace::Assume {
+                node,
+                owner: o,
+                scope,
+                ..
+            } if *o == owner => Some((node.0, scope.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn spread_splits_the_connections_and_the_top_keeps_the_addresses() {
     let mut c = Cluster::new(3, policy(10, FailbackMode::None, Assignment::Spread), 9);
@@ -273,15 +288,7 @@ fn spread_splits_the_connections_and_the_top_keeps_the_addresses() {
         c.holders(id(0)).iter().map(|h| h.0).collect::<Vec<_>>(),
         [id(1)]
     );
-    let shares: BTreeSet<(u32, Scope)> = c
-        .since(t)
-        .filter_map(|x| match x {
-            Trace::Assume {
-                node, owner, scope, ..
-            } if *owner == id(0) => Some((node.0, scope.clone())),
-            _ => None,
-        })
-        .collect();
+    let shares: BTreeSet<(u32, Scope)> = assumed_since(&c, t, id(0)).into_iter().collect();
     assert_eq!(
         shares,
         BTreeSet::from([
@@ -306,15 +313,7 @@ fn spread_grants_the_holders_explicit_split() {
     let t0 = c.time;
     c.crash(0);
     c.drive(100 * MS);
-    let scopes: Vec<(u32, Scope)> = c
-        .since(t0)
-        .filter_map(|x| match x {
-            Trace::Assume {
-                node, owner, scope, ..
-            } if *owner == id(0) => Some((node.0, scope.clone())),
-            _ => None,
-        })
-        .collect();
+    let scopes = assumed_since(&c, t0, id(0));
     assert_eq!(
         scopes,
         [

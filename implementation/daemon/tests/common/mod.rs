@@ -248,3 +248,40 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Whether `node` holds `owner`'s group now (its status says so).
+pub fn holds_group(c: &Cluster, node: &str, owner: u32) -> bool {
+    status(c, node).is_some_and(|s| {
+        s["groups"].as_array().is_some_and(|g| {
+            g.iter()
+                .any(|x| x["owner"] == owner && x["held_here"] == true)
+        })
+    })
+}
+
+/// Which of `nodes` holds `owner`'s group now, if any.
+pub fn holder_of(c: &Cluster, nodes: &[&'static str], owner: u32) -> Option<&'static str> {
+    nodes.iter().copied().find(|n| holds_group(c, n, owner))
+}
+
+/// A network namespace of the test's own, removed however the test ends.
+pub struct ScratchNs {
+    /// The namespace.
+    pub ns: holdfast_harness::netns::NetNs,
+    name: String,
+}
+
+impl ScratchNs {
+    /// Creates `hf-PREFIX-PID`.
+    pub fn new(prefix: &str) -> Self {
+        let name = format!("hf-{prefix}-{}", std::process::id());
+        let ns = holdfast_harness::netns::NetNs::create(&name).expect("create namespace");
+        Self { ns, name }
+    }
+}
+
+impl Drop for ScratchNs {
+    fn drop(&mut self) {
+        let _ = holdfast_harness::netns::remove(&self.name);
+    }
+}
