@@ -471,6 +471,17 @@ fn stream_then_power_off_a(
     (c, h)
 }
 
+/// Takes the cluster down; the capture, and when a was powered off and on. Checks that the
+/// service address sent no reset from the power-off on.
+fn down_after_a_returned(c: holdfast_harness::Cluster) -> (Vec<Frame>, u64, u64) {
+    let s = c.down().unwrap();
+    let frames = read_pcap(&s.captures[0].file);
+    let off = event_ts(&s.events, "power-off", "a");
+    let on = event_ts(&s.events, "power-on", "a");
+    assert_no_reset_after(&frames, off);
+    (frames, off, on)
+}
+
 /// `migrate` failback: the owner comes back, the holder freezes the live connection and hands
 /// the address back, and the owner re-creates the connection; the client's stream is unbroken
 /// and, after the return, the connection's segments leave the owner again (claims 5, 14, 19).
@@ -487,11 +498,7 @@ fn migrate_failback_moves_a_live_connection_back_to_its_owner() {
     );
     let rep = h.wait().unwrap();
     assert!(rep.intact(), "{}", rep.summary());
-    let s = c.down().unwrap();
-    let frames = read_pcap(&s.captures[0].file);
-    let off = event_ts(&s.events, "power-off", "a");
-    let on = event_ts(&s.events, "power-on", "a");
-    assert_no_reset_after(&frames, off);
+    let (frames, off, on) = down_after_a_returned(c);
     let vip: SocketAddr = VIP.parse().unwrap();
     // Data segments from the service address, by the port they entered the switch on.
     let senders: Vec<(&str, u64)> = frames
@@ -558,11 +565,7 @@ fn new_connections_failback_keeps_old_connections_on_the_assumer() {
                 && status(&c, "a").is_some_and(|s| s["connections"]["forwarded"] == 0)
         },
     );
-    let s = c.down().unwrap();
-    let frames = read_pcap(&s.captures[0].file);
-    let off = event_ts(&s.events, "power-off", "a");
-    let on = event_ts(&s.events, "power-on", "a");
-    assert_no_reset_after(&frames, off);
+    let (frames, _, on) = down_after_a_returned(c);
     let vip: SocketAddr = VIP.parse().unwrap();
     // Segments from the service address after a's return, by connection (client port) and by
     // the port they entered the switch on.
