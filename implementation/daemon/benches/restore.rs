@@ -4,10 +4,13 @@
 //!
 //! `cargo bench -p holdfastd --bench restore -- [N]` (as root; default 10000).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::Instant;
 
+use common::ScratchNs;
 use holdfast_harness::netlink::Netlink;
-use holdfast_harness::netns::NetNs;
 use holdfast_proto::flow::Snapshot;
 use holdfast_proto::wire::FourTuple;
 
@@ -43,8 +46,9 @@ fn main() {
         return;
     };
     holdfastd::daemon::raise_fd_limit();
-    let name = format!("hf-restore-{}", std::process::id());
-    let ns = NetNs::create(&name).expect("namespace");
+    // Removed however the bench ends, a panic included.
+    let scratch = ScratchNs::new("restore");
+    let ns = &scratch.ns;
     let fd = ns.raw_fd();
     let out = ns
         .run(move || {
@@ -73,8 +77,7 @@ fn main() {
             (t1 - t0, t2 - t1, t3 - t2)
         })
         .expect("run in namespace");
-    drop(ns);
-    let _ = holdfast_harness::netns::remove(&name);
+    drop(scratch);
     let (restore, addr, live) = out;
     println!(
         "{n} connections: restore {:.1} ms ({:.1} us each), address {:.1} ms, go live {:.1} ms ({:.1} us each)",
