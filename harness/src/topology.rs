@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -18,31 +17,7 @@ use toml::Spanned;
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME: usize = 15;
 
-/// One problem in a topology file, located at a line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file the problem is in.
-    pub file: PathBuf,
-    /// 1-based line number.
-    pub line: usize,
-    /// The field, as a path such as `node[a].interface[eth0].switch`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.field,
-            self.message
-        )
-    }
-}
+pub use holdfast_tomlcheck::Problem;
 
 /// Every problem found in one topology file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -235,11 +210,7 @@ impl Topology {
 
     /// Validates topology text; `path` is used in error messages and for the default name.
     pub fn parse(path: &Path, text: &str) -> Result<Self, TopologyError> {
-        let mut cx = Cx {
-            file: path.to_owned(),
-            text,
-            problems: Vec::new(),
-        };
+        let mut cx = Cx::new(path, text);
         let raw: RawTopology = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
@@ -475,52 +446,7 @@ fn yes() -> bool {
     true
 }
 
-struct Cx<'a> {
-    file: PathBuf,
-    text: &'a str,
-    problems: Vec<Problem>,
-}
-
-impl Cx<'_> {
-    fn line(&self, span: &Range<usize>) -> usize {
-        let end = span.start.min(self.text.len());
-        self.text[..end].bytes().filter(|b| *b == b'\n').count() + 1
-    }
-
-    fn err(&mut self, span: &Range<usize>, field: impl Into<String>, message: impl Into<String>) {
-        let line = self.line(span);
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            line,
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    /// Turns a serde/TOML error into a problem; the field is the key on the error's line.
-    fn serde_error(&mut self, e: &toml::de::Error) {
-        let span = e.span().unwrap_or(0..0);
-        let line = self.line(&span);
-        let msg = e.message().trim().to_owned();
-        let field = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-            .map(str::to_owned)
-            .or_else(|| {
-                let l = self.text.lines().nth(line - 1)?;
-                let (k, _) = l.split_once('=')?;
-                Some(k.trim().to_owned())
-            })
-            .unwrap_or_else(|| "syntax".into());
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            line,
-            field,
-            message: msg,
-        });
-    }
-}
+type Cx<'a> = holdfast_tomlcheck::Checker<'a>;
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddrV4};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,31 +15,7 @@ use holdfast_proto::policy::{
 use serde::Deserialize;
 use toml::Spanned;
 
-/// One problem in a configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file.
-    pub file: PathBuf,
-    /// 1-based line.
-    pub line: usize,
-    /// The field, such as `node[a].backups`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.field,
-            self.message
-        )
-    }
-}
+pub use holdfast_tomlcheck::Problem;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -129,27 +104,21 @@ pub fn virtual_mac(id: NodeId) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x01, id.0 as u8]
 }
 
-struct Cx<'a> {
-    file: PathBuf,
-    text: &'a str,
-    problems: Vec<Problem>,
+type Cx<'a> = holdfast_tomlcheck::Checker<'a>;
+
+/// Configuration checks beyond [`holdfast_tomlcheck::Checker`]'s.
+trait Pick {
+    fn pick<T: Copy>(
+        &mut self,
+        field: &str,
+        v: Option<&Spanned<String>>,
+        parse: fn(&str) -> Option<T>,
+        default: T,
+        known: &str,
+    ) -> T;
 }
 
-impl Cx<'_> {
-    fn err(&mut self, span: Range<usize>, field: impl Into<String>, msg: impl Into<String>) {
-        let line = self.text[..span.start.min(self.text.len())]
-            .bytes()
-            .filter(|b| *b == b'\n')
-            .count()
-            + 1;
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            line,
-            field: field.into(),
-            message: msg.into(),
-        });
-    }
-
+impl Pick for Cx<'_> {
     fn pick<T: Copy>(
         &mut self,
         field: &str,
@@ -164,7 +133,7 @@ impl Cx<'_> {
                 Some(x) => x,
                 None => {
                     self.err(
-                        s.span(),
+                        &s.span(),
                         field,
                         format!("unknown value {:?}; use one of: {known}", s.get_ref()),
                     );
@@ -192,18 +161,11 @@ impl ClusterConfig {
 
     /// Validates configuration text (`path` is for messages and relative `key_file`s).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut cx = Cx {
-            file: path.to_owned(),
-            text,
-            problems: Vec::new(),
-        };
+        let mut cx = Cx::new(path, text);
         let raw: RawConfig = match toml::from_str(text) {
             Ok(r) => r,
             Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                let msg = e.message().trim().to_owned();
-                let field = msg.split('`').nth(1).unwrap_or("syntax").to_owned();
-                cx.err(span, field, msg);
+                cx.serde_error(&e);
                 return Err(ConfigError::Invalid(cx.problems));
             }
         };
@@ -214,18 +176,18 @@ impl ClusterConfig {
                 match std::fs::read(&p) {
                     Ok(k) => k,
                     Err(e) => {
-                        cx.err(f.span(), "key_file", format!("{}: {e}", p.display()));
+                        cx.err(&f.span(), "key_file", format!("{}: {e}", p.display()));
                         Vec::new()
                     }
                 }
             }
             (Some(k), Some(_)) => {
-                cx.err(k.span(), "key", "give `key` or `key_file`, not both");
+                cx.err(&k.span(), "key", "give `key` or `key_file`, not both");
                 Vec::new()
             }
             (None, None) => {
                 cx.err(
-                    0..0,
+                    &(0..0),
                     "key",
                     "a cluster key is needed: `key = \"...\"` or `key_file = \"...\"`",
                 );
@@ -233,13 +195,13 @@ impl ClusterConfig {
             }
         };
         if key.is_empty() && cx.problems.is_empty() {
-            cx.err(0..0, "key", "the cluster key is empty");
+            cx.err(&(0..0), "key", "the cluster key is empty");
         }
         let group = match raw.group.get_ref().parse::<SocketAddrV4>() {
             Ok(g) if g.ip().is_multicast() => g,
             _ => {
                 cx.err(
-                    raw.group.span(),
+                    &raw.group.span(),
                     "group",
                     format!(
                         "{:?} is not an IPv4 multicast group with a port (239.255.72.70:5405)",
@@ -252,39 +214,39 @@ impl ClusterConfig {
         let iface = raw.interface.get_ref().clone();
         if iface.is_empty() || iface.len() > 15 {
             cx.err(
-                raw.interface.span(),
+                &raw.interface.span(),
                 "interface",
                 "an interface name has 1 to 15 characters",
             );
         }
         if raw.node.is_empty() {
-            cx.err(0..0, "node", "the cluster needs at least one [[node]]");
+            cx.err(&(0..0), "node", "the cluster needs at least one [[node]]");
         }
         let d = &raw.defaults;
         if let Some(n) = &d.name {
             cx.err(
-                n.span(),
+                &n.span(),
                 "defaults.name",
                 "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
             );
         }
         if let Some(n) = &d.id {
             cx.err(
-                n.span(),
+                &n.span(),
                 "defaults.id",
                 "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
             );
         }
         if let Some(n) = &d.backups {
             cx.err(
-                n.span(),
+                &n.span(),
                 "defaults.backups",
                 "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
             );
         }
         if let Some(a) = d.addresses.as_ref().and_then(|a| a.first()) {
             cx.err(
-                a.span(),
+                &a.span(),
                 "defaults.addresses",
                 "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
             );
@@ -295,14 +257,14 @@ impl ClusterConfig {
             match (&n.name, &n.id) {
                 (Some(name), Some(id)) => named.push((name.clone(), id.clone(), n)),
                 (Some(name), None) => cx.err(
-                    name.span(),
+                    &name.span(),
                     format!("node[{}].id", name.get_ref()),
                     "missing field `id`",
                 ),
                 (None, _) => {
                     let span = n.id.as_ref().map(|x| x.span()).unwrap_or_default();
                     cx.err(
-                        span,
+                        &span,
                         format!("node #{}.name", i + 1),
                         "missing field `name`",
                     );
@@ -321,14 +283,18 @@ impl ClusterConfig {
             let name = n_name.get_ref().clone();
             let f = |x: &str| format!("node[{name}].{x}");
             if !seen_names.insert(name.clone()) {
-                cx.err(n_name.span(), f("name"), format!("duplicate node {name:?}"));
+                cx.err(
+                    &n_name.span(),
+                    f("name"),
+                    format!("duplicate node {name:?}"),
+                );
             }
             let id = *n_id.get_ref();
             if id == 0 || id > 255 {
-                cx.err(n_id.span(), f("id"), "a node id is 1 to 255");
+                cx.err(&n_id.span(), f("id"), "a node id is 1 to 255");
             }
             if !seen_ids.insert(id) {
-                cx.err(n_id.span(), f("id"), format!("duplicate node id {id}"));
+                cx.err(&n_id.span(), f("id"), format!("duplicate node id {id}"));
             }
             let s = *n;
             let get = |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| {
@@ -373,7 +339,7 @@ impl ClusterConfig {
             let heartbeat_ms = heartbeat.as_ref().map_or(100, |h| *h.get_ref());
             if heartbeat_ms == 0 {
                 cx.err(
-                    heartbeat.map(|h| h.span()).unwrap_or_default(),
+                    &(heartbeat.map(|h| h.span()).unwrap_or_default()),
                     f("heartbeat_ms"),
                     "must be at least 1",
                 );
@@ -382,7 +348,7 @@ impl ClusterConfig {
             let miss_count = miss.as_ref().map_or(3, |m| *m.get_ref());
             if miss_count == 0 {
                 cx.err(
-                    miss.map(|m| m.span()).unwrap_or_default(),
+                    &(miss.map(|m| m.span()).unwrap_or_default()),
                     f("miss_count"),
                     "must be at least 1",
                 );
@@ -395,7 +361,7 @@ impl ClusterConfig {
                     .map(|a| a.span())
                     .unwrap_or_default();
                 cx.err(
-                    span,
+                    &span,
                     f("application"),
                     format!("unknown application {application:?}; built in: echo, stream, kv"),
                 );
@@ -404,7 +370,7 @@ impl ClusterConfig {
             let ports = ports_sp.as_ref().map_or((7, 7), |p| *p.get_ref());
             if ports.0 == 0 || ports.0 > ports.1 {
                 cx.err(
-                    ports_sp.map(|p| p.span()).unwrap_or_default(),
+                    &(ports_sp.map(|p| p.span()).unwrap_or_default()),
                     f("ports"),
                     "a port range is [first, last] with 1 <= first <= last",
                 );
@@ -414,8 +380,8 @@ impl ClusterConfig {
                 for b in bs.get_ref() {
                     match ids.get(b) {
                         Some(bid) if *b != name => backups.push(NodeId(*bid)),
-                        Some(_) => cx.err(bs.span(), f("backups"), "a node cannot back itself up"),
-                        None => cx.err(bs.span(), f("backups"), format!("unknown node {b:?}")),
+                        Some(_) => cx.err(&bs.span(), f("backups"), "a node cannot back itself up"),
+                        None => cx.err(&bs.span(), f("backups"), format!("unknown node {b:?}")),
                     }
                 }
             }
@@ -425,7 +391,7 @@ impl ClusterConfig {
                     Some((addr, prefix)) => {
                         if !seen_addrs.insert(addr) {
                             cx.err(
-                                a.span(),
+                                &a.span(),
                                 f("addresses"),
                                 format!("{addr} is owned by two nodes"),
                             );
@@ -438,7 +404,7 @@ impl ClusterConfig {
                         addresses.push(OwnedAddress { addr, prefix, mac });
                     }
                     None => cx.err(
-                        a.span(),
+                        &a.span(),
                         f("addresses"),
                         format!("{:?} is not ADDRESS/PREFIX", a.get_ref()),
                     ),
