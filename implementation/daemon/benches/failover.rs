@@ -105,35 +105,6 @@ fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     (q(0.5), q(0.99), v[v.len() - 1])
 }
 
-/// Whether a node has the address configured (it holds it).
-fn holds(c: &Cluster, node: &str) -> bool {
-    let vip: std::net::Ipv4Addr = VIP.parse().unwrap();
-    c.in_node(node, move || {
-        let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
-        // SAFETY: getifaddrs/freeifaddrs pair; we only read the list in between.
-        unsafe {
-            if libc::getifaddrs(&mut ifa) != 0 {
-                return false;
-            }
-            let mut found = false;
-            let mut p = ifa;
-            while !p.is_null() {
-                let a = (*p).ifa_addr;
-                if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
-                    let sin = &*(a as *const libc::sockaddr_in);
-                    if u32::from_be(sin.sin_addr.s_addr) == u32::from(vip) {
-                        found = true;
-                    }
-                }
-                p = (*p).ifa_next;
-            }
-            libc::freeifaddrs(ifa);
-            found
-        }
-    })
-    .unwrap_or(false)
-}
-
 fn connects(c: &Cluster, timeout: Duration) -> bool {
     let to: SocketAddr = format!("{VIP}:7").parse().unwrap();
     c.in_node("client", move || {
@@ -179,7 +150,11 @@ fn run(profile: &str, interval_ms: u32, cycles: usize) -> Option<Figures> {
     let mut connect = Vec::new();
     let mut offs = Vec::new();
     for _ in 0..cycles {
-        let victim = if holds(&c, "a") { "a" } else { "b" };
+        let victim = if has_address(&c, "a", VIP.parse().unwrap()) {
+            "a"
+        } else {
+            "b"
+        };
         let t0 = holdfast_harness::now_ns();
         // The client keeps trying from the moment of the power-off, beside it (the harness's
         // power-off returns only once the node's processes are reaped).

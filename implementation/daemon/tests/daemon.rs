@@ -379,11 +379,14 @@ fn sigterm_hands_over_at_once() {
     let t0 = holdfast_harness::now_ns();
     // SAFETY: kill(2) on the daemon we started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    wait_until(
-        "the backup serves the address",
-        Duration::from_secs(5),
-        || connect_ok(&c, "198.18.0.10:7"),
-    );
+    // The backup, not a still shutting down: a connection right after the signal may well
+    // reach a.
+    let vip4: std::net::Ipv4Addr = VIP.parse().unwrap();
+    wait_until("the backup serves the address", Duration::from_secs(5), || {
+        !has_address(&c, "a", vip4)
+            && has_address(&c, "b", vip4)
+            && connect_ok(&c, "198.18.0.10:7")
+    });
     let s = c.down().unwrap();
     let frames = read_pcap(&s.captures[0].file);
     let leave = frames
@@ -438,10 +441,17 @@ fn keepalived_baseline_moves_the_address() {
         ..options(&dir)
     };
     let mut c = holdfast_harness::Cluster::up(two_node(), opts).unwrap();
+    // Settled: a alone holds the address (two VRRP instances that start together can both be
+    // master for a moment, and then b's announcement would come before the power-off).
+    let vip4: std::net::Ipv4Addr = VIP.parse().unwrap();
     wait_until(
-        "keepalived serves the address",
+        "keepalived on a alone serves the address",
         Duration::from_secs(10),
-        || connect_ok(&c, "198.18.0.10:7"),
+        || {
+            has_address(&c, "a", vip4)
+                && !has_address(&c, "b", vip4)
+                && connect_ok(&c, "198.18.0.10:7")
+        },
     );
     c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
     wait_until(

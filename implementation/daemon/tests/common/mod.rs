@@ -285,3 +285,32 @@ impl Drop for ScratchNs {
         let _ = holdfast_harness::netns::remove(&self.name);
     }
 }
+
+/// Whether `node` has the IPv4 address `ip` configured on any interface (whatever
+/// implementation put it there).
+pub fn has_address(c: &Cluster, node: &str, ip: std::net::Ipv4Addr) -> bool {
+    c.in_node(node, move || {
+        let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
+        // SAFETY: getifaddrs/freeifaddrs pair; we only read the list in between.
+        unsafe {
+            if libc::getifaddrs(&mut ifa) != 0 {
+                return false;
+            }
+            let mut found = false;
+            let mut p = ifa;
+            while !p.is_null() {
+                let a = (*p).ifa_addr;
+                if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                    let sin = &*(a as *const libc::sockaddr_in);
+                    if u32::from_be(sin.sin_addr.s_addr) == u32::from(ip) {
+                        found = true;
+                    }
+                }
+                p = (*p).ifa_next;
+            }
+            libc::freeifaddrs(ifa);
+            found
+        }
+    })
+    .unwrap_or(false)
+}
