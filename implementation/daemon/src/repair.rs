@@ -334,11 +334,7 @@ impl Repaired {
     /// the output the old owner had not sent, for the application to send first (never
     /// blocking the daemon's loop on it).
     pub fn go_live(self) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
-        let off: libc::c_int = if self.probe {
-            0
-        } else {
-            TCP_REPAIR_OFF_NO_WP
-        };
+        let off: libc::c_int = if self.probe { 0 } else { TCP_REPAIR_OFF_NO_WP };
         setopt(
             &self.fd,
             libc::IPPROTO_TCP,

@@ -382,11 +382,15 @@ fn sigterm_hands_over_at_once() {
     // The backup, not a still shutting down: a connection right after the signal may well
     // reach a.
     let vip4: std::net::Ipv4Addr = VIP.parse().unwrap();
-    wait_until("the backup serves the address", Duration::from_secs(5), || {
-        !has_address(&c, "a", vip4)
-            && has_address(&c, "b", vip4)
-            && connect_ok(&c, "198.18.0.10:7")
-    });
+    wait_until(
+        "the backup serves the address",
+        Duration::from_secs(5),
+        || {
+            !has_address(&c, "a", vip4)
+                && has_address(&c, "b", vip4)
+                && connect_ok(&c, "198.18.0.10:7")
+        },
+    );
     let s = c.down().unwrap();
     let frames = read_pcap(&s.captures[0].file);
     let leave = frames
