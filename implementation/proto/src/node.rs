@@ -1097,14 +1097,12 @@ impl Node {
 
     /// Decides what to do about one group.
     fn evaluate(&mut self, now: Time, owner: NodeId) {
-        // Under `spread`, a survivor that learns of the owner's death only after another has
-        // assumed the group still asks that assumer for its share.
+        // A candidate that learns of the owner's death only after another has assumed the
+        // group still asks that assumer, once per failure (claim 10): for its share under
+        // `spread`; otherwise it is denied, and exactly one node holds the group.
         if owner != self.id()
             && !self.orphaned(owner)
             && !self.alive(owner)
-            && self
-                .ownership_of(owner)
-                .is_some_and(|o| o.policy.assignment == Assignment::Spread)
             && let Some(g) = self.groups.get(&owner).copied()
             && g.epoch.holder != owner
         {
