@@ -658,6 +658,7 @@ impl Node {
             self.actions
                 .push_back(Action::Event(Event::PeerLeft { node: from }));
             self.evaluate_all(now);
+            self.ask_late(now, from);
         }
     }
 
@@ -857,6 +858,9 @@ impl Node {
         }
         if !dead.is_empty() {
             self.evaluate_all(now);
+            for d in &dead {
+                self.ask_late(now, *d);
+            }
         }
         let expired: Vec<NodeId> = self
             .pending
@@ -1097,18 +1101,6 @@ impl Node {
 
     /// Decides what to do about one group.
     fn evaluate(&mut self, now: Time, owner: NodeId) {
-        // A candidate that learns of the owner's death only after another has assumed the
-        // group still asks that assumer, once per failure (claim 10): for its share under
-        // `spread`; otherwise it is denied, and exactly one node holds the group.
-        if owner != self.id()
-            && !self.orphaned(owner)
-            && !self.alive(owner)
-            && let Some(g) = self.groups.get(&owner).copied()
-            && g.epoch.holder != owner
-        {
-            self.want(now, owner, g.epoch);
-            return;
-        }
         if !self.can_assume() || self.held.contains_key(&owner) || !self.orphaned(owner) {
             return;
         }
@@ -1141,6 +1133,21 @@ impl Node {
         } else {
             let prev = self.groups.get(&owner).map(|g| g.epoch).unwrap_or_default();
             self.want(now, owner, prev);
+        }
+    }
+
+    /// When we declare `owner` dead after another candidate has already assumed its group (its
+    /// TAKEOVER-NOTICE came first), we still ask that assumer, once for this failure (claim
+    /// 10): for our share under `spread`; otherwise we are denied, and exactly one node holds
+    /// the group.
+    fn ask_late(&mut self, now: Time, owner: NodeId) {
+        if owner == self.id() || self.orphaned(owner) {
+            return;
+        }
+        if let Some(g) = self.groups.get(&owner).copied()
+            && g.epoch.holder != owner
+        {
+            self.want(now, owner, g.epoch);
         }
     }
 
