@@ -362,14 +362,18 @@ impl Io {
     /// Without this, a takeover longer than the failure-detection time made the peers declare
     /// this node dead.
     async fn keep_alive(&mut self, node: &mut Node, deferred: &mut VecDeque<Action>) {
-        let mut buf = [0u8; 65536];
-        loop {
-            match self.udp.try_recv_from(&mut buf) {
-                Ok((n, from)) => self.datagram(node, &buf[..n], from),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    warn!("recv: {e}");
-                    break;
+        {
+            // Scoped: not held across the awaits below (it would sit in every future that
+            // awaits this one).
+            let mut buf = [0u8; 65536];
+            loop {
+                match self.udp.try_recv_from(&mut buf) {
+                    Ok((n, from)) => self.datagram(node, &buf[..n], from),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!("recv: {e}");
+                        break;
+                    }
                 }
             }
         }
