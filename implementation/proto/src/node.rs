@@ -251,6 +251,9 @@ struct Pending {
     scope: Scope,
     deadline: Time,
     tries: u32,
+    /// Not answered yet, or answered "the holder is alive" (the replier had not noticed the
+    /// failure): ask again when the deadline passes, should the group be held by then.
+    not_yet: bool,
 }
 
 /// Timers in a fixed table.
@@ -870,9 +873,14 @@ impl Node {
             .collect();
         for owner in expired {
             // Unanswered or denied a while ago: we may ask again about this failure.
-            self.pending.remove(&owner);
+            let not_yet = self.pending.remove(&owner).is_some_and(|p| p.not_yet);
             self.asked.retain(|(o, _)| *o != owner);
             self.evaluate(now, owner);
+            // If the replier has assumed the group meanwhile, ask it now (a final "assumed"
+            // answer is not asked again).
+            if not_yet {
+                self.ask_late(now, owner);
+            }
         }
         self.granted.retain(|_, g| g.2 > now);
     }
@@ -1194,6 +1202,7 @@ impl Node {
                 scope: scope.clone(),
                 deadline: now + iv * miss,
                 tries: 1,
+                not_yet: true,
             },
         );
         self.actions
@@ -1380,6 +1389,7 @@ impl Node {
                 Pending {
                     deadline: now + iv * miss,
                     tries: p.tries + 1,
+                    not_yet: r.reason == DenyReason::HolderAlive,
                     ..p
                 },
             );
