@@ -248,22 +248,20 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
 /// Connections restored between two turns of the protocol during a takeover (about 5 ms).
 const RESTORE_CHUNK: usize = 512;
 
-/// Restores `snaps` in repair mode, the second half on a helper thread.
-fn restore_parallel(snaps: &[holdfast_proto::flow::Snapshot]) -> Vec<std::io::Result<Repaired>> {
-    if snaps.len() < 64 {
-        return snaps.iter().map(repair::restore).collect();
+/// Applies `f` to every item, the second half on a helper thread (the kernel work for distinct
+/// sockets runs in parallel). The results come in the items' order; if the helper panicked,
+/// its half is missing from the end.
+fn in_two_halves<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    if items.len() < 64 {
+        return items.into_iter().map(f).collect();
     }
-    let (first, second) = snaps.split_at(snaps.len() / 2);
+    let second = items.split_off(items.len() / 2);
     std::thread::scope(|sc| {
-        let other = sc.spawn(|| second.iter().map(repair::restore).collect::<Vec<_>>());
-        let mut out: Vec<_> = first.iter().map(repair::restore).collect();
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            Err(_) => out.extend(
-                second
-                    .iter()
-                    .map(|_| Err(std::io::Error::other("restore thread panicked"))),
-            ),
+        let f = &f;
+        let other = sc.spawn(move || second.into_iter().map(f).collect::<Vec<_>>());
+        let mut out: Vec<R> = items.into_iter().map(f).collect();
+        if let Ok(rest) = other.join() {
+            out.extend(rest);
         }
         out
     })
@@ -276,26 +274,6 @@ type Live = (
     Vec<u8>,
     std::io::Result<(std::net::TcpStream, Vec<u8>)>,
 );
-
-/// Takes repaired connections live, the second half on a helper thread.
-fn go_live_parallel(mut rs: Vec<Repaired>) -> Vec<Live> {
-    let one = |r: Repaired| -> Live {
-        let (tuple, checkpoint) = (r.tuple, r.checkpoint.clone());
-        (tuple, checkpoint, r.go_live())
-    };
-    if rs.len() < 64 {
-        return rs.into_iter().map(one).collect();
-    }
-    let second = rs.split_off(rs.len() / 2);
-    std::thread::scope(|sc| {
-        let other = sc.spawn(move || second.into_iter().map(one).collect::<Vec<_>>());
-        let mut out: Vec<Live> = rs.into_iter().map(one).collect();
-        if let Ok(rest) = other.join() {
-            out.extend(rest);
-        }
-        out
-    })
-}
 
 /// Which of a failed owner's connections a takeover re-creates.
 enum Part {
@@ -672,7 +650,10 @@ impl Io {
         // In chunks, each split over two threads (the kernel work for distinct sockets runs in
         // parallel), with the protocol kept running between chunks.
         for chunk in snaps.chunks(RESTORE_CHUNK) {
-            let results = restore_parallel(chunk);
+            let mut results = in_two_halves(chunk.iter().collect(), repair::restore);
+            results.resize_with(chunk.len(), || {
+                Err(std::io::Error::other("restore thread panicked"))
+            });
             {
                 let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
                 for (snap, r) in chunk.iter().zip(results) {
@@ -719,7 +700,11 @@ impl Io {
         let mut live = Vec::with_capacity(n);
         // Leaving repair mode sends each connection's window probe through the whole path to
         // the client at once, in this thread: split over two threads.
-        for (tuple, checkpoint, r) in go_live_parallel(mine.into_iter().map(|(_, r)| r).collect()) {
+        let go_live = |(_, r): (NodeId, Repaired)| -> Live {
+            let (tuple, checkpoint) = (r.tuple, r.checkpoint.clone());
+            (tuple, checkpoint, r.go_live())
+        };
+        for (tuple, checkpoint, r) in in_two_halves(mine, go_live) {
             match r {
                 Ok((stream, unsent)) => {
                     let mut app = (self.app)();

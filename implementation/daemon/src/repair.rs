@@ -66,6 +66,17 @@ fn setopt<T>(
     Ok(())
 }
 
+/// Selects the queue (`TCP_SEND_QUEUE` or `TCP_RECV_QUEUE`) that the next repair-mode
+/// `TCP_QUEUE_SEQ` or `send` applies to.
+fn select_queue(fd: &OwnedFd, queue: libc::c_int) -> io::Result<()> {
+    let what = if queue == TCP_SEND_QUEUE {
+        "TCP_REPAIR_QUEUE send"
+    } else {
+        "TCP_REPAIR_QUEUE recv"
+    };
+    setopt(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, &queue, what)
+}
+
 fn sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: a zeroed sockaddr_storage is valid; we fill the family's view of it.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -191,13 +202,7 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
         )?;
     }
     // Step 2: queue sequence numbers, while the socket is closed.
-    setopt(
-        &fd,
-        libc::IPPROTO_TCP,
-        TCP_REPAIR_QUEUE,
-        &TCP_SEND_QUEUE,
-        "TCP_REPAIR_QUEUE send",
-    )?;
+    select_queue(&fd, TCP_SEND_QUEUE)?;
     setopt(
         &fd,
         libc::IPPROTO_TCP,
@@ -205,13 +210,7 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
         &s.snd_una,
         "TCP_QUEUE_SEQ send",
     )?;
-    setopt(
-        &fd,
-        libc::IPPROTO_TCP,
-        TCP_REPAIR_QUEUE,
-        &TCP_RECV_QUEUE,
-        "TCP_REPAIR_QUEUE recv",
-    )?;
+    select_queue(&fd, TCP_RECV_QUEUE)?;
     setopt(
         &fd,
         libc::IPPROTO_TCP,
@@ -256,13 +255,7 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
     }
     // Step 6: the sent-but-unacknowledged output.
     if !s.sent.is_empty() {
-        setopt(
-            &fd,
-            libc::IPPROTO_TCP,
-            TCP_REPAIR_QUEUE,
-            &TCP_SEND_QUEUE,
-            "TCP_REPAIR_QUEUE send",
-        )?;
+        select_queue(&fd, TCP_SEND_QUEUE)?;
         let mut off = 0;
         while off < s.sent.len() {
             // SAFETY: send from a live buffer.
@@ -284,13 +277,7 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
     // The client bytes the old owner never acknowledged go into the receive queue; our first
     // ACK then covers them and the client carries on at once.
     if !s.received.is_empty() {
-        setopt(
-            &fd,
-            libc::IPPROTO_TCP,
-            TCP_REPAIR_QUEUE,
-            &TCP_RECV_QUEUE,
-            "TCP_REPAIR_QUEUE recv",
-        )?;
+        select_queue(&fd, TCP_RECV_QUEUE)?;
         // The kernel queues at most MAX_SKB_FRAGS (17) pages per call (tcp_send_rcvq) and says
         // how much it took: send until all of it is queued.
         let mut at = 0;
