@@ -37,6 +37,8 @@ fn snapshot(i: u32) -> Snapshot {
         sent: vec![],
         unsent: vec![],
         received: vec![],
+        client_fin: false,
+        server_fin: false,
         checkpoint: vec![],
     }
 }
@@ -68,9 +70,10 @@ fn main() {
             nl.add_addr("h0", "198.18.0.10".parse().unwrap(), 32)
                 .unwrap();
             let t2 = Instant::now();
+            let inject = holdfastd::inject::Injector::new().expect("raw socket");
             let live: Vec<_> = repaired
                 .into_iter()
-                .map(|r| r.go_live().expect("go live"))
+                .map(|r| r.go_live(&inject).expect("go live"))
                 .collect();
             let t3 = Instant::now();
             drop(live);

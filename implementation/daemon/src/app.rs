@@ -283,7 +283,10 @@ pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()>
 }
 
 /// Serves one connection: `first` (output owed from before a takeover), then client bytes into
-/// the application and its output back.
+/// the application and its output back. The server's side closes (FIN) after the output, once
+/// the client has closed its side or the application has finished; a finished application's
+/// connection is still read, and the bytes dropped, until the client closes, so that nothing
+/// the client sends meets a closed socket (which would answer with a reset).
 pub async fn serve(mut s: TcpStream, mut app: Box<dyn App>, first: Vec<u8>) {
     let _ = s.set_nodelay(true);
     if !first.is_empty() && s.write_all(&first).await.is_err() {
@@ -291,9 +294,17 @@ pub async fn serve(mut s: TcpStream, mut app: Box<dyn App>, first: Vec<u8>) {
     }
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
+    let mut closed = false;
     loop {
+        if app.finished() && !closed {
+            closed = true;
+            if !close_output(&mut s).await {
+                return;
+            }
+        }
         match s.read(&mut buf).await {
             Ok(0) | Err(_) => break,
+            Ok(_) if closed => {}
             Ok(n) => {
                 out.clear();
                 app.input(&buf[..n], &mut out);
@@ -303,9 +314,18 @@ pub async fn serve(mut s: TcpStream, mut app: Box<dyn App>, first: Vec<u8>) {
             }
         }
     }
-    // A frozen connection (repair mode: fenced, migrating, or handed to the guardian) ends
-    // here too, when a write fails; it must leave without a FIN, which shutdown would send.
-    if !guardian::in_repair(s.as_raw_fd()) {
-        let _ = s.shutdown().await;
+    if !closed {
+        close_output(&mut s).await;
     }
+}
+
+/// Sends our FIN after the output, unless the connection is frozen (repair mode: fenced,
+/// migrating, or handed to the guardian), which must end without a FIN. Returns whether the
+/// connection is still ours to serve.
+async fn close_output(s: &mut TcpStream) -> bool {
+    if guardian::in_repair(s.as_raw_fd()) {
+        return false;
+    }
+    let _ = s.shutdown().await;
+    true
 }

@@ -2,7 +2,9 @@
 //!
 //! Start with [`daemon::run`]. [`config`] reads the cluster configuration, [`netio`] adds and
 //! removes addresses and watches the link over rtnetlink, [`arp`] announces addresses with
-//! gratuitous ARP and unsolicited neighbour advertisements, [`app`] serves the application, [`steer`] forwards single connections to another node in the kernel.
+//! gratuitous ARP and unsolicited neighbour advertisements, [`app`] serves the application,
+//! [`steer`] forwards single connections to another node in the kernel, [`repair`] re-creates
+//! connections with TCP_REPAIR and [`inject`] puts a client's packets into this node's stack.
 #![warn(missing_docs)]
 
 pub mod app;
@@ -10,6 +12,7 @@ pub mod arp;
 pub mod config;
 pub mod daemon;
 pub mod guardian;
+pub mod inject;
 pub mod netio;
 pub mod repair;
 pub mod snoop;

@@ -9,12 +9,26 @@
 //! 2. the sequence numbers of both queues (`TCP_REPAIR_QUEUE` + `TCP_QUEUE_SEQ`), while closed;
 //! 3. `bind` and `connect` (no SYN is sent in repair mode); never `SO_REUSEADDR`, which would undo
 //!    the address reuse TCP_REPAIR forces;
-//! 4. `TCP_REPAIR_OPTIONS`: MSS, window scale, SACK, timestamps;
+//! 4. `TCP_REPAIR_OPTIONS`: MSS, window scale, SACK, timestamps. The window scale is always
+//!    set, to zero both ways when the handshake did not negotiate it: the repair-mode
+//!    `connect` has already chosen a receive shift from this node's sysctls
+//!    (`tcp_connect_init` -> `tcp_select_initial_window`), and `__tcp_select_window` applies
+//!    it whether or not `wscale_ok` is set, so a client without scaling would read our window
+//!    unshifted (63 bytes instead of 65,535). ECN cannot be carried: `tcp_repair_options_est`
+//!    (net/ipv4/tcp.c, 6.18) knows only these four options, and a repair-mode `connect` skips
+//!    the SYN where ECN is negotiated (`tcp_connect`: `if (unlikely(tp->repair))` ...
+//!    `tcp_finish_connect`); see docs/applications.md;
 //! 5. `TCP_TIMESTAMP`, so that TSval continues above the old owner's (the client's PAWS);
 //! 6. the send queue: bytes written in repair mode count as sent and unacknowledged; and the
 //!    receive queue: the client bytes the old owner never acknowledged;
 //! 7. `TCP_REPAIR_WINDOW`;
-//! 8. after the address exists: repair mode off, which makes the kernel send a window probe
+//! 8. the FINs, as CRIU's `libsoccr_restore` does (soccr/soccr.c): the server's FIN, if the
+//!    old owner had sent it, by `shutdown(SHUT_WR)` with the send queue selected, so that the
+//!    kernel counts it as sent (`restore_fin_in_snd_queue`); the client's, once the address
+//!    exists, by putting a FIN from the client into this node's own stack through a raw
+//!    socket (`send_fin`), which moves the socket to CLOSE_WAIT (or CLOSING) as the old one
+//!    was;
+//! 9. after the address exists: repair mode off, which makes the kernel send a window probe
 //!    (our tickle ACK: it tells the client which of its bytes we have, and draws its ACK of
 //!    ours), then the output the old owner had not sent yet. A connection with nothing in
 //!    flight either way leaves repair mode without the probe (`TCP_REPAIR_OFF_NO_WP`): there is
@@ -33,6 +47,7 @@ const TCP_QUEUE_SEQ: libc::c_int = 21;
 const TCP_REPAIR_OPTIONS: libc::c_int = 22;
 const TCP_TIMESTAMP: libc::c_int = 24;
 const TCP_REPAIR_WINDOW: libc::c_int = 29;
+const TCP_NO_QUEUE: libc::c_int = 0;
 const TCP_RECV_QUEUE: libc::c_int = 1;
 const TCP_SEND_QUEUE: libc::c_int = 2;
 const TCPOPT_MSS: u32 = 2;
@@ -69,10 +84,10 @@ fn setopt<T>(
 /// Selects the queue (`TCP_SEND_QUEUE` or `TCP_RECV_QUEUE`) that the next repair-mode
 /// `TCP_QUEUE_SEQ` or `send` applies to.
 fn select_queue(fd: &OwnedFd, queue: libc::c_int) -> io::Result<()> {
-    let what = if queue == TCP_SEND_QUEUE {
-        "TCP_REPAIR_QUEUE send"
-    } else {
-        "TCP_REPAIR_QUEUE recv"
+    let what = match queue {
+        TCP_SEND_QUEUE => "TCP_REPAIR_QUEUE send",
+        TCP_RECV_QUEUE => "TCP_REPAIR_QUEUE recv",
+        _ => "TCP_REPAIR_QUEUE none",
     };
     setopt(fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, &queue, what)
 }
@@ -153,8 +168,13 @@ pub struct Repaired {
     probe: bool,
     /// The connection.
     pub tuple: holdfast_proto::wire::FourTuple,
+    /// Its state (`ESTABLISHED`, `CLOSE_WAIT`, ...), for reports.
+    pub state: &'static str,
     /// The application's checkpoint.
     pub checkpoint: Vec<u8>,
+    /// The client's FIN, as an IP packet from the client, to put into our own stack once the
+    /// address exists (step 8).
+    client_fin: Option<Vec<u8>>,
 }
 
 impl std::os::fd::AsFd for Repaired {
@@ -221,14 +241,17 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
     // Step 3: bind, then connect (in repair mode no SYN is sent).
     with_sockaddr(&fd, &local, libc::bind, "bind")?;
     with_sockaddr(&fd, &s.tuple.remote, libc::connect, "connect (repair)")?;
-    // Step 4: struct tcp_repair_opt { u32 opt_code; u32 opt_val; }.
-    let mut opts: Vec<[u32; 2]> = vec![[TCPOPT_MSS, s.mss as u32]];
-    if s.wscale {
-        opts.push([
-            TCPOPT_WINDOW,
-            s.snd_wscale as u32 | ((s.rcv_wscale as u32) << 16),
-        ]);
-    }
+    // Step 4: struct tcp_repair_opt { u32 opt_code; u32 opt_val; }. The window scale always,
+    // zero both ways if it was not negotiated (see the module's step 4).
+    let (snd_shift, rcv_shift) = if s.wscale {
+        (s.snd_wscale as u32, s.rcv_wscale as u32)
+    } else {
+        (0, 0)
+    };
+    let mut opts: Vec<[u32; 2]> = vec![
+        [TCPOPT_MSS, s.mss as u32],
+        [TCPOPT_WINDOW, snd_shift | (rcv_shift << 16)],
+    ];
     if s.sack {
         opts.push([TCPOPT_SACK_PERM, 0]);
     }
@@ -305,22 +328,45 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
         &win,
         "TCP_REPAIR_WINDOW",
     )?;
+    // Step 8: the server's FIN, counted as sent (soccr's `restore_fin_in_snd_queue`): with
+    // the send queue selected, the kernel's transmit path marks the FIN sent without sending
+    // it (`tcp_write_xmit`, "Skip network transmission" in repair mode).
+    if s.server_fin {
+        select_queue(&fd, TCP_SEND_QUEUE)?;
+        // SAFETY: shutdown(2) on our socket.
+        check(
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) },
+            "shutdown (FIN in the send queue)",
+        )?;
+        select_queue(&fd, TCP_NO_QUEUE)?;
+    }
     Ok(Repaired {
         fd,
-        probe: !s.sent.is_empty() || !s.received.is_empty(),
+        probe: !s.sent.is_empty() || !s.received.is_empty() || s.server_fin || s.client_fin,
         unsent: s.unsent.clone(),
         tuple: s.tuple,
+        state: s.state().name(),
         checkpoint: s.checkpoint.clone(),
+        client_fin: s.client_fin.then(|| crate::inject::client_fin(s)),
     })
 }
 
 impl Repaired {
-    /// Step 8: leaves repair mode (with bytes in flight, the kernel sends a window probe: the
-    /// client answers with an ACK and retransmits what the old owner never acknowledged; with
-    /// none, no probe). Returns the live socket and
-    /// the output the old owner had not sent, for the application to send first (never
-    /// blocking the daemon's loop on it).
-    pub fn go_live(self) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
+    /// Steps 8 and 9, once the address exists: the client's FIN into our stack (through
+    /// `inject`), then repair mode off (with bytes or a FIN in flight, the kernel sends a
+    /// window probe: the client answers with an ACK and retransmits what the old owner never
+    /// acknowledged; with none, no probe). Returns the live socket and the output the old
+    /// owner had not sent, for the application to send first (never blocking the daemon's loop
+    /// on it).
+    pub fn go_live(
+        self,
+        inject: &crate::inject::Injector,
+    ) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
+        if let Some(fin) = &self.client_fin {
+            inject
+                .send(fin)
+                .map_err(|e| io::Error::new(e.kind(), format!("the client's FIN: {e}")))?;
+        }
         let off: libc::c_int = if self.probe { 0 } else { TCP_REPAIR_OFF_NO_WP };
         setopt(
             &self.fd,

@@ -101,19 +101,20 @@ impl Snooper {
 
 fn run(fd: OwnedFd, table: Arc<Mutex<FlowTable>>, drops: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; 256 * 1024];
-    let mut n_since_sweep = 0u32;
+    let mut since_stats = 0u32;
     while !stop.load(Ordering::SeqCst) {
         // SAFETY: recv into a live buffer.
         let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n <= 0 {
             continue;
         }
-        let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
-        t.observe(&buf[..n as usize]);
-        n_since_sweep += 1;
-        if n_since_sweep > 10_000 {
-            t.sweep();
-            n_since_sweep = 0;
+        table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&buf[..n as usize]);
+        since_stats += 1;
+        if since_stats > 10_000 {
+            since_stats = 0;
             let mut st = [0u32; 2];
             let mut len = 8 as libc::socklen_t;
             // SAFETY: getsockopt(PACKET_STATISTICS) into a tpacket_stats-sized buffer.

@@ -22,6 +22,13 @@ pub trait App: Send {
     }
     /// Resumes from a checkpoint.
     fn restore(&mut self, _checkpoint: &[u8]) {}
+    /// Whether the application has no more output for this connection: the server then sends
+    /// its FIN after what it has sent (a half-close: it still reads, and ignores, what the
+    /// client sends until the client closes too). The client's own FIN does not count here:
+    /// after it, the server closes once its output is sent, whatever the application.
+    fn finished(&self) -> bool {
+        false
+    }
     /// The application's name, as in the ownership information.
     fn name(&self) -> &'static str;
 }
@@ -106,14 +113,16 @@ impl App for Stream {
 }
 
 /// Kv: a line-protocol key-value store, per connection. `SET key value` answers `OK`,
-/// `GET key` answers `VALUE value` or `NOT_FOUND`, `DEL key` answers `DELETED` or `NOT_FOUND`;
-/// anything else answers `ERROR`. Lines end with `\n`. The state is per connection (each
-/// connection's store lives and moves with it); the checkpoint carries the store and any
-/// partial line.
+/// `GET key` answers `VALUE value` or `NOT_FOUND`, `DEL key` answers `DELETED` or `NOT_FOUND`,
+/// `QUIT` answers `BYE` and closes the server's side (the client may still send; it is
+/// ignored); anything else answers `ERROR`. Lines end with `\n`. The state is per connection
+/// (each connection's store lives and moves with it); the checkpoint carries the store, any
+/// partial line and whether `QUIT` was seen.
 #[derive(Debug, Default, Clone)]
 pub struct Kv {
     store: std::collections::BTreeMap<String, String>,
     line: Vec<u8>,
+    quit: bool,
 }
 
 impl Kv {
@@ -132,6 +141,10 @@ impl Kv {
                 Some(_) => "DELETED".to_owned(),
                 None => "NOT_FOUND".to_owned(),
             },
+            (Some("QUIT"), None, None) => {
+                self.quit = true;
+                "BYE".to_owned()
+            }
             _ => "ERROR".to_owned(),
         };
         out.extend_from_slice(reply.as_bytes());
@@ -142,6 +155,9 @@ impl Kv {
 impl App for Kv {
     fn input(&mut self, data: &[u8], out: &mut Vec<u8>) {
         for &b in data {
+            if self.quit {
+                return;
+            }
             if b == b'\n' {
                 let line = String::from_utf8_lossy(&self.line).into_owned();
                 self.line.clear();
@@ -152,8 +168,9 @@ impl App for Kv {
         }
     }
     fn checkpoint(&self) -> Vec<u8> {
-        // key \t value \n ..., then \0, then the partial line.
-        let mut c = Vec::new();
+        // One byte of flags (1: QUIT seen), then key \t value \n ..., then \0, then the
+        // partial line.
+        let mut c = vec![self.quit as u8];
         for (k, v) in &self.store {
             c.extend_from_slice(k.as_bytes());
             c.push(b'\t');
@@ -165,6 +182,11 @@ impl App for Kv {
         c
     }
     fn restore(&mut self, c: &[u8]) {
+        let Some((flags, c)) = c.split_first() else {
+            *self = Self::default();
+            return;
+        };
+        self.quit = flags & 1 != 0;
         let (store, line) = match c.iter().position(|b| *b == 0) {
             Some(i) => (&c[..i], &c[i + 1..]),
             None => (c, &c[c.len()..]),
@@ -175,6 +197,9 @@ impl App for Kv {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         self.line = line.to_vec();
+    }
+    fn finished(&self) -> bool {
+        self.quit
     }
     fn name(&self) -> &'static str {
         "kv"
@@ -232,8 +257,12 @@ impl Replica {
         }
     }
 
-    /// Feeds input the primary has received.
+    /// Feeds input the primary has received (ignored once the application has finished, as
+    /// the serving side ignores it).
     pub fn input(&mut self, data: &[u8]) {
+        if self.app.finished() {
+            return;
+        }
         let mut o = Vec::new();
         self.app.input(data, &mut o);
         self.out.extend(o);

@@ -496,6 +496,11 @@ pub struct ConnState {
     pub ts_val: u32,
     /// Our last TSecr (the peer's last TSval).
     pub ts_ecr: u32,
+    /// The peer's FIN was received: it follows `rcv_nxt` (which counts bytes only).
+    pub fin_received: bool,
+    /// Our FIN was sent: it follows `unacked`, all of which was sent (`snd_nxt` counts bytes
+    /// only).
+    pub fin_sent: bool,
     /// Bytes sent and not yet acknowledged (starting at `snd_una`).
     pub unacked: Vec<u8>,
     /// The application's checkpoint.
@@ -962,6 +967,8 @@ impl Body {
                     timestamps: r.bool()?,
                     ts_val: r.u32()?,
                     ts_ecr: r.u32()?,
+                    fin_received: r.bool()?,
+                    fin_sent: r.bool()?,
                     unacked: r.bytes32()?,
                     checkpoint: r.bytes32()?,
                 };
@@ -1042,6 +1049,8 @@ impl Body {
                 w.u8(c.timestamps as u8);
                 w.u32(c.ts_val);
                 w.u32(c.ts_ecr);
+                w.u8(c.fin_received as u8);
+                w.u8(c.fin_sent as u8);
                 w.bytes32(&c.unacked);
                 w.bytes32(&c.checkpoint);
             }
@@ -1232,6 +1241,8 @@ pub(crate) mod tests {
                 timestamps: true,
                 ts_val: 111,
                 ts_ecr: 222,
+                fin_received: true,
+                fin_sent: false,
                 unacked: b"0123456789".to_vec(),
                 checkpoint: vec![1, 2, 3],
             })),

@@ -15,7 +15,6 @@ use holdfast_proto::node::{Action, Command, Config, Dest, Event, Node};
 use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId, OwnedAddress};
 use holdfast_proto::time::Time;
 use holdfast_proto::wire::{FourTuple, Packet, Scope};
-use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::mpsc;
@@ -26,179 +25,15 @@ use holdfast_proto::app::App;
 use crate::arp::{RawSender, announce_frame};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::netio::{self, IfInfo, Net};
-use crate::repair::{self, Repaired};
+use crate::repair::Repaired;
 use crate::snoop::Snooper;
 use crate::steer::{Rules, Steer};
 
-/// The status socket's file name in the run directory.
-pub const STATUS_SOCKET: &str = "holdfastd.sock";
+mod status;
+mod takeover;
 
-/// What `holdfastd status` prints.
-#[derive(Debug, Serialize)]
-pub struct Status {
-    /// This node's name.
-    pub node: String,
-    /// Its id.
-    pub id: u32,
-    /// Its boot epoch.
-    pub boot_epoch: u32,
-    /// Whether it may assume.
-    pub eligible: bool,
-    /// Peers.
-    pub members: Vec<MemberStatus>,
-    /// Groups: who holds whose addresses, at which epoch.
-    pub groups: Vec<GroupStatus>,
-    /// Message counters.
-    pub counters: Counters,
-    /// Connection takeover counters.
-    pub connections: ConnCounters,
-}
-
-/// The most application bytes (unacknowledged output plus checkpoint) a CONN-STATE carries:
-/// it must fit one UDP datagram with its header and HMAC.
-const SYNC_MAX: usize = 60_000;
-
-/// Connection takeover counters in the status.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct ConnCounters {
-    /// Connections tracked by the snooper now.
-    pub tracked: usize,
-    /// Connections re-created with TCP_REPAIR.
-    pub assumed: u64,
-    /// Connections that could not be made whole (reported, and left to reset).
-    pub unrestorable: u64,
-    /// Frames the snooper's socket dropped.
-    pub snoop_drops: u64,
-    /// CONN-STATEs sent to peers that came up (late backups).
-    pub synced: u64,
-    /// Connections too large to sync in one datagram.
-    pub unsynced: u64,
-    /// CONN-STATEs received and adopted.
-    pub adopted: u64,
-    /// Connections this node forwards in the kernel to the node serving them.
-    pub forwarded: usize,
-    /// Connections served here while another node holds their address (draining after a
-    /// `new-connections` failback, or a `spread` share).
-    pub served_without_address: usize,
-    /// The phases of the last takeover.
-    pub last_takeover: Option<TakeoverTiming>,
-}
-
-/// How long each phase of a takeover took, in microseconds.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct TakeoverTiming {
-    /// Connections re-created.
-    pub connections: usize,
-    /// Announcing the address early and waiting for the old owner to go quiet.
-    pub quiesce_us: u64,
-    /// Taking the snapshots from the flow table.
-    pub snapshot_us: u64,
-    /// The TCP_REPAIR syscalls for every connection (the part a bare C loop does).
-    pub restore_us: u64,
-    /// From the snapshots to every connection live, address and announcement included.
-    pub to_live_us: u64,
-}
-
-/// One peer in the status.
-#[derive(Debug, Serialize)]
-pub struct MemberStatus {
-    /// Node id.
-    pub id: u32,
-    /// Boot epoch.
-    pub boot_epoch: u32,
-    /// Alive?
-    pub alive: bool,
-    /// Eligible?
-    pub eligible: bool,
-    /// Milliseconds since last heard.
-    pub last_heard_ms_ago: f64,
-    /// Its application, from its ANNOUNCE.
-    pub application: Option<String>,
-}
-
-/// One group in the status.
-#[derive(Debug, Serialize)]
-pub struct GroupStatus {
-    /// The owner.
-    pub owner: u32,
-    /// The epoch counter.
-    pub epoch: u32,
-    /// The holder.
-    pub holder: u32,
-    /// Whether this node holds it.
-    pub held_here: bool,
-    /// The owner's addresses.
-    pub addresses: Vec<String>,
-}
-
-/// Counters in the status.
-#[derive(Debug, Serialize)]
-pub struct Counters {
-    /// Sent, by message type.
-    pub sent: BTreeMap<String, u64>,
-    /// Accepted, by message type.
-    pub received: BTreeMap<String, u64>,
-    /// Dropped, by reason (`bad_tag`, `replay`, `malformed`, ...).
-    pub dropped: BTreeMap<String, u64>,
-}
-
-fn status(name: &str, node: &Node, now: Time, conns: ConnCounters) -> Status {
-    let s = node.stats();
-    Status {
-        node: name.to_owned(),
-        id: node.id().0,
-        boot_epoch: node.config().boot_epoch,
-        eligible: node.eligible(),
-        members: node
-            .members()
-            .iter()
-            .map(|(id, m)| MemberStatus {
-                id: id.0,
-                boot_epoch: m.boot_epoch,
-                alive: m.alive,
-                eligible: m.eligible,
-                last_heard_ms_ago: (now - m.last_heard).as_secs_f64() * 1000.0,
-                application: m.ownership.as_ref().map(|o| o.application.clone()),
-            })
-            .collect(),
-        groups: node
-            .groups()
-            .iter()
-            .map(|(o, g)| GroupStatus {
-                owner: o.0,
-                epoch: g.epoch.counter,
-                holder: g.epoch.holder.0,
-                held_here: node.held().contains_key(o),
-                addresses: record(node, *o)
-                    .map(|r| {
-                        r.addresses
-                            .iter()
-                            .map(|a| format!("{}/{}", a.addr, a.prefix))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            })
-            .collect(),
-        counters: Counters {
-            sent: s
-                .sent
-                .iter()
-                .map(|(k, v)| (k.name().to_owned(), *v))
-                .collect(),
-            received: s
-                .received
-                .iter()
-                .map(|(k, v)| (k.name().to_owned(), *v))
-                .collect(),
-            dropped: s
-                .dropped
-                .iter()
-                .map(|(k, v)| (k.name().to_owned(), *v))
-                .collect(),
-        },
-        connections: conns,
-    }
-}
+pub use status::*;
+use takeover::Part;
 
 /// Reads, increments and stores the boot epoch; never lower than seconds since 2024, so a lost
 /// state file still gives an epoch above any earlier boot's.
@@ -245,46 +80,6 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
     Ok(sock)
 }
 
-/// Connections restored between two turns of the protocol during a takeover (about 5 ms).
-const RESTORE_CHUNK: usize = 512;
-
-/// Applies `f` to every item, the second half on a helper thread (the kernel work for distinct
-/// sockets runs in parallel). The results come in the items' order; if the helper panicked,
-/// its half is missing from the end.
-fn in_two_halves<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    if items.len() < 64 {
-        return items.into_iter().map(f).collect();
-    }
-    let second = items.split_off(items.len() / 2);
-    std::thread::scope(|sc| {
-        let f = &f;
-        let other = sc.spawn(move || second.into_iter().map(f).collect::<Vec<_>>());
-        let mut out: Vec<R> = items.into_iter().map(f).collect();
-        if let Ok(rest) = other.join() {
-            out.extend(rest);
-        }
-        out
-    })
-}
-
-/// What going live gave for one connection: its addresses, its application checkpoint, and the
-/// live socket with the output still owed.
-type Live = (
-    FourTuple,
-    Vec<u8>,
-    std::io::Result<(std::net::TcpStream, Vec<u8>)>,
-);
-
-/// Which of a failed owner's connections a takeover re-creates.
-enum Part {
-    /// All of them.
-    All,
-    /// Share `index` of `of` (`spread`); share 0 splits and forwards the others.
-    Share(u16, u16),
-    /// Exactly these (a `spread` share granted as a list).
-    Listed(std::collections::BTreeSet<FourTuple>),
-}
-
 struct Io {
     /// The core's clock: `Time` is nanoseconds since this instant.
     base: Instant,
@@ -300,6 +95,10 @@ struct Io {
     snooper: Option<Snooper>,
     /// Connections re-created in repair mode, waiting for their owner's address.
     repaired: Vec<(NodeId, Repaired)>,
+    /// Handshakes the old owner never answered, to replay once we have the owner's address.
+    syns: Vec<(NodeId, Vec<u8>)>,
+    /// Raw sockets that put a client's packets (a FIN, a SYN) into our own stack.
+    injector: Option<crate::inject::Injector>,
     /// The takeover under way: when its snapshots were taken, and its phases so far.
     timing: Option<(Instant, TakeoverTiming)>,
     /// The link went down and our addresses were withdrawn until we are eligible again.
@@ -326,7 +125,19 @@ impl Io {
     fn conn_counters(&self) -> ConnCounters {
         let mut c = self.conns.clone();
         if let Some(sn) = &self.snooper {
-            c.tracked = sn.table.lock().map(|t| t.len()).unwrap_or(0);
+            let t = sn.table.lock().unwrap_or_else(|e| e.into_inner());
+            c.tracked = t.len();
+            c.states = t
+                .states()
+                .into_iter()
+                .map(|(s, n)| (s.name().to_owned(), n))
+                .collect();
+            c.ended = t
+                .ended
+                .iter()
+                .map(|(s, n)| (s.name().to_owned(), *n))
+                .collect();
+            drop(t);
             c.snoop_drops = sn.drops.load(std::sync::atomic::Ordering::Relaxed);
         }
         c.forwarded = self.steer.installed();
@@ -455,283 +266,6 @@ impl Io {
                     let _ = self.net.del_local(a).await;
                 }
             }
-        }
-    }
-
-    /// Sends `peer` (just up: booted, or back) the CONN-STATE of every live connection of
-    /// every group this node holds, so that it can back them up although it never saw their
-    /// handshakes. A state larger than one datagram is not sent (the peer cannot assume that
-    /// connection, and resets it deliberately if it ever has to).
-    fn sync_peer(&mut self, node: &mut Node, peer: NodeId) {
-        let Some(sn) = &self.snooper else {
-            return;
-        };
-        let held: Vec<(NodeId, holdfast_proto::policy::Epoch)> =
-            node.held().iter().map(|(o, e)| (*o, *e)).collect();
-        for (owner, epoch) in held {
-            let Some(rec) = record(node, owner) else {
-                continue;
-            };
-            let addrs: Vec<IpAddr> = rec.addresses.iter().map(|a| a.addr).collect();
-            let snaps = sn
-                .table
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .snapshots(&addrs);
-            for snap in snaps {
-                let state = snap.to_conn_state(owner, epoch);
-                if state.unacked.len() + state.checkpoint.len() > SYNC_MAX {
-                    warn!(%peer, local = %snap.tuple.local, remote = %snap.tuple.remote, bytes = state.unacked.len(), "connection state too large for one datagram: not synced");
-                    self.conns.unsynced += 1;
-                    continue;
-                }
-                debug!(%peer, %owner, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE sent");
-                self.conns.synced += 1;
-                node.conn_state(peer, state);
-            }
-        }
-    }
-
-    /// A holder sent us a connection's state: track it from there on.
-    fn adopt(&mut self, from: NodeId, state: &holdfast_proto::wire::ConnState) {
-        let Some(sn) = &self.snooper else {
-            return;
-        };
-        match holdfast_proto::flow::Snapshot::from_conn_state(state) {
-            Some(snap) => {
-                debug!(%from, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE adopted");
-                sn.table
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .adopt(&snap);
-                self.conns.adopted += 1;
-            }
-            None => warn!(%from, "malformed CONN-STATE ignored"),
-        }
-    }
-
-    /// Re-creates the owner's snooped connections in repair mode (before its address exists).
-    ///
-    /// First the address is announced (without adding it yet), so that the clients' segments
-    /// come here, where the snooper sees them and the kernel drops them; then we wait until the
-    /// old owner's side has gone quiet (a frozen node's kernel keeps sending and acknowledging
-    /// until then); only then is the snapshot taken. Nothing reaches the new sockets before the
-    /// address exists, so the snapshot is final.
-    ///
-    /// Under `spread` (`share` is `(index, of)`), only this node's share is re-created. The
-    /// node with share 0 also holds the addresses and forwards every other share `k` to
-    /// `shares[k]`; the others announce nothing.
-    #[allow(clippy::too_many_arguments)]
-    async fn assume(
-        &mut self,
-        node: &mut Node,
-        deferred: &mut VecDeque<Action>,
-        owner: NodeId,
-        addrs: &[OwnedAddress],
-        arp: ArpPolicy,
-        part: Part,
-        shares: &[NodeId],
-    ) {
-        let Some(table) = self.snooper.as_ref().map(|sn| sn.table.clone()) else {
-            return;
-        };
-        let t0 = Instant::now();
-        let announce = matches!(part, Part::All | Part::Share(0, _));
-        if arp != ArpPolicy::None && announce {
-            let mac = if arp == ArpPolicy::Vmac {
-                addrs.first().map_or(self.iface.mac, |a| a.mac)
-            } else {
-                self.iface.mac
-            };
-            if let Ok(sender) = self.sender(self.iface.index) {
-                for a in addrs {
-                    let _ = sender.send(&announce_frame(mac, a.addr));
-                }
-            }
-        }
-        let step = self.me.settle;
-        let cap = Duration::from_millis(self.me.ownership.policy.heartbeat_ms as u64).min(step * 4);
-        let server_segments = || table.lock().map(|t| t.server_segments).unwrap_or(0);
-        let mut waited = Duration::ZERO;
-        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
-        // Nothing to quiesce (at boot, or a group without connections): no wait, so that the
-        // event loop, and our heartbeats, are not held up for nothing.
-        let idle = !table.lock().unwrap_or_else(|e| e.into_inner()).tracks(&ips);
-        loop {
-            if idle {
-                break;
-            }
-            let before = server_segments();
-            tokio::time::sleep(step).await;
-            self.keep_alive(node, deferred).await;
-            waited += step;
-            if server_segments() == before || waited >= cap {
-                break;
-            }
-        }
-        let quiesced = Instant::now();
-        let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
-        let addrs = &addrs[..];
-        let (snaps, lost) = table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_over(addrs);
-        let (snaps, lost) = match part {
-            Part::All => (snaps, lost),
-            Part::Share(0, of) if of > 1 => {
-                // We split: every `of`-th connection in sorted order to each share, so that the
-                // split is even; the other nodes are granted exactly their lists. Lists too long
-                // for one datagram: by hash instead, which every node computes alike.
-                let mut all: Vec<FourTuple> = snaps.iter().map(|s| s.tuple).collect();
-                all.sort();
-                let mut lists = vec![Vec::new(); of as usize];
-                for (rank, t) in all.into_iter().enumerate() {
-                    lists[rank % of as usize].push(t);
-                }
-                let listed = lists
-                    .iter()
-                    .all(|l| l.len() <= holdfast_proto::node::DRAIN_MAX);
-                let share_of = |t: &FourTuple| -> usize {
-                    if listed {
-                        lists
-                            .iter()
-                            .position(|l| l.binary_search(t).is_ok())
-                            .unwrap_or(0)
-                    } else {
-                        t.share(of) as usize
-                    }
-                };
-                let (mine, others): (Vec<_>, Vec<_>) =
-                    snaps.into_iter().partition(|s| share_of(&s.tuple) == 0);
-                for s in &others {
-                    if let Some(to) = shares.get(share_of(&s.tuple)) {
-                        self.forwards.entry((owner, *to)).or_default().push(s.tuple);
-                    }
-                }
-                info!(%owner, mine = mine.len(), forwarded = others.len(), listed, "spread: forwarding the other shares");
-                self.apply_forwards();
-                node.assigned(owner, listed.then_some(lists));
-                let lost: Vec<FourTuple> = lost.into_iter().filter(|t| t.share(of) == 0).collect();
-                (mine, lost)
-            }
-            Part::Share(index, of) => {
-                let mine: Vec<_> = snaps
-                    .into_iter()
-                    .filter(|s| s.tuple.share(of) == index)
-                    .collect();
-                let lost: Vec<FourTuple> =
-                    lost.into_iter().filter(|t| t.share(of) == index).collect();
-                (mine, lost)
-            }
-            Part::Listed(list) => {
-                let mut lost: Vec<FourTuple> =
-                    lost.into_iter().filter(|t| list.contains(t)).collect();
-                let mine: Vec<_> = snaps
-                    .into_iter()
-                    .filter(|s| list.contains(&s.tuple))
-                    .collect();
-                // Granted connections we never saw at all cannot be made whole either.
-                let unseen: Vec<FourTuple> = list
-                    .iter()
-                    .filter(|t| !mine.iter().any(|s| s.tuple == **t) && !lost.contains(t))
-                    .copied()
-                    .collect();
-                lost.extend(unseen);
-                (mine, lost)
-            }
-        };
-        for t in &lost {
-            // Deliberately not re-created: the client's next segment meets no socket and is
-            // reset. Never corrupted silently.
-            warn!(local = %t.local, remote = %t.remote, "connection cannot be made whole (capture hole or unseen handshake); it will be reset");
-        }
-        self.conns.unrestorable += lost.len() as u64;
-        let snapped = Instant::now();
-        // In chunks, each split over two threads (the kernel work for distinct sockets runs in
-        // parallel), with the protocol kept running between chunks.
-        for chunk in snaps.chunks(RESTORE_CHUNK) {
-            let mut results = in_two_halves(chunk.iter().collect(), repair::restore);
-            results.resize_with(chunk.len(), || {
-                Err(std::io::Error::other("restore thread panicked"))
-            });
-            {
-                let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
-                for (snap, r) in chunk.iter().zip(results) {
-                    match r {
-                        Ok(r) => {
-                            // Keep tracking it (we snoop our own traffic too), so that a backup
-                            // that joins later can be given its state.
-                            t.adopt(snap);
-                            self.repaired.push((owner, r))
-                        }
-                        Err(e) => {
-                            warn!(local = %snap.tuple.local, remote = %snap.tuple.remote, "TCP_REPAIR restore: {e}");
-                            self.conns.unrestorable += 1;
-                        }
-                    }
-                }
-            }
-            if chunk.len() == RESTORE_CHUNK {
-                self.keep_alive(node, deferred).await;
-            }
-        }
-        let restored = Instant::now();
-        info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
-        self.timing = Some((
-            snapped,
-            TakeoverTiming {
-                connections: snaps.len(),
-                quiesce_us: (quiesced - t0).as_micros() as u64,
-                snapshot_us: (snapped - quiesced).as_micros() as u64,
-                restore_us: (restored - snapped).as_micros() as u64,
-                to_live_us: 0,
-            },
-        ));
-    }
-
-    /// The owner's address exists now: the repaired connections go live and their
-    /// applications continue.
-    fn go_live(&mut self, owner: NodeId) {
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repaired)
-            .into_iter()
-            .partition(|(o, _)| *o == owner);
-        self.repaired = rest;
-        let n = mine.len();
-        let mut live = Vec::with_capacity(n);
-        // Leaving repair mode sends each connection's window probe through the whole path to
-        // the client at once, in this thread: split over two threads.
-        let go_live = |(_, r): (NodeId, Repaired)| -> Live {
-            let (tuple, checkpoint) = (r.tuple, r.checkpoint.clone());
-            (tuple, checkpoint, r.go_live())
-        };
-        for (tuple, checkpoint, r) in in_two_halves(mine, go_live) {
-            match r {
-                Ok((stream, unsent)) => {
-                    let mut app = (self.app)();
-                    app.restore(&checkpoint);
-                    self.conns.assumed += 1;
-                    live.push(crate::app::Start {
-                        stream,
-                        app,
-                        owner: Some(owner),
-                        tuple: Some(tuple),
-                        first: unsent,
-                    });
-                }
-                Err(e) => {
-                    warn!(local = %tuple.local, remote = %tuple.remote, "leaving repair mode: {e}");
-                    self.conns.unrestorable += 1;
-                }
-            }
-        }
-        self.registry.start_many(live);
-        if n > 0 {
-            info!(%owner, connections = n, "assumed connections are live");
-        }
-        if let Some((snapped, mut t)) = self.timing.take() {
-            t.to_live_us = snapped.elapsed().as_micros() as u64;
-            info!(?t, "takeover timing");
-            self.conns.last_takeover = Some(t);
         }
     }
 }
@@ -991,6 +525,14 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         app,
         snooper,
         repaired: Vec::new(),
+        syns: Vec::new(),
+        injector: match crate::inject::Injector::new() {
+            Ok(i) => Some(i),
+            Err(e) => {
+                warn!("no raw socket ({e}): half-closed connections cannot be re-created");
+                None
+            }
+        },
         timing: None,
         isolated: false,
         migrating: Default::default(),

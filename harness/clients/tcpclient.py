@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Test clients that this project did not write the TCP side of: Python's stdlib sockets.
+
+Every byte is judged at both ends: the client knows what it sent and checks, byte for byte,
+what an echo service sends back. Timestamps are CLOCK_REALTIME nanoseconds (the capture's
+clock), so that a test can line them up with the harness's events and the pcap.
+
+  tcpclient.py stream --target HOST:PORT --bytes N [--end keep|shutdown|close] [--json FILE]
+      One connection: send N bytes (seeded), read the echo and verify it. `--end shutdown`
+      half-closes (SHUT_WR) once everything is sent and then expects the rest of the echo and
+      a clean EOF; `--end close` calls close() once everything is sent, without reading the
+      rest (the server's later segments meet a closed socket).
+  tcpclient.py requests --target HOST:PORT --connections N --interval-ms 100 --seconds S
+      N asyncio connections, each sending a SIZE-byte request every INTERVAL and waiting for
+      its echo; reports every request slower than --slow-ms, with when it was sent.
+
+Exit status 0 when every byte came back as sent (and EOF came where it should), 1 otherwise.
+The JSON report says what happened.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import socket
+import sys
+import threading
+import time
+
+
+def now_ns():
+    return time.time_ns()
+
+
+def target(s):
+    host, _, port = s.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def connect(addr, timeout):
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(addr)
+    return s
+
+
+def stream(args):
+    data = random.Random(args.seed).randbytes(args.bytes)
+    rep = {
+        "mode": "stream",
+        "end": args.end,
+        "bytes": args.bytes,
+        "sent": 0,
+        "received": 0,
+        "verified": 0,
+        "eof": False,
+        "error": None,
+        "send_error": None,
+        "samples": [],
+        "max_stall_ms": 0.0,
+        "max_stall_at_ns": None,
+        "sha256_sent": hashlib.sha256(data).hexdigest(),
+        "sha256_received": None,
+    }
+    t_start = now_ns()
+    s = connect(target(args.target), args.timeout)
+    rep["local"] = "%s:%d" % s.getsockname()[:2]
+    rep["connected_ns"] = now_ns()
+    got = hashlib.sha256()
+    done_sending = threading.Event()
+
+    def sender():
+        try:
+            view = memoryview(data)
+            off = 0
+            while off < len(view):
+                n = s.send(view[off : off + args.chunk])
+                off += n
+                rep["sent"] = off
+                if args.pace_us:
+                    time.sleep(args.pace_us / 1e6)
+            if args.end == "shutdown":
+                s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            rep["send_error"] = "%s: %s" % (type(e).__name__, e)
+        finally:
+            done_sending.set()
+
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    last = now_ns()
+    next_sample = last
+    try:
+        while True:
+            if args.end == "close" and done_sending.is_set():
+                s.close()
+                rep["closed_ns"] = now_ns()
+                break
+            if args.read_pace_us:
+                time.sleep(args.read_pace_us / 1e6)
+            try:
+                buf = s.recv(args.read_chunk)
+            except socket.timeout:
+                if args.end == "close":
+                    continue
+                raise
+            t = now_ns()
+            if not buf:
+                rep["eof"] = True
+                rep["eof_ns"] = t
+                break
+            at = rep["received"]
+            if buf != data[at : at + len(buf)]:
+                bad = next(i for i in range(len(buf)) if at + i >= len(data) or buf[i] != data[at + i])
+                rep["error"] = "mismatch at byte %d" % (at + bad)
+                break
+            got.update(buf)
+            rep["received"] = at + len(buf)
+            rep["verified"] = rep["received"]
+            stall = (t - last) / 1e6
+            if stall > rep["max_stall_ms"]:
+                rep["max_stall_ms"] = stall
+                rep["max_stall_at_ns"] = last
+            last = t
+            if t >= next_sample:
+                rep["samples"].append([t, rep["received"]])
+                next_sample = t + 10_000_000
+            if args.end == "keep" and rep["received"] == len(data):
+                break
+    except OSError as e:
+        rep["error"] = "%s: %s" % (type(e).__name__, e)
+    rep["samples"].append([now_ns(), rep["received"]])
+    th.join(timeout=1)
+    if args.end != "close":
+        s.close()
+    rep["sha256_received"] = got.hexdigest()
+    rep["start_ns"] = t_start
+    rep["end_ns"] = now_ns()
+    if args.end == "close":
+        ok = rep["send_error"] is None and rep["sent"] == args.bytes and rep["error"] is None
+    else:
+        ok = (
+            rep["error"] is None
+            and rep["send_error"] is None
+            and rep["verified"] == args.bytes
+            and rep["sha256_received"] == rep["sha256_sent"]
+            and (rep["eof"] if args.end == "shutdown" else True)
+        )
+    rep["ok"] = ok
+    return rep
+
+
+async def requests(args):
+    addr = target(args.target)
+    slow = []
+    counts = {"requests": 0, "answered": 0, "errors": [], "mismatches": 0}
+    start = now_ns()
+    stop_at = start + int(args.seconds * 1e9)
+
+    async def one(i):
+        rng = random.Random(args.seed + i)
+        try:
+            r, w = await asyncio.open_connection(addr[0], addr[1])
+        except OSError as e:
+            counts["errors"].append("conn %d: connect: %s" % (i, e))
+            return
+        # Spread the connections' ticks over the interval.
+        await asyncio.sleep(args.interval_ms / 1000 * (i / max(args.connections, 1)))
+        tick = now_ns()
+        try:
+            while now_ns() < stop_at:
+                req = rng.randbytes(args.size)
+                t0 = now_ns()
+                w.write(req)
+                counts["requests"] += 1
+                got = await asyncio.wait_for(r.readexactly(args.size), timeout=args.timeout)
+                t1 = now_ns()
+                if got != req:
+                    counts["mismatches"] += 1
+                    counts["errors"].append("conn %d: echo differs" % i)
+                    return
+                counts["answered"] += 1
+                if (t1 - t0) / 1e6 >= args.slow_ms:
+                    slow.append([i, t0, (t1 - t0) / 1e6])
+                tick += args.interval_ms * 1_000_000
+                delay = (tick - now_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    tick = now_ns()
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as e:
+            counts["errors"].append("conn %d: %s: %s" % (i, type(e).__name__, e))
+        finally:
+            w.close()
+
+    await asyncio.gather(*(one(i) for i in range(args.connections)))
+    return {
+        "mode": "requests",
+        "connections": args.connections,
+        "start_ns": start,
+        "end_ns": now_ns(),
+        "requests": counts["requests"],
+        "answered": counts["answered"],
+        "mismatches": counts["mismatches"],
+        "errors": counts["errors"][:50],
+        "error_count": len(counts["errors"]),
+        "slow": slow,
+        "ok": not counts["errors"] and counts["requests"] == counts["answered"],
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="mode", required=True)
+    st = sub.add_parser("stream", help="one echo stream, verified byte for byte")
+    st.add_argument("--target", required=True)
+    st.add_argument("--bytes", type=int, default=20_000_000)
+    st.add_argument("--chunk", type=int, default=65536)
+    st.add_argument("--pace-us", type=int, default=0, help="pause between sends")
+    st.add_argument("--read-chunk", type=int, default=1 << 18, help="bytes per recv")
+    st.add_argument("--read-pace-us", type=int, default=0, help="pause between recvs (a slow reader)")
+    st.add_argument("--end", choices=["keep", "shutdown", "close"], default="keep")
+    st.add_argument("--seed", type=int, default=1)
+    st.add_argument("--timeout", type=float, default=20.0, help="seconds without progress")
+    st.add_argument("--json")
+    rq = sub.add_parser("requests", help="many request/response connections (asyncio)")
+    rq.add_argument("--target", required=True)
+    rq.add_argument("--connections", type=int, default=1000)
+    rq.add_argument("--interval-ms", type=float, default=100)
+    rq.add_argument("--size", type=int, default=64)
+    rq.add_argument("--seconds", type=float, default=10)
+    rq.add_argument("--slow-ms", type=float, default=20)
+    rq.add_argument("--seed", type=int, default=1)
+    rq.add_argument("--timeout", type=float, default=20.0)
+    rq.add_argument("--json")
+    args = p.parse_args()
+    if args.mode == "stream":
+        rep = stream(args)
+    else:
+        rep = asyncio.run(requests(args))
+    out = json.dumps(rep)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(out)
+    else:
+        print(out)
+    if not rep["ok"]:
+        print("tcpclient: %s" % {k: v for k, v in rep.items() if k not in ("samples", "slow")}, file=sys.stderr)
+    return 0 if rep["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

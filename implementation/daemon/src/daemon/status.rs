@@ -1,0 +1,186 @@
+//! What `holdfastd status` prints: members, groups, message and connection counters.
+
+use std::collections::BTreeMap;
+
+use holdfast_proto::node::Node;
+use holdfast_proto::time::Time;
+use serde::Serialize;
+
+use super::record;
+
+/// The status socket's file name in the run directory.
+pub const STATUS_SOCKET: &str = "holdfastd.sock";
+
+/// What `holdfastd status` prints.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// This node's name.
+    pub node: String,
+    /// Its id.
+    pub id: u32,
+    /// Its boot epoch.
+    pub boot_epoch: u32,
+    /// Whether it may assume.
+    pub eligible: bool,
+    /// Peers.
+    pub members: Vec<MemberStatus>,
+    /// Groups: who holds whose addresses, at which epoch.
+    pub groups: Vec<GroupStatus>,
+    /// Message counters.
+    pub counters: Counters,
+    /// Connection takeover counters.
+    pub connections: ConnCounters,
+}
+
+/// Connection takeover counters in the status.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ConnCounters {
+    /// Connections tracked by the snooper now.
+    pub tracked: usize,
+    /// Connections re-created with TCP_REPAIR.
+    pub assumed: u64,
+    /// Connections that could not be made whole (reported, and left to reset).
+    pub unrestorable: u64,
+    /// The same, by reason: `capture_hole`, `unseen_handshake`, `replica_behind`,
+    /// `replica_diverged`, `never_seen`, `restore_failed`.
+    pub lost: BTreeMap<String, u64>,
+    /// Tracked connections by state (`ESTABLISHED`, `CLOSE_WAIT`, `FIN_WAIT2`, ...; `UNKNOWN`:
+    /// seen only mid-stream).
+    pub states: BTreeMap<String, usize>,
+    /// Connections that ended while tracked, by how (`TIME_WAIT`: both FINs acknowledged;
+    /// `RESET`).
+    pub ended: BTreeMap<String, u64>,
+    /// Handshakes the old owner never answered, replayed into this node's stack at a takeover.
+    pub syns_replayed: u64,
+    /// Frames the snooper's socket dropped.
+    pub snoop_drops: u64,
+    /// CONN-STATEs sent to peers that came up (late backups).
+    pub synced: u64,
+    /// Connections too large to sync in one datagram.
+    pub unsynced: u64,
+    /// CONN-STATEs received and adopted.
+    pub adopted: u64,
+    /// Connections this node forwards in the kernel to the node serving them.
+    pub forwarded: usize,
+    /// Connections served here while another node holds their address (draining after a
+    /// `new-connections` failback, or a `spread` share).
+    pub served_without_address: usize,
+    /// The phases of the last takeover.
+    pub last_takeover: Option<TakeoverTiming>,
+}
+
+/// How long each phase of a takeover took, in microseconds.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TakeoverTiming {
+    /// Connections re-created.
+    pub connections: usize,
+    /// Announcing the address early and waiting for the old owner to go quiet.
+    pub quiesce_us: u64,
+    /// Taking the snapshots from the flow table.
+    pub snapshot_us: u64,
+    /// The TCP_REPAIR syscalls for every connection (the part a bare C loop does).
+    pub restore_us: u64,
+    /// From the snapshots to every connection live, address and announcement included.
+    pub to_live_us: u64,
+}
+
+/// One peer in the status.
+#[derive(Debug, Serialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: u32,
+    /// Boot epoch.
+    pub boot_epoch: u32,
+    /// Alive?
+    pub alive: bool,
+    /// Eligible?
+    pub eligible: bool,
+    /// Milliseconds since last heard.
+    pub last_heard_ms_ago: f64,
+    /// Its application, from its ANNOUNCE.
+    pub application: Option<String>,
+}
+
+/// One group in the status.
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    /// The owner.
+    pub owner: u32,
+    /// The epoch counter.
+    pub epoch: u32,
+    /// The holder.
+    pub holder: u32,
+    /// Whether this node holds it.
+    pub held_here: bool,
+    /// The owner's addresses.
+    pub addresses: Vec<String>,
+}
+
+/// Counters in the status.
+#[derive(Debug, Serialize)]
+pub struct Counters {
+    /// Sent, by message type.
+    pub sent: BTreeMap<String, u64>,
+    /// Accepted, by message type.
+    pub received: BTreeMap<String, u64>,
+    /// Dropped, by reason (`bad_tag`, `replay`, `malformed`, ...).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+pub(super) fn status(name: &str, node: &Node, now: Time, conns: ConnCounters) -> Status {
+    let s = node.stats();
+    Status {
+        node: name.to_owned(),
+        id: node.id().0,
+        boot_epoch: node.config().boot_epoch,
+        eligible: node.eligible(),
+        members: node
+            .members()
+            .iter()
+            .map(|(id, m)| MemberStatus {
+                id: id.0,
+                boot_epoch: m.boot_epoch,
+                alive: m.alive,
+                eligible: m.eligible,
+                last_heard_ms_ago: (now - m.last_heard).as_secs_f64() * 1000.0,
+                application: m.ownership.as_ref().map(|o| o.application.clone()),
+            })
+            .collect(),
+        groups: node
+            .groups()
+            .iter()
+            .map(|(o, g)| GroupStatus {
+                owner: o.0,
+                epoch: g.epoch.counter,
+                holder: g.epoch.holder.0,
+                held_here: node.held().contains_key(o),
+                addresses: record(node, *o)
+                    .map(|r| {
+                        r.addresses
+                            .iter()
+                            .map(|a| format!("{}/{}", a.addr, a.prefix))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        counters: Counters {
+            sent: s
+                .sent
+                .iter()
+                .map(|(k, v)| (k.name().to_owned(), *v))
+                .collect(),
+            received: s
+                .received
+                .iter()
+                .map(|(k, v)| (k.name().to_owned(), *v))
+                .collect(),
+            dropped: s
+                .dropped
+                .iter()
+                .map(|(k, v)| (k.name().to_owned(), *v))
+                .collect(),
+        },
+        connections: conns,
+    }
+}

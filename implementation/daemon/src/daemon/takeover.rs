@@ -1,0 +1,387 @@
+//! Connection takeover: re-creating a failed owner's snooped connections with TCP_REPAIR,
+//! taking them live once the address exists, and the CONN-STATE sync of a late backup.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use holdfast_proto::flow::Lost;
+use holdfast_proto::node::{Action, Node};
+use holdfast_proto::policy::{ArpPolicy, NodeId, OwnedAddress};
+use holdfast_proto::wire::FourTuple;
+use tracing::{debug, info, warn};
+
+use super::{Io, TakeoverTiming, record};
+use crate::arp::announce_frame;
+use crate::repair::{self, Repaired};
+
+/// The most application bytes (unacknowledged output plus checkpoint) a CONN-STATE carries:
+/// it must fit one UDP datagram with its header and HMAC.
+const SYNC_MAX: usize = 60_000;
+
+/// Connections restored between two turns of the protocol during a takeover (about 5 ms).
+const RESTORE_CHUNK: usize = 512;
+
+/// Applies `f` to every item, the second half on a helper thread (the kernel work for distinct
+/// sockets runs in parallel). The results come in the items' order; if the helper panicked,
+/// its half is missing from the end.
+fn in_two_halves<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    if items.len() < 64 {
+        return items.into_iter().map(f).collect();
+    }
+    let second = items.split_off(items.len() / 2);
+    std::thread::scope(|sc| {
+        let f = &f;
+        let other = sc.spawn(move || second.into_iter().map(f).collect::<Vec<_>>());
+        let mut out: Vec<R> = items.into_iter().map(f).collect();
+        if let Ok(rest) = other.join() {
+            out.extend(rest);
+        }
+        out
+    })
+}
+
+/// What going live gave for one connection: its addresses, its application checkpoint, and the
+/// live socket with the output still owed.
+type Live = (
+    FourTuple,
+    Vec<u8>,
+    &'static str,
+    std::io::Result<(std::net::TcpStream, Vec<u8>)>,
+);
+
+/// Which of a failed owner's connections a takeover re-creates.
+pub(super) enum Part {
+    /// All of them.
+    All,
+    /// Share `index` of `of` (`spread`); share 0 splits and forwards the others.
+    Share(u16, u16),
+    /// Exactly these (a `spread` share granted as a list).
+    Listed(std::collections::BTreeSet<FourTuple>),
+}
+
+impl Io {
+    /// Counts and logs a connection this node gives up on: it will be reset by whoever meets
+    /// it next. Never silent.
+    pub(super) fn lose(&mut self, t: &FourTuple, state: &str, reason: &str, why: &str) {
+        warn!(local = %t.local, remote = %t.remote, state, reason, "connection lost: {why}; it will be reset");
+        self.conns.unrestorable += 1;
+        *self.conns.lost.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    /// Sends `peer` (just up: booted, or back) the CONN-STATE of every live connection of
+    /// every group this node holds, so that it can back them up although it never saw their
+    /// handshakes. A state larger than one datagram is not sent (the peer cannot assume that
+    /// connection, and resets it deliberately if it ever has to).
+    pub(super) fn sync_peer(&mut self, node: &mut Node, peer: NodeId) {
+        let Some(sn) = &self.snooper else {
+            return;
+        };
+        let held: Vec<(NodeId, holdfast_proto::policy::Epoch)> =
+            node.held().iter().map(|(o, e)| (*o, *e)).collect();
+        for (owner, epoch) in held {
+            let Some(rec) = record(node, owner) else {
+                continue;
+            };
+            let addrs: Vec<IpAddr> = rec.addresses.iter().map(|a| a.addr).collect();
+            let snaps = sn
+                .table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .snapshots(&addrs);
+            for snap in snaps {
+                let state = snap.to_conn_state(owner, epoch);
+                if state.unacked.len() + state.checkpoint.len() > SYNC_MAX {
+                    warn!(%peer, local = %snap.tuple.local, remote = %snap.tuple.remote, bytes = state.unacked.len(), "connection state too large for one datagram: not synced");
+                    self.conns.unsynced += 1;
+                    continue;
+                }
+                debug!(%peer, %owner, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE sent");
+                self.conns.synced += 1;
+                node.conn_state(peer, state);
+            }
+        }
+    }
+
+    /// A holder sent us a connection's state: track it from there on.
+    pub(super) fn adopt(&mut self, from: NodeId, state: &holdfast_proto::wire::ConnState) {
+        let Some(sn) = &self.snooper else {
+            return;
+        };
+        match holdfast_proto::flow::Snapshot::from_conn_state(state) {
+            Some(snap) => {
+                debug!(%from, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE adopted");
+                sn.table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .adopt(&snap);
+                self.conns.adopted += 1;
+            }
+            None => warn!(%from, "malformed CONN-STATE ignored"),
+        }
+    }
+
+    /// Re-creates the owner's snooped connections in repair mode (before its address exists).
+    ///
+    /// First the address is announced (without adding it yet), so that the clients' segments
+    /// come here, where the snooper sees them and the kernel drops them; then we wait until the
+    /// old owner's side has gone quiet (a frozen node's kernel keeps sending and acknowledging
+    /// until then); only then is the snapshot taken. Nothing reaches the new sockets before the
+    /// address exists, so the snapshot is final.
+    ///
+    /// Under `spread` (`share` is `(index, of)`), only this node's share is re-created. The
+    /// node with share 0 also holds the addresses and forwards every other share `k` to
+    /// `shares[k]`; the others announce nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn assume(
+        &mut self,
+        node: &mut Node,
+        deferred: &mut VecDeque<Action>,
+        owner: NodeId,
+        addrs: &[OwnedAddress],
+        arp: ArpPolicy,
+        part: Part,
+        shares: &[NodeId],
+    ) {
+        let Some(table) = self.snooper.as_ref().map(|sn| sn.table.clone()) else {
+            return;
+        };
+        let t0 = Instant::now();
+        let announce = matches!(part, Part::All | Part::Share(0, _));
+        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
+        // Nothing to quiesce (at boot, or a group without connections): no early announcement
+        // and no wait. Announcing an address before it exists only pays when there are
+        // connections to draw here and snapshot; otherwise it makes the clients' SYNs arrive
+        // before the address and be dropped (a new client then waits a second for its SYN
+        // timer), and the wait holds up the event loop, and our heartbeats, for nothing.
+        let idle = !table.lock().unwrap_or_else(|e| e.into_inner()).tracks(&ips);
+        if arp != ArpPolicy::None && announce && !idle {
+            let mac = if arp == ArpPolicy::Vmac {
+                addrs.first().map_or(self.iface.mac, |a| a.mac)
+            } else {
+                self.iface.mac
+            };
+            if let Ok(sender) = self.sender(self.iface.index) {
+                for a in addrs {
+                    let _ = sender.send(&announce_frame(mac, a.addr));
+                }
+            }
+        }
+        let step = self.me.settle;
+        let cap = Duration::from_millis(self.me.ownership.policy.heartbeat_ms as u64).min(step * 4);
+        let server_segments = || table.lock().map(|t| t.server_segments).unwrap_or(0);
+        let mut waited = Duration::ZERO;
+        loop {
+            if idle {
+                break;
+            }
+            let before = server_segments();
+            tokio::time::sleep(step).await;
+            self.keep_alive(node, deferred).await;
+            waited += step;
+            if server_segments() == before || waited >= cap {
+                break;
+            }
+        }
+        let quiesced = Instant::now();
+        let taken = table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_over(&ips);
+        let (snaps, lost) = (taken.snapshots, taken.lost);
+        // The SYNs the old owner never answered are replayed once we have the address (only
+        // by the node that takes the address: the others' sockets would answer for it).
+        if announce {
+            self.syns.extend(taken.syns.into_iter().map(|p| (owner, p)));
+        }
+        let (snaps, lost) = match part {
+            Part::All => (snaps, lost),
+            Part::Share(0, of) if of > 1 => {
+                // We split: every `of`-th connection in sorted order to each share, so that the
+                // split is even; the other nodes are granted exactly their lists. Lists too long
+                // for one datagram: by hash instead, which every node computes alike.
+                let mut all: Vec<FourTuple> = snaps.iter().map(|s| s.tuple).collect();
+                all.sort();
+                let mut lists = vec![Vec::new(); of as usize];
+                for (rank, t) in all.into_iter().enumerate() {
+                    lists[rank % of as usize].push(t);
+                }
+                let listed = lists
+                    .iter()
+                    .all(|l| l.len() <= holdfast_proto::node::DRAIN_MAX);
+                let share_of = |t: &FourTuple| -> usize {
+                    if listed {
+                        lists
+                            .iter()
+                            .position(|l| l.binary_search(t).is_ok())
+                            .unwrap_or(0)
+                    } else {
+                        t.share(of) as usize
+                    }
+                };
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    snaps.into_iter().partition(|s| share_of(&s.tuple) == 0);
+                for s in &others {
+                    if let Some(to) = shares.get(share_of(&s.tuple)) {
+                        self.forwards.entry((owner, *to)).or_default().push(s.tuple);
+                    }
+                }
+                info!(%owner, mine = mine.len(), forwarded = others.len(), listed, "spread: forwarding the other shares");
+                self.apply_forwards();
+                node.assigned(owner, listed.then_some(lists));
+                let lost: Vec<Lost> = lost
+                    .into_iter()
+                    .filter(|l| l.tuple.share(of) == 0)
+                    .collect();
+                (mine, lost)
+            }
+            Part::Share(index, of) => {
+                let mine: Vec<_> = snaps
+                    .into_iter()
+                    .filter(|s| s.tuple.share(of) == index)
+                    .collect();
+                let lost: Vec<Lost> = lost
+                    .into_iter()
+                    .filter(|l| l.tuple.share(of) == index)
+                    .collect();
+                (mine, lost)
+            }
+            Part::Listed(list) => {
+                let lost: Vec<Lost> = lost
+                    .into_iter()
+                    .filter(|l| list.contains(&l.tuple))
+                    .collect();
+                let mine: Vec<_> = snaps
+                    .into_iter()
+                    .filter(|s| list.contains(&s.tuple))
+                    .collect();
+                // Granted connections we never saw at all cannot be made whole either.
+                for t in list.iter().filter(|t| {
+                    !mine.iter().any(|s| s.tuple == **t) && !lost.iter().any(|l| l.tuple == **t)
+                }) {
+                    self.lose(
+                        t,
+                        "UNKNOWN",
+                        "never_seen",
+                        "granted, but never snooped here",
+                    );
+                }
+                (mine, lost)
+            }
+        };
+        for l in &lost {
+            // Deliberately not re-created: the client's next segment meets no socket and is
+            // reset. Never corrupted silently.
+            self.lose(
+                &l.tuple,
+                l.state.name(),
+                l.reason.name(),
+                "cannot be made whole",
+            );
+        }
+        let snapped = Instant::now();
+        // In chunks, each split over two threads (the kernel work for distinct sockets runs in
+        // parallel), with the protocol kept running between chunks.
+        for chunk in snaps.chunks(RESTORE_CHUNK) {
+            let mut results = in_two_halves(chunk.iter().collect(), repair::restore);
+            results.resize_with(chunk.len(), || {
+                Err(std::io::Error::other("restore thread panicked"))
+            });
+            {
+                let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+                for (snap, r) in chunk.iter().zip(results) {
+                    match r {
+                        Ok(r) => {
+                            // Keep tracking it (we snoop our own traffic too), so that a backup
+                            // that joins later can be given its state.
+                            t.adopt(snap);
+                            self.repaired.push((owner, r))
+                        }
+                        Err(e) => {
+                            let why = format!("TCP_REPAIR restore: {e}");
+                            self.lose(&snap.tuple, snap.state().name(), "restore_failed", &why);
+                        }
+                    }
+                }
+            }
+            if chunk.len() == RESTORE_CHUNK {
+                self.keep_alive(node, deferred).await;
+            }
+        }
+        let restored = Instant::now();
+        info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
+        self.timing = Some((
+            snapped,
+            TakeoverTiming {
+                connections: snaps.len(),
+                quiesce_us: (quiesced - t0).as_micros() as u64,
+                snapshot_us: (snapped - quiesced).as_micros() as u64,
+                restore_us: (restored - snapped).as_micros() as u64,
+                to_live_us: 0,
+            },
+        ));
+    }
+
+    /// The owner's address exists now: the repaired connections go live and their
+    /// applications continue.
+    pub(super) fn go_live(&mut self, owner: NodeId) {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.repaired)
+            .into_iter()
+            .partition(|(o, _)| *o == owner);
+        self.repaired = rest;
+        let n = mine.len();
+        let mut live = Vec::with_capacity(n);
+        // Leaving repair mode sends each connection's window probe through the whole path to
+        // the client at once, in this thread: split over two threads.
+        let inject = self.injector.as_ref();
+        let go_live = |(_, r): (NodeId, Repaired)| -> Live {
+            let (tuple, checkpoint, state) = (r.tuple, r.checkpoint.clone(), r.state);
+            let live = match inject {
+                Some(i) => r.go_live(i),
+                None => Err(std::io::Error::other("no raw socket to restore a FIN with")),
+            };
+            (tuple, checkpoint, state, live)
+        };
+        for (tuple, checkpoint, state, r) in in_two_halves(mine, go_live) {
+            match r {
+                Ok((stream, unsent)) => {
+                    let mut app = (self.app)();
+                    app.restore(&checkpoint);
+                    self.conns.assumed += 1;
+                    live.push(crate::app::Start {
+                        stream,
+                        app,
+                        owner: Some(owner),
+                        tuple: Some(tuple),
+                        first: unsent,
+                    });
+                }
+                Err(e) => {
+                    self.lose(&tuple, state, "restore_failed", &format!("going live: {e}"));
+                }
+            }
+        }
+        self.registry.start_many(live);
+        if n > 0 {
+            info!(%owner, connections = n, "assumed connections are live");
+        }
+        // Handshakes the old owner never answered: replayed into our stack, so that the
+        // listener answers them now rather than after the clients' SYN timers.
+        let (syns, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.syns)
+            .into_iter()
+            .partition(|(o, _)| *o == owner);
+        self.syns = rest;
+        for (_, syn) in syns {
+            match self.injector.as_ref().map(|i| i.send(&syn)) {
+                Some(Ok(())) => self.conns.syns_replayed += 1,
+                Some(Err(e)) => warn!("replaying a SYN: {e}"),
+                None => warn!("no raw socket: a SYN the old owner never answered is not replayed"),
+            }
+        }
+        if let Some((snapped, mut t)) = self.timing.take() {
+            t.to_live_us = snapped.elapsed().as_micros() as u64;
+            info!(?t, "takeover timing");
+            self.conns.last_takeover = Some(t);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Captures of real kernels' connections replayed through the table.
