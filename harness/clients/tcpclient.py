@@ -10,6 +10,10 @@ clock), so that a test can line them up with the harness's events and the pcap.
       half-closes (SHUT_WR) once everything is sent and then expects the rest of the echo and
       a clean EOF; `--end close` calls close() once everything is sent, without reading the
       rest (the server's later segments meet a closed socket).
+  tcpclient.py kv-quit --target HOST:PORT --seconds S
+      Against a kv service: SET, then QUIT, which closes the server's side (BYE, then its
+      FIN); the client keeps sending lines for S seconds (the server must take them, not reset
+      the connection), then closes and waits until every byte it sent is acknowledged.
   tcpclient.py requests --target HOST:PORT --connections N --interval-ms 100 --seconds S
       N asyncio connections, each sending a SIZE-byte request every INTERVAL and waiting for
       its echo; reports every request slower than --slow-ms, with when it was sent.
@@ -20,11 +24,14 @@ The JSON report says what happened.
 
 import argparse
 import asyncio
+import fcntl
 import hashlib
 import json
 import random
 import socket
+import struct
 import sys
+import termios
 import threading
 import time
 
@@ -92,8 +99,16 @@ def stream(args):
     th.start()
     last = now_ns()
     next_sample = last
+    deadline = t_start + int(args.deadline * 1e9)
     try:
         while True:
+            if now_ns() > deadline:
+                rep["error"] = "deadline: %d of %d bytes after %.0f s" % (
+                    rep["received"],
+                    len(data),
+                    args.deadline,
+                )
+                break
             if args.end == "close" and done_sending.is_set():
                 s.close()
                 rep["closed_ns"] = now_ns()
@@ -127,6 +142,8 @@ def stream(args):
             if t >= next_sample:
                 rep["samples"].append([t, rep["received"]])
                 next_sample = t + 10_000_000
+                if args.progress:
+                    print("progress %d" % rep["received"], flush=True)
             if args.end == "keep" and rep["received"] == len(data):
                 break
     except OSError as e:
@@ -149,6 +166,53 @@ def stream(args):
             and (rep["eof"] if args.end == "shutdown" else True)
         )
     rep["ok"] = ok
+    return rep
+
+
+def unacked(s):
+    """Bytes of ours the peer has not acknowledged (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def kv_quit(args):
+    rep = {"mode": "kv-quit", "answer": "", "eof": False, "sent_after_eof": 0, "error": None}
+    s = connect(target(args.target), args.timeout)
+    rep["local"] = "%s:%d" % s.getsockname()[:2]
+    try:
+        s.sendall(b"SET greeting hello\nQUIT\n")
+        got = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+        rep["answer"] = got.decode(errors="replace")
+        rep["eof"] = True
+        rep["eof_ns"] = now_ns()
+        print("progress closed", flush=True)
+        end = now_ns() + int(args.seconds * 1e9)
+        i = 0
+        while now_ns() < end:
+            line = b"SET k%d %s\n" % (i, b"x" * 100)
+            s.sendall(line)
+            rep["sent_after_eof"] += len(line)
+            i += 1
+            time.sleep(0.005)
+        s.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + args.timeout
+        while unacked(s) > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rep["unacked_at_end"] = unacked(s)
+    except OSError as e:
+        rep["error"] = "%s: %s" % (type(e).__name__, e)
+    s.close()
+    rep["end_ns"] = now_ns()
+    rep["ok"] = (
+        rep["error"] is None
+        and rep["answer"] == "OK\nBYE\n"
+        and rep["sent_after_eof"] > 0
+        and rep.get("unacked_at_end") == 0
+    )
     return rep
 
 
@@ -221,10 +285,17 @@ def main():
     st.add_argument("--pace-us", type=int, default=0, help="pause between sends")
     st.add_argument("--read-chunk", type=int, default=1 << 18, help="bytes per recv")
     st.add_argument("--read-pace-us", type=int, default=0, help="pause between recvs (a slow reader)")
+    st.add_argument("--progress", action="store_true", help="print 'progress N' every 10 ms")
     st.add_argument("--end", choices=["keep", "shutdown", "close"], default="keep")
     st.add_argument("--seed", type=int, default=1)
     st.add_argument("--timeout", type=float, default=20.0, help="seconds without progress")
+    st.add_argument("--deadline", type=float, default=60.0, help="seconds in all")
     st.add_argument("--json")
+    kq = sub.add_parser("kv-quit", help="the server closes first; the client keeps sending")
+    kq.add_argument("--target", required=True)
+    kq.add_argument("--seconds", type=float, default=1.0)
+    kq.add_argument("--timeout", type=float, default=20.0)
+    kq.add_argument("--json")
     rq = sub.add_parser("requests", help="many request/response connections (asyncio)")
     rq.add_argument("--target", required=True)
     rq.add_argument("--connections", type=int, default=1000)
@@ -238,6 +309,8 @@ def main():
     args = p.parse_args()
     if args.mode == "stream":
         rep = stream(args)
+    elif args.mode == "kv-quit":
+        rep = kv_quit(args)
     else:
         rep = asyncio.run(requests(args))
     out = json.dumps(rep)

@@ -7,6 +7,8 @@
 //! - [`topology`]: the TOML model and its validation (`FILE:LINE: field: problem`).
 //! - [`cluster`]: namespaces, bridges and veths over netlink; faults; guaranteed teardown.
 //! - [`capture`], [`pcapng`]: every switch port to pcapng, in-process with `AF_PACKET`.
+//! - [`evidence`]: what the packets prove of a connection (who served it, in which sequence
+//!   space).
 //! - [`client`]: kernel-TCP workloads that verify every byte, and the services they talk to.
 //! - [`scenario`]: the step language (`wait`, `fault`, `client-start`, `repeat`, ...).
 //! - [`registry`]: run records, `clean`, and the signal handler.
@@ -18,6 +20,7 @@
 pub mod capture;
 pub mod client;
 pub mod cluster;
+pub mod evidence;
 pub mod loss;
 pub mod netlink;
 pub mod netns;

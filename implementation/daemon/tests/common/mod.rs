@@ -314,3 +314,79 @@ pub fn has_address(c: &Cluster, node: &str, ip: std::net::Ipv4Addr) -> bool {
     })
     .unwrap_or(false)
 }
+
+/// The Python test client (`harness/clients/tcpclient.py`): Python's own sockets, a TCP client
+/// this project did not write.
+pub fn tcpclient() -> PathBuf {
+    root().join("harness/clients/tcpclient.py")
+}
+
+/// Whether `python3` runs here; if not, the test says it skipped.
+pub fn have_python() -> bool {
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: python3 is not installed (the real-client tests run Python's sockets)");
+    }
+    ok
+}
+
+/// Starts the Python client with `args` in `node`'s namespace, its JSON report going to
+/// `json`; [`py_wait`] collects it.
+pub fn py_start(c: &Cluster, node: &str, args: &[String], json: &Path) -> std::process::Child {
+    let (script, json) = (tcpclient(), json.to_owned());
+    let args = args.to_vec();
+    c.in_node(node, move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args(&args)
+            .arg("--json")
+            .arg(json)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+    })
+    .expect("enter the client's namespace")
+    .expect("start python3")
+}
+
+/// Waits until the Python client (run with `--progress`) prints a progress line for which
+/// `enough` holds (`progress N` for a stream, `progress closed` for kv-quit), or it ends. Its
+/// output goes on being read (and dropped) on a thread, so the client never blocks on it.
+pub fn py_progress(
+    child: &mut std::process::Child,
+    enough: impl Fn(&str) -> bool + Send + 'static,
+) {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut told = false;
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if !told && l.strip_prefix("progress ").is_some_and(&enough) {
+                told = true;
+                let _ = tx.send(());
+            }
+        }
+    });
+    let _ = rx.recv();
+}
+
+/// Waits for the Python client and reads its report.
+pub fn py_wait(mut child: std::process::Child, json: &Path) -> serde_json::Value {
+    let st = child.wait().expect("wait for python3");
+    let text = std::fs::read_to_string(json)
+        .unwrap_or_else(|e| panic!("no report from the client ({st}): {e}"));
+    serde_json::from_str(&text).expect("the client's JSON report")
+}
+
+/// Sets a sysctl in `node`'s namespace (`net.ipv4.tcp_ecn`, ...).
+pub fn node_sysctl(c: &Cluster, node: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let value = value.to_owned();
+    c.in_node(node, move || std::fs::write(&path, value))
+        .expect("enter the namespace")
+        .unwrap_or_else(|e| panic!("sysctl {key}: {e}"));
+}
