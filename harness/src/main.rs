@@ -446,12 +446,28 @@ fn run_scenario(
     );
     let mut log = |s: &str| println!("[{:7.3}s] {s}", start.elapsed().as_secs_f64());
     let res = scenario::run(&mut cluster, sc, &mut log);
+    let topology = cluster.topology().clone();
     let summary = cluster.down().context("tear down")?;
     println!(
         "[{:7.3}s] down: namespaces, links and processes removed",
         start.elapsed().as_secs_f64()
     );
-    let report = res.context("scenario")?;
+    let mut report = res.context("scenario")?;
+    // Checks that read the finished captures (`verify-takeover`).
+    report.verify_captures(&topology, &summary.captures)?;
+    for v in report
+        .verdicts
+        .iter()
+        .filter(|v| v.expect == scenario::Expect::TakenOver)
+    {
+        println!(
+            "[{:7.3}s] verify {} in the capture: {}: {}",
+            start.elapsed().as_secs_f64(),
+            v.id,
+            if v.ok { "taken over" } else { "FAILED" },
+            v.summary
+        );
+    }
     #[derive(Serialize)]
     struct Report<'a> {
         id: &'a str,
@@ -524,8 +540,21 @@ fn run_scenario(
     if label == "demo"
         && let Some(c) = summary.captures.first()
     {
+        let taken_over = report
+            .verdicts
+            .iter()
+            .any(|v| v.expect == scenario::Expect::TakenOver && v.ok);
+        if taken_over {
+            println!(
+                "\nThe capture shows it: a served the client's connection until it was powered off; b, which\nhad snooped it, re-created it with TCP_REPAIR, announced 198.18.0.10 with gratuitous ARP and\ncontinued the echo in the same sequence space, without a reset."
+            );
+        } else {
+            println!(
+                "\nThe capture does NOT show the headline connection served by a and then continued by b\n(see the verify line above)."
+            );
+        }
         println!(
-            "\nAfter a failed, b re-created the open connection with TCP_REPAIR, announced 198.18.0.10 with\ngratuitous ARP and continued the echo: the client's stream went on without a reset.\n  tshark -r {f} -Y 'arp.isannouncement'\n  tshark -r {f} -Y 'tcp.port==7 && frame.interface_name==\"sw0:b\"'\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
+            "  tshark -r {f} -Y 'arp.isannouncement'\n  tshark -r {f} -Y 'tcp.port==7 && frame.interface_name==\"sw0:b\"'\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
             f = c.file.display()
         );
     }

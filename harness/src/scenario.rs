@@ -11,6 +11,11 @@
 //! | `client-start`  | `id`, `node`, `client = { workload, target, ... }`          |
 //! | `client-wait`   | `id`                                                        |
 //! | `client-verify` | `id`, `expect = "intact"` (default) or `"broken"`           |
+//! | `wait-connect`  | `node`, `target`, `timeout` (default `"5s"`): until a TCP   |
+//! |                 | connection from `node` to `target` is accepted              |
+//! | `verify-takeover` | `id`, `from`, `to`: in the capture, client `id`'s         |
+//! |                 | connections were served by `from` until its last fault and  |
+//! |                 | by `to` after it, in one sequence space, without a reset    |
 //! | `repeat`        | `count`, and nested `[[step.step]]` tables                  |
 //!
 //! String values in `client` may use the topology's placeholders (`"{a.ip}:7"`). Problems are
@@ -18,6 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +43,9 @@ pub enum Expect {
     Intact,
     /// At least one connection was not intact (for baselines that are expected to break).
     Broken,
+    /// Served by one node before a fault and by another after it, in one sequence space
+    /// (`verify-takeover`, judged in the capture).
+    TakenOver,
 }
 
 /// One step.
@@ -65,6 +74,24 @@ pub enum Step {
         id: String,
         /// What is expected.
         expect: Expect,
+    },
+    /// Wait until `node` can open a TCP connection to `target` (the service is served).
+    WaitConnect {
+        /// The node that connects.
+        node: String,
+        /// The service.
+        target: SocketAddr,
+        /// How long to keep trying.
+        timeout: Duration,
+    },
+    /// Check in the capture that client `id`'s connections moved from `from` to `to`.
+    VerifyTakeover {
+        /// The client's id.
+        id: String,
+        /// The node that served them until its last fault.
+        from: String,
+        /// The node that served them after it.
+        to: String,
     },
     /// Run steps several times.
     Repeat {
@@ -113,6 +140,10 @@ struct RawStep {
     id: Option<Spanned<String>>,
     client: Option<Spanned<toml::Table>>,
     expect: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<String>>,
     count: Option<u32>,
     #[serde(default)]
     step: Vec<Self>,
@@ -179,6 +210,22 @@ impl Cx<'_> {
             let span = n.span();
             let msg = format!("unknown node {:?}", n.get_ref());
             self.err(span, "node", msg);
+            return None;
+        }
+        Some(n.get_ref().clone())
+    }
+
+    /// A node named in field `field` (not `node`).
+    fn named_node(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        at: &Spanned<String>,
+        field: &str,
+    ) -> Option<String> {
+        let n = self.need(v, at, field)?;
+        if self.topology.node(n.get_ref()).is_none() {
+            let (span, msg) = (n.span(), format!("unknown node {:?}", n.get_ref()));
+            self.err(span, field, msg);
             return None;
         }
         Some(n.get_ref().clone())
@@ -288,6 +335,60 @@ impl Cx<'_> {
                 };
                 Some(Step::ClientVerify { id, expect })
             }
+            "wait-connect" => {
+                let node = self.node(&r.node, at)?;
+                let t = self.need(&r.target, at, "target")?;
+                let env = TemplateEnv {
+                    topology: self.topology,
+                    node: &node,
+                    run: "run",
+                    run_dir: Path::new("/run"),
+                    harness: Path::new("/run"),
+                };
+                let expanded = crate::topology::expand(t.get_ref(), &env);
+                let Some(target) = expanded.ok().and_then(|x| x.parse::<SocketAddr>().ok()) else {
+                    let (span, msg) = (
+                        t.span(),
+                        format!("{:?} is not an address and port", t.get_ref()),
+                    );
+                    self.err(span, "target", msg);
+                    return None;
+                };
+                let timeout = match &r.timeout {
+                    None => Duration::from_secs(5),
+                    Some(d) => match parse_duration(d.get_ref()) {
+                        Some(x) => x,
+                        None => {
+                            let (span, msg) = (
+                                d.span(),
+                                format!("{:?} is not a duration (\"5s\")", d.get_ref()),
+                            );
+                            self.err(span, "timeout", msg);
+                            return None;
+                        }
+                    },
+                };
+                Some(Step::WaitConnect {
+                    node,
+                    target,
+                    timeout,
+                })
+            }
+            "verify-takeover" => {
+                let id = self.need(&r.id, at, "id")?;
+                if !self.clients.contains(id.get_ref()) {
+                    let (span, msg) = (
+                        id.span(),
+                        format!("no earlier client-start with id {:?}", id.get_ref()),
+                    );
+                    self.err(span, "id", msg);
+                    return None;
+                }
+                let id = id.get_ref().clone();
+                let from = self.named_node(&r.from, at, "from")?;
+                let to = self.named_node(&r.to, at, "to")?;
+                Some(Step::VerifyTakeover { id, from, to })
+            }
             "repeat" => {
                 let Some(count) = r.count else {
                     self.err(at.span(), "count", "step `repeat` needs `count`");
@@ -309,7 +410,7 @@ impl Cx<'_> {
                 self.err(
                     at.span(),
                     "do",
-                    format!("unknown step {other:?}; known: wait fault restore client-start client-wait client-verify repeat"),
+                    format!("unknown step {other:?}; known: wait fault restore client-start client-wait client-verify wait-connect verify-takeover repeat"),
                 );
                 None
             }
@@ -395,13 +496,104 @@ pub struct ScenarioReport {
     pub verdicts: Vec<Verdict>,
     /// Every client's results, by id (`#N` suffix for repeats).
     pub clients: BTreeMap<String, ClientReport>,
+    /// `verify-takeover` checks, judged once the captures are complete
+    /// ([`ScenarioReport::verify_captures`]).
+    #[serde(skip)]
+    pub pending: Vec<PendingTakeover>,
+}
+
+/// A `verify-takeover` waiting for the finished capture.
+#[derive(Debug, Clone)]
+pub struct PendingTakeover {
+    /// The client's id (with `#N` in repeats).
+    pub id: String,
+    /// The service it connected to.
+    pub target: SocketAddr,
+    /// Its connections' local addresses.
+    pub clients: Vec<SocketAddr>,
+    /// The old and new serving nodes.
+    pub from: String,
+    /// The new serving node.
+    pub to: String,
+    /// When the fault on `from` was applied (`CLOCK_REALTIME` ns), if one was.
+    pub fault_ns: Option<u64>,
 }
 
 impl ScenarioReport {
-    /// Whether every verdict held.
+    /// Whether every verdict held (and no capture check is left unjudged).
     pub fn ok(&self) -> bool {
-        self.verdicts.iter().all(|v| v.ok)
+        self.verdicts.iter().all(|v| v.ok) && self.pending.is_empty()
     }
+
+    /// Judges the `verify-takeover` steps in the finished captures (after `Cluster::down`):
+    /// each becomes a verdict, in the order the steps ran.
+    pub fn verify_captures(
+        &mut self,
+        topology: &Topology,
+        captures: &[crate::capture::CaptureStats],
+    ) -> io::Result<()> {
+        for p in std::mem::take(&mut self.pending) {
+            let (ok, summary) = match judge_takeover(&p, topology, captures) {
+                Ok(lines) => (true, lines),
+                Err(e) => (false, e),
+            };
+            self.verdicts.push(Verdict {
+                id: p.id,
+                expect: Expect::TakenOver,
+                ok,
+                summary,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Finds the switch both nodes are on, reads its capture, and checks every connection.
+fn judge_takeover(
+    p: &PendingTakeover,
+    topology: &Topology,
+    captures: &[crate::capture::CaptureStats],
+) -> Result<String, String> {
+    let fault = p
+        .fault_ns
+        .ok_or_else(|| format!("no fault was applied to {} before this check", p.from))?;
+    let on = |node: &str| -> Vec<String> {
+        topology
+            .node(node)
+            .map(|n| {
+                n.interfaces
+                    .iter()
+                    .filter_map(|i| match &i.attach {
+                        crate::topology::Attachment::Switch(s) => Some(s.clone()),
+                        crate::topology::Attachment::Peer { .. } => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let switch = on(&p.from)
+        .into_iter()
+        .find(|s| on(&p.to).contains(s))
+        .ok_or_else(|| format!("{} and {} share no switch", p.from, p.to))?;
+    let cap = captures
+        .iter()
+        .find(|c| c.file.file_stem().and_then(|s| s.to_str()) == Some(switch.as_str()))
+        .ok_or_else(|| format!("no capture of switch {switch}"))?;
+    let frames = crate::capture::read(&cap.file).map_err(|e| e.to_string())?;
+    if p.clients.is_empty() {
+        return Err("the client opened no connection".into());
+    }
+    let (old, new) = (format!("{switch}:{}", p.from), format!("{switch}:{}", p.to));
+    let mut lines = Vec::new();
+    for c in &p.clients {
+        let s = crate::evidence::served(&frames, p.target, *c, &old, &new, fault)
+            .map_err(|e| format!("{c} -> {}: {e}", p.target))?;
+        lines.push(format!(
+            "{c} -> {}: {} segments from {old} before the fault, {} from {new} after it; {new}'s first sequence number {} continues {old}'s [{}, {}]",
+            p.target, s.before, s.after, s.first_after_seq, s.range_lo, s.range_hi
+        ));
+    }
+    Ok(lines.join("; "))
 }
 
 struct Exec<'a> {
@@ -409,6 +601,8 @@ struct Exec<'a> {
     running: HashMap<String, ClientHandle>,
     done: HashMap<String, ClientReport>,
     last_fault: HashMap<String, Fault>,
+    /// When the last fault on each node was applied.
+    fault_ns: HashMap<String, u64>,
     report: ScenarioReport,
     iteration: u32,
     log: &'a mut dyn FnMut(&str),
@@ -445,6 +639,7 @@ impl Exec<'_> {
                 Step::Wait(d) => std::thread::sleep(*d),
                 Step::Fault(f) => {
                     (self.log)(&format!("fault {} {}", f.kind(), f.node()));
+                    self.fault_ns.insert(f.node().to_owned(), crate::now_ns());
                     self.cluster.fault(f)?;
                     self.last_fault.insert(f.node().to_owned(), f.clone());
                 }
@@ -474,7 +669,9 @@ impl Exec<'_> {
                 Step::ClientVerify { id, expect } => {
                     let rep = self.wait(id)?;
                     let ok = match expect {
-                        Expect::Intact => rep.intact(),
+                        // `taken-over` is not a client-verify expectation (the parser refuses
+                        // it); were it one, the client would have to be intact too.
+                        Expect::Intact | Expect::TakenOver => rep.intact(),
                         Expect::Broken => !rep.intact(),
                     };
                     (self.log)(&format!(
@@ -487,6 +684,39 @@ impl Exec<'_> {
                         expect: *expect,
                         ok,
                         summary: rep.summary(),
+                    });
+                }
+                Step::WaitConnect {
+                    node,
+                    target,
+                    timeout,
+                } => {
+                    let (target, timeout) = (*target, *timeout);
+                    let took = self
+                        .cluster
+                        .in_node(node, move || connect_until(target, timeout))??;
+                    (self.log)(&format!(
+                        "wait-connect: {node} reached {target} after {:.1} ms",
+                        took.as_secs_f64() * 1e3
+                    ));
+                }
+                Step::VerifyTakeover { id, from, to } => {
+                    let rep = self.wait(id)?;
+                    let clients = rep
+                        .connections
+                        .iter()
+                        .filter_map(|c| c.local.as_deref()?.parse().ok())
+                        .collect();
+                    (self.log)(&format!(
+                        "verify-takeover {id}: {from} -> {to} (judged in the capture at the end)"
+                    ));
+                    self.report.pending.push(PendingTakeover {
+                        id: self.key(id),
+                        target: rep.spec.target,
+                        clients,
+                        from: from.clone(),
+                        to: to.clone(),
+                        fault_ns: self.fault_ns.get(from).copied(),
                     });
                 }
                 Step::Repeat { count, steps } => {
@@ -503,6 +733,26 @@ impl Exec<'_> {
     }
 }
 
+/// Opens TCP connections to `target` until one is accepted (then closes it), for at most
+/// `timeout`; returns how long that took. One attempt at a time, each allowed the time left,
+/// so that no abandoned SYN of ours is answered later.
+fn connect_until(target: SocketAddr, timeout: Duration) -> io::Result<Duration> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = timeout.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("wait-connect: {target} not served within {timeout:?}"),
+            ));
+        }
+        match std::net::TcpStream::connect_timeout(&target, left) {
+            Ok(_) => return Ok(t0.elapsed()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20).min(left)),
+        }
+    }
+}
+
 /// Runs a scenario on a cluster. `log` receives one line per step, for a human timeline.
 /// Clients still running at the end are waited for.
 pub fn run(
@@ -515,6 +765,7 @@ pub fn run(
         running: HashMap::new(),
         done: HashMap::new(),
         last_fault: HashMap::new(),
+        fault_ns: HashMap::new(),
         report: ScenarioReport::default(),
         iteration: 0,
         log,

@@ -348,6 +348,30 @@ fn malformed_scenarios_name_file_line_and_field() {
             "unknown field",
         ),
         ("[[step]]\ndo = \"repeat\"\n", 2, "count", "needs `count`"),
+        (
+            "[[step]]\ndo = \"wait-connect\"\nnode = \"a\"\ntarget = \"b:7\"\n",
+            4,
+            "target",
+            "not an address",
+        ),
+        (
+            "[[step]]\ndo = \"wait-connect\"\nnode = \"a\"\ntarget = \"{b.ip}:7\"\ntimeout = \"later\"\n",
+            5,
+            "timeout",
+            "not a duration",
+        ),
+        (
+            "[[step]]\ndo = \"client-start\"\nid = \"x\"\nnode = \"a\"\nclient = { workload = \"stream\", target = \"{b.ip}:7\" }\n[[step]]\ndo = \"verify-takeover\"\nid = \"x\"\nfrom = \"a\"\nto = \"bb\"\n",
+            10,
+            "to",
+            "unknown node",
+        ),
+        (
+            "[[step]]\ndo = \"verify-takeover\"\nid = \"y\"\nfrom = \"a\"\nto = \"b\"\n",
+            3,
+            "id",
+            "no earlier client-start",
+        ),
     ];
     for (text, line, field, msg) in cases {
         let err = Scenario::parse(Path::new("s.toml"), text, &topo).unwrap_err();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use holdfast_harness::client::{ClientSpec, Workload};
-use holdfast_harness::{Fault, need_root};
+use holdfast_harness::{Fault, evidence, need_root};
 use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId, SnoopMode};
 use holdfast_proto::wire::{Body, FLAG_LEAVING, Message};
 
@@ -474,4 +474,75 @@ fn keepalived_baseline_moves_the_address() {
             && f.arp().is_some_and(|(_, ip, ann, _)| ann && ip == vip)),
         "keepalived on b sent no gratuitous ARP for {vip}"
     );
+}
+
+/// A client that is already waiting when the owner boots (its ARP request for the address
+/// unanswered, its SYN queued behind it) sends the SYN the moment the owner's first
+/// announcement arrives; the owner must have the address by then and answer at once, not
+/// leave the client to its one-second SYN timer. (Announcing before the address existed made
+/// the demo's headline connection a new connection to b, a second later.)
+#[test]
+fn a_syn_sent_right_after_the_first_announcement_is_answered() {
+    need_root!();
+    let vip: IpAddr = VIP.parse().unwrap();
+    let target: SocketAddr = format!("{VIP}:7").parse().unwrap();
+    for attempt in 0..3 {
+        let dir = run_dir(&format!("syn-at-boot-{attempt}"));
+        let c = up(&dir, two_node());
+        let took = c
+            .in_node("client", move || {
+                let t0 = std::time::Instant::now();
+                std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                    .map(|_| t0.elapsed())
+            })
+            .unwrap()
+            .expect("connect");
+        let s = c.down().unwrap();
+        let frames = read_pcap(&s.captures[0].file);
+        let on_client = |f: &&Frame| f.inbound && f.iface == "sw0:client";
+        let asked = frames
+            .iter()
+            .filter(on_client)
+            .find(|f| f.arp().is_some_and(|(_, _, announce, _)| !announce))
+            .map(|f| f.ts_ns);
+        let announced = frames
+            .iter()
+            .find(|f| {
+                f.inbound
+                    && f.iface == "sw0:a"
+                    && f.arp()
+                        .is_some_and(|(_, ip, announce, _)| ip == vip && announce)
+            })
+            .expect("a announced its address")
+            .ts_ns;
+        if asked.is_none_or(|t| t > announced) {
+            eprintln!(
+                "attempt {attempt}: the client asked for the address only after it was announced; again"
+            );
+            continue;
+        }
+        let syns: Vec<&Frame> = frames
+            .iter()
+            .filter(on_client)
+            .filter(|f| evidence::tcp(f).is_some_and(|t| t.syn && !t.ack_flag && t.dst == target))
+            .collect();
+        let synack = frames
+            .iter()
+            .filter(|f| f.inbound && f.iface == "sw0:a")
+            .find(|f| evidence::tcp(f).is_some_and(|t| t.syn && t.ack_flag && t.src == target))
+            .expect("a answered the SYN");
+        eprintln!(
+            "SYN {:.2} ms after a's first announcement, answered {:.3} ms later; connected in {:.1} ms",
+            (syns[0].ts_ns - announced) as f64 / 1e6,
+            (synack.ts_ns - syns[0].ts_ns) as f64 / 1e6,
+            took.as_secs_f64() * 1e3
+        );
+        assert_eq!(syns.len(), 1, "the client had to send its SYN again");
+        assert!(
+            took < Duration::from_millis(900),
+            "the connection took {took:?}: the first SYN went unanswered"
+        );
+        return;
+    }
+    panic!("in three attempts the client never waited for the announcement: nothing was tested");
 }
