@@ -4,7 +4,7 @@
 //! connection sees exactly that node's interfaces. Link state is watched on a second connection
 //! bound to `RTMGRP_LINK` and reported as "carrier up/down" for the cluster interface.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result, anyhow};
 use futures_util::stream::{StreamExt, TryStreamExt};
@@ -13,8 +13,10 @@ use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, MacVlanMode};
+use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
 use rtnetlink::sys::AsyncSocket;
-use rtnetlink::{Handle, LinkMacVlan, LinkUnspec};
+use rtnetlink::{Handle, IpVersion, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use tokio::sync::mpsc;
 
 /// An rtnetlink handle for the daemon's namespace.
@@ -31,7 +33,7 @@ pub struct IfInfo {
     /// Its MAC.
     pub mac: [u8; 6],
     /// Its first IPv4 address.
-    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv4: Option<Ipv4Addr>,
     /// Whether it has carrier (`IFF_RUNNING`).
     pub running: bool,
 }
@@ -203,6 +205,100 @@ impl Net {
     pub async fn del_link(&self, name: &str) -> Result<()> {
         if let Some(l) = self.link(name).await? {
             self.handle.link().del(l.header.index).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// Routes what is sent *from* each of `addrs` out of interface `index` (a `vmac`
+    /// macvlan), so that every frame from a service address leaves with the virtual MAC
+    /// (RFC 5798 7.3: the master sends from the virtual router's MAC), while the node's own
+    /// traffic keeps its physical one: a rule `from ADDR lookup TABLE` and, in `TABLE`, the
+    /// address's subnet on `index` with the address as source. Sockets that routed before (a
+    /// takeover's repaired connections) follow at once: a rule change invalidates every
+    /// cached route (`fib_rules` flushes the route cache).
+    pub async fn route_from(&self, index: u32, addrs: &[OwnedAddress], table: u32) -> Result<()> {
+        for a in addrs {
+            let route = match a.addr {
+                IpAddr::V4(v4) => {
+                    let bits =
+                        u32::from(v4) & u32::MAX.checked_shl(32 - a.prefix as u32).unwrap_or(0);
+                    RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(Ipv4Addr::from(bits), a.prefix)
+                        .pref_source(v4)
+                        .output_interface(index)
+                        .scope(RouteScope::Link)
+                        .table_id(table)
+                        .build()
+                }
+                IpAddr::V6(v6) => {
+                    let bits =
+                        u128::from(v6) & u128::MAX.checked_shl(128 - a.prefix as u32).unwrap_or(0);
+                    RouteMessageBuilder::<Ipv6Addr>::new()
+                        .destination_prefix(Ipv6Addr::from(bits), a.prefix)
+                        .pref_source(v6)
+                        .output_interface(index)
+                        .table_id(table)
+                        .build()
+                }
+            };
+            match self.handle.route().add(route).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                r => r.with_context(|| format!("route from {} in table {table}", a.addr))?,
+            }
+            let rule = self.handle.rule().add();
+            let r = match a.addr {
+                IpAddr::V4(v4) => {
+                    rule.v4()
+                        .source_prefix(v4, 32)
+                        .table_id(table)
+                        .priority(table)
+                        .action(RuleAction::ToTable)
+                        .execute()
+                        .await
+                }
+                IpAddr::V6(v6) => {
+                    rule.v6()
+                        .source_prefix(v6, 128)
+                        .table_id(table)
+                        .priority(table)
+                        .action(RuleAction::ToTable)
+                        .execute()
+                        .await
+                }
+            };
+            match r {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                r => r.with_context(|| format!("rule from {} lookup {table}", a.addr))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Net::route_from`]: removes the rules that look up `table` (its routes go with
+    /// the macvlan).
+    pub async fn unroute_from(&self, table: u32) -> Result<()> {
+        for v in [IpVersion::V4, IpVersion::V6] {
+            let mut rules = self.handle.rule().get(v).execute();
+            let mut found = Vec::new();
+            while let Some(m) = rules.try_next().await? {
+                let t = m
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RuleAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(m.header.table as u32);
+                if t == table {
+                    found.push(m);
+                }
+            }
+            for m in found {
+                match self.handle.rule().del(m).execute().await {
+                    Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => {}
+                    r => r.with_context(|| format!("delete the rule to table {table}"))?,
+                }
+            }
         }
         Ok(())
     }

@@ -546,3 +546,67 @@ fn a_syn_sent_right_after_the_first_announcement_is_answered() {
     }
     panic!("in three attempts the client never waited for the announcement: nothing was tested");
 }
+
+/// Under `vmac`, every frame whose source is the service address leaves from the virtual MAC
+/// (RFC 5798 7.3), the TCP segments of a live connection included, before and after that
+/// connection is taken over; ARP for the address too. The nodes' own traffic keeps their MACs.
+#[test]
+fn vmac_every_frame_from_the_address_leaves_from_the_virtual_mac() {
+    need_root!();
+    let _serial = serial();
+    let dir = run_dir("vmac-data");
+    let topo = holdfast_harness::Topology::load(root().join("topologies/two-node-vmac.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = up(&dir, topo);
+    wait_ready(&c, &["a", "b"]);
+    let target: SocketAddr = format!("{VIP}:7").parse().unwrap();
+    let mut spec = ClientSpec::new(Workload::Stream, target);
+    spec.bytes = 4_000_000;
+    spec.pace_us = 1000;
+    spec.stall_timeout_ms = 5000;
+    let h = c.start_client("client", spec).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    let rep = h.wait().unwrap();
+    assert!(rep.intact(), "{}", rep.summary());
+    assert!(
+        connect_ok(&c, &target.to_string()),
+        "a new connection after the takeover"
+    );
+    let s = c.down().unwrap();
+    let off = event_ts(&s.events, "power-off", "a");
+    let frames = read_pcap(&s.captures[0].file);
+    let vip: IpAddr = VIP.parse().unwrap();
+    let vmac = [0, 0, 0x5e, 0, 1, 1];
+    // (port, source MAC, time) of every frame a node sent with the service address as source.
+    let from_vip: Vec<(&str, [u8; 6], u64)> = frames
+        .iter()
+        .filter(|f| f.inbound && f.iface != "sw0:client")
+        .filter_map(|f| {
+            let mac = match (evidence::tcp(f), f.arp()) {
+                (Some(t), _) if t.src.ip() == vip => t.src_mac,
+                (_, Some((m, ip, _, _))) if ip == vip => m,
+                _ => return None,
+            };
+            Some((f.iface.as_str(), mac, f.ts_ns))
+        })
+        .collect();
+    let count = |port: &str, before: bool| {
+        from_vip
+            .iter()
+            .filter(|(p, _, t)| *p == port && (*t < off) == before)
+            .count()
+    };
+    let (a, b) = (count("sw0:a", true), count("sw0:b", false));
+    eprintln!("frames from {vip}: {a} from a before the power-off, {b} from b after it");
+    assert!(a > 100 && b > 100, "too few frames to judge: a {a}, b {b}");
+    let wrong: Vec<&(&str, [u8; 6], u64)> =
+        from_vip.iter().filter(|(_, m, _)| *m != vmac).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} frames from {vip} left with another MAC, first: {:?}",
+        wrong.len(),
+        from_vip.len(),
+        wrong[0]
+    );
+}

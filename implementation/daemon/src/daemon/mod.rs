@@ -275,6 +275,12 @@ impl Io {
         format!("vmac{}", owner.0)
     }
 
+    /// The routing table (and rule priority) that sends `owner`'s addresses' traffic out of
+    /// its `vmac` macvlan.
+    fn vmac_table(owner: NodeId) -> u32 {
+        10_000 + owner.0
+    }
+
     /// The announcement socket for interface `index`, opened once and kept: closing an
     /// AF_PACKET socket waits for an RCU grace period (`synchronize_net` in `packet_release`),
     /// 10 to 25 ms here, which held up the protocol loop in every takeover.
@@ -319,10 +325,16 @@ impl Io {
             };
             let _ = netio::sysctl(&format!("net.ipv6.conf.{name}.disable_ipv6"), "0");
         }
-        // Under vmac the macvlan carries host routes only, so replies keep using the parent's.
+        // Under vmac the macvlan carries host routes only (the node's own traffic keeps the
+        // parent's routes), and what the addresses send is routed out of the macvlan by source.
         self.net
             .add_all(index, addresses, arp == ArpPolicy::Vmac)
             .await?;
+        if arp == ArpPolicy::Vmac {
+            self.net
+                .route_from(index, addresses, Self::vmac_table(owner))
+                .await?;
+        }
         if arp != ArpPolicy::None {
             let frames: Vec<Vec<u8>> = addresses
                 .iter()
@@ -360,6 +372,7 @@ impl Io {
             self.net.del_addr(a.addr).await?;
         }
         if arp == ArpPolicy::Vmac {
+            self.net.unroute_from(Self::vmac_table(owner)).await?;
             self.net.del_link(&Self::vmac_name(owner)).await?;
         }
         Ok(())
@@ -508,6 +521,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         for a in &n.ownership.addresses {
             let _ = net.del_local(a.addr).await;
         }
+        let _ = net.unroute_from(Io::vmac_table(n.ownership.node_id)).await;
     }
     if let Err(e) = netio::quiet_arp(&cfg.interface) {
         warn!("{e:#}");
