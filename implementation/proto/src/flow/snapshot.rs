@@ -138,6 +138,13 @@ impl Flow {
         }
         let client_nxt = snap.rcv_nxt.wrapping_add(snap.received.len() as u32);
         let server_nxt = snap.snd_una.wrapping_add(snap.sent.len() as u32);
+        // A FIN right at `rcv_nxt` was received by the holder (CONN-STATE's `fin_received`):
+        // count it as acknowledged, as the holder's kernel did.
+        let server_ack = if snap.client_fin && snap.received.is_empty() {
+            snap.rcv_nxt.wrapping_add(1)
+        } else {
+            snap.rcv_nxt
+        };
         Self {
             tuple: snap.tuple,
             complete: true,
@@ -150,7 +157,7 @@ impl Flow {
             sack: snap.sack,
             timestamps: snap.timestamps,
             server_nxt,
-            server_ack: snap.rcv_nxt,
+            server_ack,
             client_ack: snap.snd_una,
             client_nxt,
             client_window: (snap.snd_wnd >> snap.snd_wscale).min(u16::MAX as u32) as u16,

@@ -284,3 +284,49 @@ fn unseen_handshakes_are_reported_and_ended_connections_are_not() {
     );
     assert_eq!(t.ended.get(&TcpState::Reset), Some(&1));
 }
+
+/// A half-closed connection travels in a CONN-STATE with its FINs, and a late backup that
+/// adopts it ends up with the holder's own snapshot.
+#[test]
+fn a_half_closed_connection_syncs_with_its_fins() {
+    let ip = ["198.18.0.10".parse().unwrap()];
+    let mut holder = Conv::open();
+    holder.client(PSH, b"hello");
+    holder.client(FIN, b"");
+    holder.server(0, b"hel");
+    assert_eq!(holder.state(), Some(TcpState::CloseWait));
+    let snaps = holder.t.snapshots(&ip);
+    assert_eq!(snaps.len(), 1);
+    let wire = snaps[0].to_conn_state(NodeId(1), Epoch::default());
+    assert!(wire.fin_received && !wire.fin_sent);
+    let back = Snapshot::from_conn_state(&wire).unwrap();
+    assert_eq!(back, snaps[0]);
+    let mut late = table();
+    late.adopt(&back);
+    assert_eq!(
+        late.get(&tuple()).map(|f| f.state()),
+        Some(TcpState::CloseWait)
+    );
+    // The rest of the echo and the server's FIN, seen by both.
+    let mut later = Vec::new();
+    let before = holder.t.len();
+    holder.server(PSH | FIN, b"lo");
+    assert_eq!(holder.t.len(), before);
+    later.push(frame(S, C, SISN + 4, CISN + 7, ACK | PSH | FIN, 509, &[], b"lo"));
+    for f in &later {
+        late.observe(f);
+    }
+    let want = holder.t.take_over(&ip).snapshots;
+    let got = late.take_over(&ip).snapshots;
+    assert_eq!((got[0].client_fin, got[0].server_fin), (true, true));
+    assert_eq!(
+        (&got[0].sent, &got[0].unsent, got[0].snd_una, got[0].rcv_nxt),
+        (&want[0].sent, &want[0].unsent, want[0].snd_una, want[0].rcv_nxt)
+    );
+    // A FIN sent before bytes that were never sent is malformed.
+    let mut bad = wire.clone();
+    bad.fin_sent = true;
+    bad.snd_nxt = bad.snd_una;
+    bad.unacked = b"x".to_vec();
+    assert!(Snapshot::from_conn_state(&bad).is_none());
+}
