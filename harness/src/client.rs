@@ -101,6 +101,13 @@ pub struct ClientSpec {
     /// Pause between writes in a stream, to spread it over time (0: none).
     #[serde(default)]
     pub pace_us: u64,
+    /// Stream: pause between 16 KiB reads (a slow reader, whose echo queues at the server).
+    #[serde(default)]
+    pub read_pace_us: u64,
+    /// Stream: half-close (FIN) as soon as everything is written, then read the rest of the
+    /// echo, and require the server's FIN (EOF) right after the last byte.
+    #[serde(default)]
+    pub half_close: bool,
 }
 
 fn one() -> usize {
@@ -133,6 +140,8 @@ impl ClientSpec {
             rate: 0.0,
             stall_timeout_ms: default_stall_ms(),
             pace_us: 0,
+            read_pace_us: 0,
+            half_close: false,
         }
     }
 }
@@ -368,7 +377,8 @@ fn stalled(what: &str, stall: Duration) -> io::Error {
     )
 }
 
-/// Reads and verifies `total` bytes of stream `seed`.
+/// Reads and verifies `total` bytes of stream `seed`, in reads of at most `chunk` bytes with
+/// `pace` between them.
 async fn verify_reader(
     rd: &mut (impl AsyncReadExt + Unpin),
     seed: u64,
@@ -377,8 +387,35 @@ async fn verify_reader(
     rep: &mut ConnReport,
     progress: &mut Progress,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
+    verify_paced(
+        rd,
+        seed,
+        total,
+        stall,
+        64 * 1024,
+        Duration::ZERO,
+        rep,
+        progress,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn verify_paced(
+    rd: &mut (impl AsyncReadExt + Unpin),
+    seed: u64,
+    total: u64,
+    stall: Duration,
+    chunk: usize,
+    pace: Duration,
+    rep: &mut ConnReport,
+    progress: &mut Progress,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; chunk];
     while rep.bytes_verified < total {
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
         let want = buf.len().min((total - rep.bytes_verified) as usize);
         let n = match tokio::time::timeout(stall, rd.read(&mut buf[..want])).await {
             Ok(r) => r?,
@@ -410,6 +447,7 @@ async fn stream(
     let (mut rd, mut wr) = sock.into_split();
     let total = spec.bytes;
     let pace = Duration::from_micros(spec.pace_us);
+    let half_close = spec.half_close;
     let writer = async move {
         let mut buf = vec![0u8; 16 * 1024];
         let mut off = 0u64;
@@ -425,9 +463,18 @@ async fn stream(
                 tokio::time::sleep(pace).await;
             }
         }
+        if half_close {
+            // Our FIN goes now, while the echo may still be on its way.
+            wr.shutdown().await?;
+        }
         Ok::<_, io::Error>(wr)
     };
-    let reader = verify_reader(&mut rd, seed, total, stall, rep, progress);
+    let (chunk, read_pace) = if spec.read_pace_us > 0 {
+        (16 * 1024, Duration::from_micros(spec.read_pace_us))
+    } else {
+        (64 * 1024, Duration::ZERO)
+    };
+    let reader = verify_paced(&mut rd, seed, total, stall, chunk, read_pace, rep, progress);
     let (w, r) = tokio::join!(writer, reader);
     // After a reset, the kernel reports the error once: to whichever side asked first. A reader
     // that then sees EOF is reporting the same reset.
@@ -444,6 +491,19 @@ async fn stream(
     }
     r?;
     let mut wr = w?;
+    if half_close {
+        // The server must close right after the last byte of the echo.
+        let mut one = [0u8; 1];
+        return match tokio::time::timeout(stall, rd.read(&mut one)).await {
+            Ok(Ok(0)) => Ok(()),
+            Ok(Ok(_)) => Err(io::Error::other("bytes after the whole echo")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(stalled(
+                "waiting for the server's FIN after the echo",
+                stall,
+            )),
+        };
+    }
     let _ = wr.shutdown().await;
     Ok(())
 }
