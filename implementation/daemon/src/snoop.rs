@@ -14,15 +14,54 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use holdfast_proto::app::App;
-use holdfast_proto::flow::FlowTable;
+use holdfast_proto::flow::{FlowTable, Snapshot};
 
 /// A running snooper.
 pub struct Snooper {
     /// The flow table it keeps.
     pub table: Arc<Mutex<FlowTable>>,
-    /// Frames the kernel dropped because the socket was full.
-    pub drops: Arc<AtomicU64>,
+    /// The socket and its counters, shared with the reading thread.
+    shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    /// Snapshots to adopt, on a thread of their own ([`Snooper::adopt`]).
+    adopt_tx: std::sync::mpsc::Sender<Snapshot>,
+    /// Snapshots sent to that thread and not adopted yet.
+    adopting: Arc<AtomicU64>,
+}
+
+/// The snooping socket and what it has queued, dropped and read.
+struct Shared {
+    fd: OwnedFd,
+    /// Frames the kernel queued to the socket and dropped, summed over every
+    /// `PACKET_STATISTICS` read (each read resets the kernel's counters).
+    counts: Mutex<(u64, u64)>,
+    /// Frames the thread has read and observed.
+    read: AtomicU64,
+}
+
+impl Shared {
+    /// Adds the kernel's counts since the last call; returns (queued, dropped) so far.
+    fn poll(&self) -> (u64, u64) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = [0u32; 2];
+        let mut len = 8 as libc::socklen_t;
+        // SAFETY: getsockopt(PACKET_STATISTICS) into a tpacket_stats-sized buffer.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                6,
+                st.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            // tp_packets counts the dropped frames too.
+            c.0 += (st[0] - st[1].min(st[0])) as u64;
+            c.1 += st[1] as u64;
+        }
+        *c
+    }
 }
 
 impl Drop for Snooper {
@@ -89,22 +128,89 @@ impl Snooper {
             );
         }
         let table = Arc::new(Mutex::new(FlowTable::new(services, app)));
-        let drops = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (t2, d2, s2) = (table.clone(), drops.clone(), stop.clone());
+        let shared = Arc::new(Shared {
+            fd,
+            counts: Mutex::new((0, 0)),
+            read: AtomicU64::new(0),
+        });
+        let (t2, s2, sh2) = (table.clone(), stop.clone(), shared.clone());
         std::thread::Builder::new()
             .name("snoop".into())
-            .spawn(move || run(fd, t2, d2, s2))?;
-        Ok(Self { table, drops, stop })
+            .spawn(move || run(&sh2, t2, s2))?;
+        let (adopt_tx, rx) = std::sync::mpsc::channel::<Snapshot>();
+        let adopting = Arc::new(AtomicU64::new(0));
+        let (t3, a3) = (table.clone(), adopting.clone());
+        std::thread::Builder::new()
+            .name("adopt".into())
+            .spawn(move || {
+                for snap in rx {
+                    t3.lock().unwrap_or_else(|e| e.into_inner()).adopt(&snap);
+                    a3.fetch_sub(1, Ordering::Release);
+                }
+            })?;
+        Ok(Self {
+            table,
+            shared,
+            stop,
+            adopt_tx,
+            adopting,
+        })
+    }
+
+    /// Starts tracking a connection from a holder's CONN-STATE, on a thread of its own:
+    /// adopting replays every frame kept for the connection since it was first seen (up to
+    /// 32 MB for a fast stream), which must not hold up the protocol loop and its heartbeats.
+    pub fn adopt(&self, snap: Snapshot) {
+        self.adopting.fetch_add(1, Ordering::Acquire);
+        if self.adopt_tx.send(snap).is_err() {
+            self.adopting.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Waits (at most `limit`) until every snapshot handed to [`Snooper::adopt`] is in the
+    /// table. Returns whether they all are.
+    pub fn adoptions_done(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while self.adopting.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        true
+    }
+
+    /// Frames the kernel dropped because the socket was full.
+    pub fn drops(&self) -> u64 {
+        self.shared.poll().1
+    }
+
+    /// Waits (at most `limit`) until the snooper has observed every frame the kernel had
+    /// queued for it when this was called, so that the table reflects them: a takeover's last
+    /// look at the table must not miss what a busy machine left in the socket. Returns whether
+    /// it caught up.
+    pub fn catch_up(&self, limit: std::time::Duration) -> bool {
+        let (queued, _) = self.shared.poll();
+        let deadline = std::time::Instant::now() + limit;
+        while self.shared.read.load(Ordering::Acquire) < queued {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            // Sleep, not spin: the caller runs at a real-time priority and would starve the
+            // snooper's thread on its core.
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        true
     }
 }
 
-fn run(fd: OwnedFd, table: Arc<Mutex<FlowTable>>, drops: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+fn run(shared: &Shared, table: Arc<Mutex<FlowTable>>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; 256 * 1024];
     let mut since_stats = 0u32;
     while !stop.load(Ordering::SeqCst) {
         // SAFETY: recv into a live buffer.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = unsafe { libc::recv(shared.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n <= 0 {
             continue;
         }
@@ -112,24 +218,12 @@ fn run(fd: OwnedFd, table: Arc<Mutex<FlowTable>>, drops: Arc<AtomicU64>, stop: A
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(&buf[..n as usize]);
+        shared.read.fetch_add(1, Ordering::Release);
         since_stats += 1;
         if since_stats > 10_000 {
             since_stats = 0;
-            let mut st = [0u32; 2];
-            let mut len = 8 as libc::socklen_t;
-            // SAFETY: getsockopt(PACKET_STATISTICS) into a tpacket_stats-sized buffer.
-            if unsafe {
-                libc::getsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_PACKET,
-                    6,
-                    st.as_mut_ptr().cast(),
-                    &mut len,
-                )
-            } == 0
-            {
-                drops.fetch_add(st[1] as u64, Ordering::Relaxed);
-            }
+            // Keeps the kernel's 32-bit counters from wrapping unseen.
+            shared.poll();
         }
     }
 }

@@ -52,6 +52,30 @@ fn next_boot_epoch(run_dir: &Path) -> Result<u32> {
     Ok(e)
 }
 
+/// Datagrams the kernel dropped on the control socket (its buffer was full): `SO_MEMINFO`'s
+/// drop count.
+fn udp_drops(sock: &UdpSocket) -> u64 {
+    const SO_MEMINFO: libc::c_int = 55;
+    const SK_MEMINFO_DROPS: usize = 8;
+    let mut info = [0u32; 9];
+    let mut len = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt into a buffer of `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        info[SK_MEMINFO_DROPS] as u64
+    } else {
+        0
+    }
+}
+
 fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::UdpSocket> {
     let sock = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port()))
         .with_context(|| format!("bind UDP port {}", group.port()))?;
@@ -59,6 +83,19 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
         .with_context(|| format!("join {} on {local}", group.ip()))?;
     sock.set_multicast_loop_v4(false)?;
     sock.set_multicast_ttl_v4(1)?;
+    // A peer that comes up is sent one CONN-STATE per live connection at once (a thousand and
+    // more): the default receive buffer (about 200 kB) would drop most of them.
+    let big: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt with an int; failing leaves the default buffer (drops are counted).
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&big as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+    }
     let ifaddr = libc::in_addr {
         s_addr: u32::from_ne_bytes(local.octets()),
     };
@@ -97,6 +134,8 @@ struct Io {
     repaired: Vec<(NodeId, Repaired)>,
     /// Handshakes the old owner never answered, to replay once we have the owner's address.
     syns: Vec<(NodeId, Vec<u8>)>,
+    /// Groups being taken over: their addresses, and whether we take those (announce).
+    assuming: BTreeMap<NodeId, (Vec<IpAddr>, bool)>,
     /// Raw sockets that put a client's packets (a FIN, a SYN) into our own stack.
     injector: Option<crate::inject::Injector>,
     /// The takeover under way: when its snapshots were taken, and its phases so far.
@@ -127,6 +166,7 @@ impl Io {
         if let Some(sn) = &self.snooper {
             let t = sn.table.lock().unwrap_or_else(|e| e.into_inner());
             c.tracked = t.len();
+            c.held_dropped = t.held_dropped;
             c.states = t
                 .states()
                 .into_iter()
@@ -138,9 +178,10 @@ impl Io {
                 .map(|(s, n)| (s.name().to_owned(), *n))
                 .collect();
             drop(t);
-            c.snoop_drops = sn.drops.load(std::sync::atomic::Ordering::Relaxed);
+            c.snoop_drops = sn.drops();
         }
         c.forwarded = self.steer.installed();
+        c.udp_drops = udp_drops(&self.udp);
         c.served_without_address = self.serving.values().map(|s| s.1.len()).sum();
         c
     }
@@ -540,6 +581,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         snooper,
         repaired: Vec::new(),
         syns: Vec::new(),
+        assuming: BTreeMap::new(),
         injector: match crate::inject::Injector::new() {
             Ok(i) => Some(i),
             Err(e) => {

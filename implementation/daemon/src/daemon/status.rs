@@ -50,10 +50,21 @@ pub struct ConnCounters {
     /// Connections that ended while tracked, by how (`TIME_WAIT`: both FINs acknowledged;
     /// `RESET`).
     pub ended: BTreeMap<String, u64>,
-    /// Handshakes the old owner never answered, replayed into this node's stack at a takeover.
-    pub syns_replayed: u64,
+    /// Handshakes put back into this node's stack at a takeover: those the old owner never
+    /// answered, and those that arrived while this node took over.
+    pub replayed_syns: u64,
+    /// Segments of taken-over connections that arrived after the snapshot and before the
+    /// socket was live (the kernel dropped them), put back once it was.
+    pub replayed_segments: u64,
+    /// Packets that arrived during a takeover for connections not re-created here (left to
+    /// the client's retransmission, or to the node that serves them).
+    pub replay_skipped: u64,
+    /// Packets the snooper could not hold during a takeover (its hold was full).
+    pub held_dropped: u64,
     /// Frames the snooper's socket dropped.
     pub snoop_drops: u64,
+    /// Control datagrams the kernel dropped (the socket's buffer was full).
+    pub udp_drops: u64,
     /// CONN-STATEs sent to peers that came up (late backups).
     pub synced: u64,
     /// Connections too large to sync in one datagram.
@@ -67,6 +78,8 @@ pub struct ConnCounters {
     pub served_without_address: usize,
     /// The phases of the last takeover.
     pub last_takeover: Option<TakeoverTiming>,
+    /// The phases of the last takeover of each group, by owner id.
+    pub takeovers: BTreeMap<u32, TakeoverTiming>,
 }
 
 /// How long each phase of a takeover took, in microseconds.

@@ -111,10 +111,7 @@ impl Io {
         match holdfast_proto::flow::Snapshot::from_conn_state(state) {
             Some(snap) => {
                 debug!(%from, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE adopted");
-                sn.table
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .adopt(&snap);
+                sn.adopt(snap);
                 self.conns.adopted += 1;
             }
             None => warn!(%from, "malformed CONN-STATE ignored"),
@@ -183,17 +180,49 @@ impl Io {
                 break;
             }
         }
+        // The table must hold everything that reached us: the frames the snooper has not read
+        // yet, and the holders' CONN-STATEs still being adopted.
+        if let Some(sn) = &self.snooper {
+            if !sn.adoptions_done(Duration::from_millis(50)) {
+                warn!("CONN-STATEs still being adopted at the snapshot");
+            }
+            if !sn.catch_up(Duration::from_millis(20)) {
+                warn!("the snooper is behind at the snapshot");
+            }
+        }
         let quiesced = Instant::now();
         let taken = table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take_over(&ips);
-        let (snaps, lost) = (taken.snapshots, taken.lost);
+        // A connection this node serves already (it drains here after a `new-connections`
+        // failback, or a peer was declared dead twice) needs no restore: its socket is here
+        // and live, and a second one for the same four-tuple cannot exist.
+        let here: std::collections::HashSet<FourTuple> =
+            self.registry.connections(owner).into_iter().collect();
+        let (snaps, served): (Vec<_>, Vec<_>) = taken
+            .snapshots
+            .into_iter()
+            .partition(|s| !here.contains(&s.tuple));
+        if !served.is_empty() {
+            info!(%owner, connections = served.len(), "already served here: not re-created");
+            // Still tracked, for the next late backup.
+            let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+            for s in &served {
+                t.adopt(s);
+            }
+        }
+        let lost: Vec<Lost> = taken
+            .lost
+            .into_iter()
+            .filter(|l| !here.contains(&l.tuple))
+            .collect();
         // The SYNs the old owner never answered are replayed once we have the address (only
         // by the node that takes the address: the others' sockets would answer for it).
         if announce {
             self.syns.extend(taken.syns.into_iter().map(|p| (owner, p)));
         }
+        self.assuming.insert(owner, (ips.clone(), announce));
         let (snaps, lost) = match part {
             Part::All => (snaps, lost),
             Part::Share(0, of) if of > 1 => {
@@ -342,9 +371,11 @@ impl Io {
             };
             (tuple, checkpoint, state, live)
         };
+        let mut live_tuples = std::collections::HashSet::with_capacity(n);
         for (tuple, checkpoint, state, r) in in_two_halves(mine, go_live) {
             match r {
                 Ok((stream, unsent)) => {
+                    live_tuples.insert(tuple);
                     let mut app = (self.app)();
                     app.restore(&checkpoint);
                     self.conns.assumed += 1;
@@ -365,23 +396,70 @@ impl Io {
         if n > 0 {
             info!(%owner, connections = n, "assumed connections are live");
         }
-        // Handshakes the old owner never answered: replayed into our stack, so that the
-        // listener answers them now rather than after the clients' SYN timers.
+        self.replay(owner, live_tuples);
+        if let Some((snapped, mut t)) = self.timing.take() {
+            t.to_live_us = snapped.elapsed().as_micros() as u64;
+            info!(?t, "takeover timing");
+            self.conns.takeovers.insert(owner.0, t.clone());
+            self.conns.last_takeover = Some(t);
+        }
+    }
+
+    /// Puts back into our stack, now that the owner's connections are live, what the clients
+    /// sent that our kernel dropped while we took over: the handshakes the old owner never
+    /// answered, then every packet that arrived after the snapshot (held by the snooper), in
+    /// order. Without it a request sent during the takeover waits for the client's
+    /// retransmission timer (two hundred milliseconds and more). Only packets of connections
+    /// now live here, and new connections' SYNs where we hold the address, go in: anything else
+    /// would meet no socket and draw a reset.
+    fn replay(&mut self, owner: NodeId, live: std::collections::HashSet<FourTuple>) {
         let (syns, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.syns)
             .into_iter()
             .partition(|(o, _)| *o == owner);
         self.syns = rest;
+        let (addrs, announce) = self.assuming.remove(&owner).unwrap_or_default();
+        let held = match &self.snooper {
+            Some(sn) => {
+                if !sn.catch_up(Duration::from_millis(50)) {
+                    warn!(
+                        "the snooper is behind: some packets of the takeover may not be put back"
+                    );
+                }
+                sn.table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .release_held(&addrs)
+            }
+            None => Vec::new(),
+        };
+        let Some(inject) = self.injector.as_ref() else {
+            if !syns.is_empty() || !held.is_empty() {
+                warn!(
+                    syns = syns.len(),
+                    held = held.len(),
+                    "no raw socket: packets dropped during the takeover are not put back"
+                );
+            }
+            return;
+        };
         for (_, syn) in syns {
-            match self.injector.as_ref().map(|i| i.send(&syn)) {
-                Some(Ok(())) => self.conns.syns_replayed += 1,
-                Some(Err(e)) => warn!("replaying a SYN: {e}"),
-                None => warn!("no raw socket: a SYN the old owner never answered is not replayed"),
+            match inject.replay(&syn) {
+                Ok(()) => self.conns.replayed_syns += 1,
+                Err(e) => warn!("replaying a SYN: {e}"),
             }
         }
-        if let Some((snapped, mut t)) = self.timing.take() {
-            t.to_live_us = snapped.elapsed().as_micros() as u64;
-            info!(?t, "takeover timing");
-            self.conns.last_takeover = Some(t);
+        for h in held {
+            if !(live.contains(&h.tuple) || (h.syn && announce)) {
+                self.conns.replay_skipped += 1;
+                continue;
+            }
+            match inject.replay(&h.packet) {
+                Ok(()) if h.syn => self.conns.replayed_syns += 1,
+                Ok(()) => self.conns.replayed_segments += 1,
+                Err(e) => {
+                    warn!(local = %h.tuple.local, remote = %h.tuple.remote, "replaying a held packet: {e}")
+                }
+            }
         }
     }
 }

@@ -300,7 +300,31 @@ pub struct FlowTable {
     /// Connections that ended recently: their stragglers (a last ACK, a retransmitted FIN) are
     /// not mistaken for a connection joined mid-stream.
     recently_ended: (HashSet<FourTuple>, VecDeque<FourTuple>),
+    /// Addresses under takeover: the clients' packets to them are kept from the snapshot until
+    /// the new sockets are live ([`FlowTable::release_held`]).
+    holding: HashSet<IpAddr>,
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    /// Held packets dropped because the hold was full.
+    pub held_dropped: u64,
 }
+
+/// A client's packet that arrived during a takeover, after the snapshot and before the new
+/// socket was live: the new owner's kernel dropped it (the address was not there yet), so it is
+/// put back into the stack once the socket is live, and the client need not wait for its
+/// retransmission timer (two hundred milliseconds and more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The connection.
+    pub tuple: FourTuple,
+    /// A SYN (a new connection), rather than a segment of a known one.
+    pub syn: bool,
+    /// The IP packet.
+    pub packet: Vec<u8>,
+}
+
+/// The most bytes of held packets (beyond it the oldest go, and are counted).
+pub const HELD_CAP: usize = 64 << 20;
 
 /// The frames of a connection seen only mid-stream, and whether each side has sent its FIN.
 #[derive(Default)]
@@ -345,6 +369,10 @@ impl FlowTable {
             unknown: HashMap::new(),
             unknown_bytes: 0,
             recently_ended: Default::default(),
+            holding: HashSet::new(),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            held_dropped: 0,
         }
     }
 
@@ -365,6 +393,9 @@ impl FlowTable {
                 local: s.dst,
                 remote: s.src,
             };
+            if self.holding.contains(&s.dst.ip()) {
+                self.hold(t, &s);
+            }
             self.client_segment(t, &s);
             (t, true)
         } else if self.is_service(&s.src) {
@@ -423,6 +454,36 @@ impl FlowTable {
                 }
             }
         }
+    }
+
+    fn hold(&mut self, tuple: FourTuple, s: &Segment<'_>) {
+        self.held_bytes += s.ip_packet.len();
+        self.held.push_back(Held {
+            tuple,
+            syn: s.syn && !s.ack_flag,
+            packet: s.ip_packet.to_vec(),
+        });
+        while self.held_bytes > HELD_CAP {
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes -= h.packet.len();
+            self.held_dropped += 1;
+        }
+    }
+
+    /// Ends the hold on `addrs` (begun by [`FlowTable::take_over`]) and returns, in arrival
+    /// order, the clients' packets to them that arrived meanwhile.
+    pub fn release_held(&mut self, addrs: &[IpAddr]) -> Vec<Held> {
+        for a in addrs {
+            self.holding.remove(a);
+        }
+        let (mine, rest): (VecDeque<Held>, VecDeque<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| addrs.contains(&h.tuple.local.ip()));
+        self.held = rest;
+        self.held_bytes = self.held.iter().map(|h| h.packet.len()).sum();
+        mine.into()
     }
 
     fn remember_ended(&mut self, t: FourTuple) {
@@ -644,8 +705,10 @@ impl FlowTable {
 
     /// Takes every connection to the given addresses (a group's) out of the table: those that
     /// can be re-created as snapshots, the live ones that cannot with their reasons, and the
-    /// unanswered SYNs.
+    /// unanswered SYNs. From now on the clients' packets to these addresses are held until
+    /// [`FlowTable::release_held`].
     pub fn take_over(&mut self, addrs: &[IpAddr]) -> Takeover {
+        self.holding.extend(addrs.iter().copied());
         let mut out = Takeover::default();
         let keys: Vec<FourTuple> = self
             .flows

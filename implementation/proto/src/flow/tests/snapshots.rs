@@ -312,7 +312,16 @@ fn a_half_closed_connection_syncs_with_its_fins() {
     let before = holder.t.len();
     holder.server(PSH | FIN, b"lo");
     assert_eq!(holder.t.len(), before);
-    later.push(frame(S, C, SISN + 4, CISN + 7, ACK | PSH | FIN, 509, &[], b"lo"));
+    later.push(frame(
+        S,
+        C,
+        SISN + 4,
+        CISN + 7,
+        ACK | PSH | FIN,
+        509,
+        &[],
+        b"lo",
+    ));
     for f in &later {
         late.observe(f);
     }
@@ -321,7 +330,12 @@ fn a_half_closed_connection_syncs_with_its_fins() {
     assert_eq!((got[0].client_fin, got[0].server_fin), (true, true));
     assert_eq!(
         (&got[0].sent, &got[0].unsent, got[0].snd_una, got[0].rcv_nxt),
-        (&want[0].sent, &want[0].unsent, want[0].snd_una, want[0].rcv_nxt)
+        (
+            &want[0].sent,
+            &want[0].unsent,
+            want[0].snd_una,
+            want[0].rcv_nxt
+        )
     );
     // A FIN sent before bytes that were never sent is malformed.
     let mut bad = wire.clone();
