@@ -139,7 +139,17 @@ fn main() {
         std::thread::sleep(Duration::from_millis(1100));
     }
     let rep = py_wait(child, &json);
-    c.down().unwrap();
+    let s = c.down().unwrap();
+    // Failures declared, against the power-offs: any more were false (a live peer declared
+    // dead, a returning node missing heartbeats).
+    let declared: usize = ["a", "b"]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(s.run_dir.join(n).join("holdfastd.log"))
+                .map(|l| l.lines().filter(|l| l.contains("PeerDead")).count())
+                .unwrap_or(0)
+        })
+        .sum();
     let slow: Vec<(usize, u64, f64)> = rep["slow"]
         .as_array()
         .expect("slow requests")
@@ -178,6 +188,11 @@ fn main() {
             percentile(&mut g, 1.0),
         );
     }
+    println!(
+        "failures declared: {declared} for {} power-offs ({} false)",
+        offs.len(),
+        declared.saturating_sub(offs.len())
+    );
     for (i, p) in phases.iter().enumerate() {
         println!("cycle {i}: {p}");
     }

@@ -609,6 +609,38 @@ fn new_connections_failback_keeps_old_connections_on_the_assumer() {
     }
 }
 
+/// After a `new-connections` failback, b serves the old connection while a holds the address;
+/// a freezes long enough to be declared dead, and b takes its group again. The connection b
+/// serves itself is kept as it is: not re-created (which the kernel would refuse: the four-
+/// tuple is in use), not lost, and the stream goes on byte for byte.
+#[test]
+fn a_takeover_keeps_a_connection_the_node_already_serves() {
+    need_root!();
+    let _serial = serial();
+    let (mut c, old) = stream_then_power_off_a("takeover-already-here", "new-connections", 8 << 20);
+    power_on_until_eligible(&mut c, "a");
+    wait_until(
+        "a holds its address again and forwards the old connection to b",
+        Duration::from_secs(10),
+        || {
+            holds_group(&c, "a", 1)
+                && status(&c, "a").is_some_and(|s| s["connections"]["forwarded"] == 1)
+        },
+    );
+    c.fault(&Fault::Freeze { node: "a".into() }).unwrap();
+    wait_until("b holds a's group again", Duration::from_secs(5), || {
+        holds_group(&c, "b", 1)
+    });
+    c.fault(&Fault::Thaw { node: "a".into() }).unwrap();
+    let rep = old.wait().unwrap();
+    assert!(rep.intact(), "old connection: {}", rep.summary());
+    let b = status(&c, "b").expect("b's status");
+    let k = &b["connections"];
+    assert_eq!(k["already_here"], 1, "b's connections: {k}");
+    assert_eq!(k["lost"], serde_json::json!({}), "b lost connections: {k}");
+    c.down().unwrap();
+}
+
 /// Three nodes on a hub (each sees all traffic, so each backs the others up), serving
 /// `application` on `port`, with the given assignment and failback.
 fn three_node_cluster(

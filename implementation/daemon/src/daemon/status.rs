@@ -39,6 +39,9 @@ pub struct ConnCounters {
     pub tracked: usize,
     /// Connections re-created with TCP_REPAIR.
     pub assumed: u64,
+    /// Connections a takeover found this node already serving (draining after a
+    /// `new-connections` failback): kept as they are, not re-created.
+    pub already_here: u64,
     /// Connections that could not be made whole (reported, and left to reset).
     pub unrestorable: u64,
     /// The same, by reason: `capture_hole`, `unseen_handshake`, `replica_behind`,

@@ -206,6 +206,7 @@ impl Io {
             .partition(|s| !here.contains(&s.tuple));
         if !served.is_empty() {
             info!(%owner, connections = served.len(), "already served here: not re-created");
+            self.conns.already_here += served.len() as u64;
             // Still tracked, for the next late backup.
             let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
             for s in &served {
