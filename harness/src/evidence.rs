@@ -203,3 +203,51 @@ pub fn resets_from(frames: &[Frame], service: IpAddr, from_ns: u64) -> Vec<Tcp> 
         .filter(|s| s.inbound && s.rst && s.src.ip() == service && s.ts_ns >= from_ns)
         .collect()
 }
+
+/// Finds the switch both nodes are on, reads its capture, and checks every connection.
+pub(crate) fn judge(
+    p: &crate::scenario::PendingTakeover,
+    topology: &crate::topology::Topology,
+    captures: &[crate::capture::CaptureStats],
+) -> Result<String, String> {
+    let fault = p
+        .fault_ns
+        .ok_or_else(|| format!("no fault was applied to {} before this check", p.from))?;
+    let on = |node: &str| -> Vec<String> {
+        topology
+            .node(node)
+            .map(|n| {
+                n.interfaces
+                    .iter()
+                    .filter_map(|i| match &i.attach {
+                        crate::topology::Attachment::Switch(s) => Some(s.clone()),
+                        crate::topology::Attachment::Peer { .. } => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let switch = on(&p.from)
+        .into_iter()
+        .find(|s| on(&p.to).contains(s))
+        .ok_or_else(|| format!("{} and {} share no switch", p.from, p.to))?;
+    let cap = captures
+        .iter()
+        .find(|c| c.file.file_stem().and_then(|s| s.to_str()) == Some(switch.as_str()))
+        .ok_or_else(|| format!("no capture of switch {switch}"))?;
+    let frames = crate::capture::read(&cap.file).map_err(|e| e.to_string())?;
+    if p.clients.is_empty() {
+        return Err("the client opened no connection".into());
+    }
+    let (old, new) = (format!("{switch}:{}", p.from), format!("{switch}:{}", p.to));
+    let mut lines = Vec::new();
+    for c in &p.clients {
+        let s = served(&frames, p.target, *c, &old, &new, fault)
+            .map_err(|e| format!("{c} -> {}: {e}", p.target))?;
+        lines.push(format!(
+            "{c} -> {}: {} segments from {old} before the fault, {} from {new} after it; {new}'s first sequence number {} continues {old}'s [{}, {}]",
+            p.target, s.before, s.after, s.first_after_seq, s.range_lo, s.range_hi
+        ));
+    }
+    Ok(lines.join("; "))
+}

@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use holdfast_harness::client::{self, ClientSpec, Service, Workload};
 use holdfast_harness::registry::{self, RunRecord};
-use holdfast_harness::scenario::{self, Scenario};
+use holdfast_harness::scenario::Scenario;
 use holdfast_harness::{Cluster, Fault, Options, Topology, netns};
+
+mod run_scenario;
+
+use run_scenario::run_scenario;
 
 /// Builds multi-node clusters from TOML topologies in network namespaces, runs any
 /// implementation on the nodes, injects faults (power-off, isolate, freeze, crash, loss), drives
@@ -418,157 +422,6 @@ fn ensure_daemon_built() -> Result<()> {
         bail!("building holdfastd failed");
     }
     Ok(())
-}
-
-fn run_scenario(
-    topo: Topology,
-    file: Option<PathBuf>,
-    sc: &Scenario,
-    run_dir: Option<PathBuf>,
-    label: &str,
-    profile: Option<String>,
-) -> Result<ExitCode> {
-    let name = topo.name.clone();
-    let start = Instant::now();
-    let opts = Options {
-        run_dir,
-        topology_file: file.clone(),
-        profile,
-        ..Options::default()
-    };
-    let t0 = Instant::now();
-    let mut cluster = Cluster::up(topo, opts).context("bring the topology up")?;
-    let id = cluster.id().to_owned();
-    println!(
-        "[{:7.3}s] up: run {id} ({name}) in {:.1} ms",
-        0.0,
-        t0.elapsed().as_secs_f64() * 1000.0
-    );
-    let mut log = |s: &str| println!("[{:7.3}s] {s}", start.elapsed().as_secs_f64());
-    let res = scenario::run(&mut cluster, sc, &mut log);
-    let topology = cluster.topology().clone();
-    let summary = cluster.down().context("tear down")?;
-    println!(
-        "[{:7.3}s] down: namespaces, links and processes removed",
-        start.elapsed().as_secs_f64()
-    );
-    let mut report = res.context("scenario")?;
-    // Checks that read the finished captures (`verify-takeover`).
-    report.verify_captures(&topology, &summary.captures)?;
-    for v in report
-        .verdicts
-        .iter()
-        .filter(|v| v.expect == scenario::Expect::TakenOver)
-    {
-        println!(
-            "[{:7.3}s] verify {} in the capture: {}: {}",
-            start.elapsed().as_secs_f64(),
-            v.id,
-            if v.ok { "taken over" } else { "FAILED" },
-            v.summary
-        );
-    }
-    #[derive(Serialize)]
-    struct Report<'a> {
-        id: &'a str,
-        kind: &'a str,
-        topology: String,
-        ok: bool,
-        verdicts: &'a [scenario::Verdict],
-        clients: &'a std::collections::BTreeMap<String, client::ClientReport>,
-        captures: &'a [holdfast_harness::capture::CaptureStats],
-        events: &'a [holdfast_harness::cluster::Event],
-    }
-    let rep = Report {
-        id: &id,
-        kind: label,
-        topology: file.map(|f| f.display().to_string()).unwrap_or(name),
-        ok: report.ok(),
-        verdicts: &report.verdicts,
-        clients: &report.clients,
-        captures: &summary.captures,
-        events: &summary.events,
-    };
-    let path = summary.run_dir.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&rep)?)?;
-    println!();
-    for c in &summary.captures {
-        println!(
-            "pcap: {} ({} frames, {} dropped by the kernel)",
-            c.file.display(),
-            c.written,
-            c.kernel_drops
-        );
-    }
-    println!("report: {}", path.display());
-    if label == "demo" {
-        // The timeline, as the network saw it: announcements and resets, first of each kind
-        // per port, relative to the first event.
-        let t0 = summary.events.first().map_or(0, |e| e.t_ns);
-        let mut seen = std::collections::BTreeSet::new();
-        let mut lines: Vec<(u64, String)> = Vec::new();
-        for c in &summary.captures {
-            for f in holdfast_harness::capture::read(&c.file)? {
-                if let Some(what) = holdfast_harness::capture::notable(&f)
-                    && f.inbound
-                    && seen.insert((f.iface.clone(), what.clone()))
-                {
-                    lines.push((f.ts_ns, format!("{} sent {what}", f.iface)));
-                }
-            }
-        }
-        for e in summary
-            .events
-            .iter()
-            .filter(|e| matches!(e.kind.as_str(), "power-off" | "power-on" | "client-start"))
-        {
-            let who = e.node.as_deref().unwrap_or("");
-            lines.push((e.t_ns, format!("harness: {} {who} {}", e.kind, e.detail)));
-        }
-        lines.sort();
-        println!(
-            "\nTimeline (harness events, and what each port's node sent: first of each kind):"
-        );
-        for (t, l) in lines {
-            println!(
-                "[{:7.3}s] {}",
-                t.saturating_sub(t0) as f64 / 1e9,
-                l.trim_end()
-            );
-        }
-    }
-    if label == "demo"
-        && let Some(c) = summary.captures.first()
-    {
-        let taken_over = report
-            .verdicts
-            .iter()
-            .any(|v| v.expect == scenario::Expect::TakenOver && v.ok);
-        if taken_over {
-            println!(
-                "\nThe capture shows it: a served the client's connection until it was powered off; b, which\nhad snooped it, re-created it with TCP_REPAIR, announced 198.18.0.10 with gratuitous ARP and\ncontinued the echo in the same sequence space, without a reset."
-            );
-        } else {
-            println!(
-                "\nThe capture does NOT show the headline connection served by a and then continued by b\n(see the verify line above)."
-            );
-        }
-        println!(
-            "  tshark -r {f} -Y 'arp.isannouncement'\n  tshark -r {f} -Y 'tcp.port==7 && frame.interface_name==\"sw0:b\"'\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
-            f = c.file.display()
-        );
-    }
-    println!(
-        "\n{}: {} of {} checks held",
-        if report.ok() { "OK" } else { "FAILED" },
-        report.verdicts.iter().filter(|v| v.ok).count(),
-        report.verdicts.len()
-    );
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// Starts the supervisor in the background and waits for its "ready" line.

@@ -16,6 +16,19 @@ use serde_json::Value;
 
 const VIP: &str = "198.18.0.10:7";
 
+/// A 20 MB echo stream offered at about 20 MB/s (64 kB every 3 ms), given 20 s in all.
+const STREAM_20MB: &[&str] = &[
+    "stream",
+    "--target",
+    VIP,
+    "--bytes",
+    "20000000",
+    "--pace-us",
+    "3000",
+    "--deadline",
+    "20",
+];
+
 /// What a run through a power-off left: the client's report, the frames, the power-off time
 /// and b's status just before the cluster went down.
 struct Run {
@@ -129,17 +142,7 @@ fn stream_keeps_its_speed(test: &str, sysctls: &[(&str, &str)]) {
         test,
         |_| two_node(),
         sysctls,
-        &[
-            "stream",
-            "--target",
-            VIP,
-            "--bytes",
-            "20000000",
-            "--pace-us",
-            "3000",
-            "--deadline",
-            "20",
-        ],
+        STREAM_20MB,
         When(
             |p| p.parse::<u64>().is_ok_and(|n| n >= 6_000_000),
             Duration::ZERO,
@@ -202,17 +205,7 @@ fn a_stream_with_ecn_survives_but_the_new_owner_sends_without_ect() {
         "py-stream-ecn",
         |_| two_node(),
         &[("net.ipv4.tcp_ecn", "1")],
-        &[
-            "stream",
-            "--target",
-            VIP,
-            "--bytes",
-            "20000000",
-            "--pace-us",
-            "3000",
-            "--deadline",
-            "20",
-        ],
+        STREAM_20MB,
         When(
             |p| p.parse::<u64>().is_ok_and(|n| n >= 6_000_000),
             Duration::ZERO,

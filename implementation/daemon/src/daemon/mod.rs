@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use holdfast_proto::node::{Action, Command, Config, Dest, Event, Node};
-use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId, OwnedAddress};
+use holdfast_proto::node::{Action, Command, Config, Dest, Node};
+use holdfast_proto::policy::{ArpPolicy, NodeId, OwnedAddress};
 use holdfast_proto::time::Time;
-use holdfast_proto::wire::{FourTuple, Packet, Scope};
+use holdfast_proto::wire::{FourTuple, Packet};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::mpsc;
@@ -29,11 +29,12 @@ use crate::repair::Repaired;
 use crate::snoop::Snooper;
 use crate::steer::{Rules, Steer};
 
+mod actions;
 mod status;
 mod takeover;
 
+use actions::{apply, record};
 pub use status::*;
-use takeover::Part;
 
 /// Reads, increments and stores the boot epoch; never lower than seconds since 2024, so a lost
 /// state file still gives an epoch above any earlier boot's.
@@ -50,6 +51,29 @@ fn next_boot_epoch(run_dir: &Path) -> Result<u32> {
     let e = (stored + 1).max(secs);
     std::fs::write(&path, e.to_string()).with_context(|| path.display().to_string())?;
     Ok(e)
+}
+
+/// `setsockopt` with a value of type `T`.
+fn setopt<T>(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: &T,
+) -> std::io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live value and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            (val as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Datagrams the kernel dropped on the control socket (its buffer was full): `SO_MEMINFO`'s
@@ -85,34 +109,13 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
     sock.set_multicast_ttl_v4(1)?;
     // A peer that comes up is sent one CONN-STATE per live connection at once (a thousand and
     // more): the default receive buffer (about 200 kB) would drop most of them.
-    let big: libc::c_int = 16 << 20;
-    // SAFETY: setsockopt with an int; failing leaves the default buffer (drops are counted).
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&big as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as u32,
-        );
-    }
+    // Failing leaves the default buffer (drops are counted in status).
+    let _ = setopt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(16 << 20));
     let ifaddr = libc::in_addr {
         s_addr: u32::from_ne_bytes(local.octets()),
     };
-    // SAFETY: setsockopt with an in_addr: send multicast out of the cluster interface (there is
-    // no default route in a node).
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MULTICAST_IF,
-            (&ifaddr as *const libc::in_addr).cast(),
-            size_of::<libc::in_addr>() as u32,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).context("IP_MULTICAST_IF");
-    }
+    // Send multicast out of the cluster interface (there is no default route in a node).
+    setopt(&sock, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &ifaddr).context("IP_MULTICAST_IF")?;
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
@@ -673,182 +676,4 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     }
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
-}
-
-async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
-    // Actions the core emitted while a takeover kept the protocol running (`keep_alive`):
-    // they come before anything still queued in the core.
-    let mut deferred = VecDeque::new();
-    while let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) {
-        match a {
-            Action::Send { to, data } => io.send(to, &data).await,
-            Action::ClaimAddress {
-                owner,
-                epoch,
-                addresses,
-                arp,
-            } => {
-                info!(node = name, %owner, %epoch, addrs = ?addresses.iter().map(|a| a.addr).collect::<Vec<IpAddr>>(), ?arp, "claim");
-                if let Err(e) = io.claim(owner, &addresses, arp).await {
-                    warn!("claim {owner}: {e:#}");
-                }
-                for a in &addresses {
-                    io.registry.address(a.addr, true);
-                }
-                io.go_live(owner);
-            }
-            Action::ReleaseAddress {
-                owner,
-                epoch,
-                addresses,
-            } => {
-                info!(node = name, %owner, %epoch, "release");
-                let arp = node_arp(node, owner);
-                for a in &addresses {
-                    io.registry.address(a.addr, false);
-                }
-                if let Err(e) = io.release(owner, &addresses, arp).await {
-                    warn!("release {owner}: {e:#}");
-                }
-                if io.migrating.remove(&owner) {
-                    io.registry.discard(owner);
-                }
-                // Forwarding is for addresses we hold.
-                let before = io.forwards.len();
-                io.forwards.retain(|(o, _), _| *o != owner);
-                if io.forwards.len() != before {
-                    io.apply_forwards();
-                }
-            }
-            Action::AssumeConnections {
-                owner,
-                epoch,
-                scope,
-                shares,
-            } => {
-                let what = match &scope {
-                    Scope::Connections(l) => format!("{} listed connections", l.len()),
-                    other => format!("{other:?}"),
-                };
-                info!(node = name, %owner, %epoch, scope = %what, ?shares, "assume connections");
-                let (addrs, arp) = record(node, owner)
-                    .map(|r| (r.addresses.clone(), r.arp))
-                    .unwrap_or_default();
-                match scope {
-                    Scope::All => {
-                        io.assume(node, &mut deferred, owner, &addrs, arp, Part::All, &[])
-                            .await
-                    }
-                    Scope::Share { index: 0, of } => {
-                        let part = Part::Share(0, of);
-                        io.assume(node, &mut deferred, owner, &addrs, arp, part, &shares)
-                            .await
-                    }
-                    // Our share, without the addresses: the holder forwards its packets.
-                    Scope::Share { .. } | Scope::Connections(_) => {
-                        let part = match scope {
-                            Scope::Share { index, of } => Part::Share(index, of),
-                            Scope::Connections(list) => Part::Listed(list.into_iter().collect()),
-                            Scope::All => Part::All,
-                        };
-                        io.assume(node, &mut deferred, owner, &addrs, arp, part, &[])
-                            .await;
-                        let ips = addrs.iter().map(|a| a.addr).collect();
-                        io.serve_without_address(owner, ips, false).await;
-                        io.go_live(owner);
-                    }
-                }
-            }
-            Action::Forward {
-                owner,
-                to,
-                connections,
-            } => {
-                info!(node = name, %owner, %to, connections = connections.len(), "forward");
-                if connections.is_empty() {
-                    io.forwards.remove(&(owner, to));
-                } else {
-                    io.forwards.insert((owner, to), connections);
-                }
-                io.apply_forwards();
-            }
-            Action::HandBack { owner, mode } => {
-                info!(node = name, %owner, ?mode, "hand back");
-                if mode == FailbackMode::NewConnections {
-                    // The group's connections stay here until they close: make their address
-                    // local on the loopback before it goes (the owner forwards their packets
-                    // here from the moment it takes the address back).
-                    let conns = io.registry.connections(owner);
-                    if !conns.is_empty() {
-                        let ips = record(node, owner)
-                            .map(|r| r.addresses.iter().map(|a| a.addr).collect())
-                            .unwrap_or_default();
-                        io.serve_without_address(owner, ips, true).await;
-                    }
-                    info!(node = name, %owner, connections = conns.len(), "new-connections: draining here");
-                    node.handback_ready(now, owner, conns);
-                }
-                if mode == FailbackMode::Migrate {
-                    // Freeze the group's connections (nothing more leaves here), then hand the
-                    // addresses back; the owner has tracked the connections since it came up
-                    // (CONN-STATE sync and snooping) and re-creates them once we are quiet.
-                    // The frozen sockets are dropped once the address is gone, so nothing that
-                    // arrives meanwhile meets a kernel without the socket.
-                    let n = io.registry.freeze(owner);
-                    info!(node = name, %owner, connections = n, "migrate: frozen");
-                    io.migrating.insert(owner);
-                    node.handback_ready(now, owner, Vec::new());
-                }
-            }
-            Action::DiscardStale { owner, epoch } => {
-                info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
-                io.registry.discard(owner);
-            }
-            Action::ConnState { from, state } => io.adopt(from, &state),
-            Action::Event(Event::PeerUp {
-                node: peer,
-                boot_epoch,
-            }) => {
-                debug!(node = name, %peer, boot_epoch, "peer up");
-                // Only a peer that (re)booted lacks our connections: one that was merely out
-                // of touch (declared dead, then heard again) kept snooping them.
-                if io.peer_boots.insert(peer, boot_epoch) != Some(boot_epoch) {
-                    io.sync_peer(node, peer);
-                }
-            }
-            Action::Event(Event::Eligible) if io.isolated => {
-                // Back on the link and re-synchronised: whatever we still hold (nobody fenced
-                // us), we answer for again.
-                io.isolated = false;
-                let held: Vec<NodeId> = node.held().keys().copied().collect();
-                for owner in held {
-                    if let Some(r) = record(node, owner).cloned() {
-                        info!(node = name, %owner, "still ours after the link returned: re-claiming");
-                        if let Err(e) = io.claim(owner, &r.addresses, r.arp).await {
-                            warn!("re-claim {owner}: {e:#}");
-                        }
-                    }
-                }
-            }
-            Action::Event(e) => match e {
-                Event::PeerDead { .. } | Event::PeerLeft { .. } | Event::Fenced { .. } => {
-                    info!(node = name, ?e)
-                }
-                _ => debug!(node = name, ?e),
-            },
-        }
-    }
-}
-
-fn record(node: &Node, owner: NodeId) -> Option<&holdfast_proto::policy::Ownership> {
-    if owner == node.id() {
-        return Some(&node.config().ownership);
-    }
-    node.members()
-        .get(&owner)
-        .and_then(|m| m.ownership.as_ref())
-}
-
-fn node_arp(node: &Node, owner: NodeId) -> ArpPolicy {
-    record(node, owner).map_or(ArpPolicy::Garp, |o| o.arp)
 }
