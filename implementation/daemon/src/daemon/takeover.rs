@@ -182,13 +182,22 @@ impl Io {
         }
         // The table must hold everything that reached us: the frames the snooper has not read
         // yet, and the holders' CONN-STATEs still being adopted.
-        if let Some(sn) = &self.snooper {
-            if !sn.adoptions_done(Duration::from_millis(50)) {
-                warn!("CONN-STATEs still being adopted at the snapshot");
+        // Waited for in short steps with the protocol kept running between them, so that a
+        // busy machine never makes the peers declare this node dead meanwhile.
+        let mut waited = Duration::ZERO;
+        while let Some(sn) = self.snooper.as_ref() {
+            let step = Duration::from_millis(5);
+            if sn.adoptions_done(step) && sn.catch_up(step) {
+                break;
             }
-            if !sn.catch_up(Duration::from_millis(20)) {
-                warn!("the snooper is behind at the snapshot");
+            waited += step;
+            if waited >= Duration::from_millis(50) {
+                warn!(
+                    "the snooper is behind at the snapshot (frames or CONN-STATEs not yet in the table)"
+                );
+                break;
             }
+            self.keep_alive(node, deferred).await;
         }
         let quiesced = Instant::now();
         let taken = table

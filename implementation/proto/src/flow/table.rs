@@ -253,9 +253,10 @@ impl FlowTable {
     fn client_segment(&mut self, tuple: FourTuple, s: &Segment<'_>) {
         if s.syn && !s.ack_flag {
             match self.flows.get_mut(&tuple) {
-                // A SYN on a connection the server answered: the server sends a challenge ACK
-                // (RFC 5961 4) and nothing changes.
-                Some(f) if f.complete => {}
+                // A SYN on an open connection the server answered: the server sends a
+                // challenge ACK (RFC 5961 4) and nothing changes (if the client had forgotten
+                // the connection, its reset to that ACK ends it here too).
+                Some(f) if f.complete && f.client_fin.is_none() && f.server_fin.is_none() => {}
                 // A retransmitted SYN: the latest is the one to put back at a takeover.
                 Some(f) if f.client_isn == s.seq => f.syn = Some(s.ip_packet.to_vec()),
                 _ => {

@@ -212,3 +212,34 @@ fn a_fin_where_the_replica_disagrees_is_reported() {
     assert_eq!(tk.lost[0].reason, Unrestorable::ReplicaDiverged);
     assert_eq!(tk.lost[0].state, FinWait1);
 }
+
+/// A client that reuses its port after a close whose last ACK the snooper missed starts a new
+/// connection (the old one was closing); a SYN on an open connection changes nothing.
+#[test]
+fn a_new_syn_replaces_a_closing_connection_only() {
+    let mut c = run("closing", &CLIENT_FIRST[..6]);
+    assert_eq!(c.state(), Some(LastAck));
+    c.feed(frame(
+        C,
+        S,
+        90_000,
+        0,
+        SYN,
+        64240,
+        &syn_opts(1460, 7, 900),
+        b"",
+    ));
+    assert_eq!(c.state(), Some(SynReceived));
+    let mut c = run("open", &CLIENT_FIRST[..2]);
+    c.feed(frame(
+        C,
+        S,
+        90_000,
+        0,
+        SYN,
+        64240,
+        &syn_opts(1460, 7, 900),
+        b"",
+    ));
+    assert_eq!(c.state(), Some(Established));
+}
