@@ -80,8 +80,9 @@ const TCP_CLOSING: u8 = 11;
 const TCPI_OPT_WSCALE: u8 = 4;
 
 /// Each half-closed state is re-created as the old owner had it (CRIU's way: the server's FIN
-/// through `shutdown` in repair mode, the client's put into our own stack), and a connection
-/// that negotiated no window scaling gets none, whatever this node's sysctls would choose.
+/// through `shutdown` in repair mode, the client's put into our own stack), over IPv4 and IPv6,
+/// and a connection that negotiated no window scaling gets none, whatever this node's sysctls
+/// would choose.
 #[test]
 fn fins_and_window_scaling_are_restored_as_negotiated() {
     need_root!();
@@ -92,67 +93,81 @@ fn fins_and_window_scaling_are_restored_as_negotiated() {
         .run(move || {
             let nl = holdfast_harness::netlink::Netlink::open().expect("netlink");
             nl.add_veth("h0", None, "h1", None, fd).expect("veth");
+            for (k, v) in [
+                ("net.ipv6.conf.h0.disable_ipv6", "0"),
+                ("net.ipv6.conf.h0.accept_dad", "0"),
+            ] {
+                holdfast_harness::netns::sysctl(k, v).expect("sysctl");
+            }
             nl.set_up("h0", true).unwrap();
             nl.set_up("h1", true).unwrap();
             nl.add_addr("h0", "198.18.0.1".parse().unwrap(), 16)
                 .unwrap();
+            nl.add_addr("h0", "2001:db8::1".parse().unwrap(), 64)
+                .unwrap();
             let inject = holdfastd::inject::Injector::new().expect("raw socket");
             let mut out = Vec::new();
-            for (i, (client_fin, server_fin, wscale)) in [
-                (false, false, true),
-                (true, false, true),
-                (false, true, false),
-                (true, true, false),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let snap = Snapshot {
-                    tuple: FourTuple {
-                        local: "198.18.0.10:7".parse().unwrap(),
-                        remote: format!("198.18.5.5:{}", 40000 + i).parse().unwrap(),
-                    },
-                    snd_una: 5000,
-                    rcv_nxt: 1000,
-                    mss: 1460,
-                    snd_wscale: 7,
-                    rcv_wscale: 7,
-                    wscale,
-                    sack: true,
-                    timestamps: true,
-                    ts_val: 100,
-                    ts_ecr: 100,
-                    snd_wnd: 1 << 16,
-                    rcv_wnd: 1 << 16,
-                    sent: b"owed".to_vec(),
-                    unsent: vec![],
-                    received: b"unacked".to_vec(),
-                    client_fin,
-                    server_fin,
-                    checkpoint: vec![],
-                };
-                let r = holdfastd::repair::restore(&snap).expect("restore");
-                if i == 0 {
-                    nl.add_addr("h0", "198.18.0.10".parse().unwrap(), 32)
-                        .unwrap();
+            for (local, remote, vip) in [
+                ("198.18.0.10:7", "198.18.5.5", "198.18.0.10"),
+                ("[2001:db8::10]:7", "[2001:db8::5]", "2001:db8::10"),
+            ] {
+                for (i, (client_fin, server_fin, wscale)) in [
+                    (false, false, true),
+                    (true, false, true),
+                    (false, true, false),
+                    (true, true, false),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let snap = Snapshot {
+                        tuple: FourTuple {
+                            local: local.parse().unwrap(),
+                            remote: format!("{remote}:{}", 40000 + i).parse().unwrap(),
+                        },
+                        snd_una: 5000,
+                        rcv_nxt: 1000,
+                        mss: 1460,
+                        snd_wscale: 7,
+                        rcv_wscale: 7,
+                        wscale,
+                        sack: true,
+                        timestamps: true,
+                        ts_val: 100,
+                        ts_ecr: 100,
+                        snd_wnd: 1 << 16,
+                        rcv_wnd: 1 << 16,
+                        sent: b"owed".to_vec(),
+                        unsent: vec![],
+                        received: b"unacked".to_vec(),
+                        client_fin,
+                        server_fin,
+                        checkpoint: vec![],
+                    };
+                    let r = holdfastd::repair::restore(&snap).expect("restore");
+                    if i == 0 {
+                        let prefix = if vip.contains(':') { 128 } else { 32 };
+                        nl.add_addr("h0", vip.parse().unwrap(), prefix).unwrap();
+                    }
+                    let (stream, _) = r.go_live(&inject).expect("go live");
+                    // The injected FIN is processed in softirq context: give it a moment.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    let mut n: libc::c_int = 0;
+                    // SAFETY: FIONREAD into an int.
+                    unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+                    out.push((tcp_info(stream.as_fd()), n, wscale));
                 }
-                let (stream, _) = r.go_live(&inject).expect("go live");
-                // The injected FIN is processed in softirq context: give it a moment.
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                let mut n: libc::c_int = 0;
-                // SAFETY: FIONREAD into an int.
-                unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
-                out.push((tcp_info(stream.as_fd()), n, wscale));
             }
             out
         })
         .expect("run in namespace");
     drop(scratch);
     let states: Vec<u8> = got.iter().map(|((s, ..), ..)| *s).collect();
+    let each = [TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_CLOSING];
     assert_eq!(
         states,
-        [TCP_ESTABLISHED, TCP_CLOSE_WAIT, TCP_FIN_WAIT1, TCP_CLOSING],
-        "ESTABLISHED, CLOSE_WAIT, FIN_WAIT1, CLOSING"
+        [each, each].concat(),
+        "ESTABLISHED, CLOSE_WAIT, FIN_WAIT1, CLOSING; IPv4 then IPv6"
     );
     for ((_, opts, snd, rcv), queued, wscale) in got {
         assert_eq!(queued, 7, "the client's unacknowledged bytes are readable");
