@@ -599,7 +599,7 @@ fn vmac_every_frame_from_the_address_leaves_from_the_virtual_mac() {
     };
     let (a, b) = (count("sw0:a", true), count("sw0:b", false));
     eprintln!("frames from {vip}: {a} from a before the power-off, {b} from b after it");
-    assert!(a > 100 && b > 100, "too few frames to judge: a {a}, b {b}");
+    assert!(a > 20 && b > 20, "too few frames to judge: a {a}, b {b}");
     let wrong: Vec<&(&str, [u8; 6], u64)> =
         from_vip.iter().filter(|(_, m, _)| *m != vmac).collect();
     assert!(
