@@ -671,10 +671,10 @@ impl Cluster {
                     )?;
                 }
             }
-            for to in &mirror_to {
+            if !mirror_to.is_empty() {
                 for hook in [Hook::Ingress, Hook::Egress] {
-                    ctx(nl.add_mirror(port, hook, PRIO_MIRROR, to), || {
-                        format!("switch {sw}: mirror {port} to {to}")
+                    ctx(nl.add_mirror(port, hook, PRIO_MIRROR, &mirror_to), || {
+                        format!("switch {sw}: mirror {port} to {}", mirror_to.join(" "))
                     })?;
                 }
             }

@@ -484,11 +484,13 @@ impl Netlink {
         }
     }
 
-    /// Adds a u32 match-all filter whose action mirrors every frame to `to` (a SPAN port),
-    /// like `tc filter add dev X <hook> prio P protocol all u32 match u32 0 0 action mirred
-    /// egress mirror dev TO`.
-    pub fn add_mirror(&self, name: &str, hook: Hook, prio: u16, to: &str) -> Result<()> {
-        let (idx, to_idx) = (self.index(name)?, self.index(to)?);
+    /// Adds a u32 match-all filter whose actions mirror every frame to each port of `to` (a
+    /// SPAN session with several destinations), like `tc filter add dev X <hook> prio P
+    /// protocol all u32 match u32 0 0 action mirred egress mirror dev TO1 pipe action mirred
+    /// egress mirror dev TO2 ...`. One filter with the actions chained by `pipe`: a second
+    /// match-all filter would never run (the first one's verdict ends classification).
+    pub fn add_mirror(&self, name: &str, hook: Hook, prio: u16, to: &[String]) -> Result<()> {
+        let idx = self.index(name)?;
         let info = ((prio as u32) << 16) | (ETH_P_ALL.to_be() as u32);
         let mut m = Msg::new(
             RTM_NEWTFILTER,
@@ -499,24 +501,27 @@ impl Netlink {
         let mut sel = [0u8; 16 + 16];
         sel[0] = TC_U32_TERMINAL;
         sel[2] = 1; // nkeys
-        // struct tc_mirred: tc_gen (index, capab, action, refcnt, bindcnt), eaction, ifindex.
-        let mut parms = [0u8; 28];
-        parms[8..12].copy_from_slice(&TC_ACT_PIPE.to_ne_bytes());
-        parms[20..24].copy_from_slice(&TCA_EGRESS_MIRROR.to_ne_bytes());
-        parms[24..28].copy_from_slice(&(to_idx as u32).to_ne_bytes());
         m.str(TCA_KIND, "u32")
             .begin(TCA_OPTIONS)
             .attr(TCA_U32_SEL, &sel)
-            .begin(TCA_U32_ACT)
-            .begin(1)
-            .str(TCA_ACT_KIND, "mirred")
-            .begin(TCA_ACT_OPTIONS)
-            .attr(TCA_MIRRED_PARMS, &parms)
-            .end()
-            .end()
-            .end()
-            .end();
-        self.request(&format!("mirror {name} {hook:?} to {to}"), m)
+            .begin(TCA_U32_ACT);
+        for (n, dest) in to.iter().enumerate() {
+            let to_idx = self.index(dest)?;
+            // struct tc_mirred: tc_gen (index, capab, action, refcnt, bindcnt), eaction,
+            // ifindex. `action` is what follows the mirror: the next action (pipe).
+            let mut parms = [0u8; 28];
+            parms[8..12].copy_from_slice(&TC_ACT_PIPE.to_ne_bytes());
+            parms[20..24].copy_from_slice(&TCA_EGRESS_MIRROR.to_ne_bytes());
+            parms[24..28].copy_from_slice(&(to_idx as u32).to_ne_bytes());
+            m.begin(n as u16 + 1)
+                .str(TCA_ACT_KIND, "mirred")
+                .begin(TCA_ACT_OPTIONS)
+                .attr(TCA_MIRRED_PARMS, &parms)
+                .end()
+                .end();
+        }
+        m.end().end();
+        self.request(&format!("mirror {name} {hook:?} to {}", to.join(" ")), m)
             .map(drop)
     }
 
