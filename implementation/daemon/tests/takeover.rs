@@ -641,6 +641,180 @@ fn a_takeover_keeps_a_connection_the_node_already_serves() {
     c.down().unwrap();
 }
 
+/// Three nodes, a's port mirrored to b and c: a dies, and b dies a few milliseconds after it
+/// began to take a's connection over (the moment its first announcement for a's address is on
+/// the wire). c, which snooped a's port too, takes both groups and the stream goes on, byte
+/// for byte: served by a, then by c, in one sequence space.
+#[test]
+fn a_third_node_takes_over_when_the_assumer_dies_mid_takeover() {
+    need_root!();
+    if !have_python() {
+        return;
+    }
+    let _serial = serial();
+    let dir = run_dir("assumer-dies");
+    let topo = holdfast_harness::Topology::load(root().join("topologies/three-node.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b_mac = topo.node("b").expect("b").interfaces[0].mac;
+    let mut c = up(&dir, topo);
+    wait_ready(&c, &["a", "b", "c"]);
+    let json = dir.join("client.json");
+    let args: Vec<String> = [
+        "stream",
+        "--target",
+        VIP,
+        "--bytes",
+        "20000000",
+        "--pace-us",
+        "3000",
+        "--deadline",
+        "30",
+        "--progress",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child = py_start(&c, "client1", &args, &json);
+    py_progress(&mut child, |p| {
+        p.parse::<u64>().is_ok_and(|n| n >= 6_000_000)
+    });
+    // b's switch port goes down the moment b announces a's address, before its takeover is
+    // done (a power-off takes the ports down first too; the harness's own power-off of a is
+    // still reaping a's processes then). The rest of b's power-off follows.
+    let switch = c
+        .switch_ns("sw0")
+        .expect("sw0")
+        .run(holdfast_harness::netlink::Netlink::open)
+        .expect("enter the switch")
+        .expect("netlink in the switch");
+    let b_starts = watch_announcement(
+        &c,
+        "client1",
+        "198.18.0.10".parse().unwrap(),
+        b_mac,
+        Duration::from_secs(5),
+        move || switch.set_up("b-eth0", false).expect("b's port down"),
+    );
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    b_starts
+        .recv()
+        .expect("b announced a's address (began to take over)");
+    c.fault(&Fault::PowerOff { node: "b".into() }).unwrap();
+    let report = py_wait(child, &json);
+    wait_until("c holds both groups", Duration::from_secs(5), || {
+        holds_group(&c, "c", 1) && holds_group(&c, "c", 2)
+    });
+    let s = c.down().unwrap();
+    assert_eq!(report["ok"], true, "the client: {}", report["error"]);
+    let frames = read_pcap(&s.captures[0].file);
+    let off = event_ts(&s.events, "power-off", "a");
+    let client: SocketAddr = report["local"].as_str().unwrap().parse().unwrap();
+    let served = holdfast_harness::evidence::served(
+        &frames,
+        VIP.parse().unwrap(),
+        client,
+        "sw0:a",
+        "sw0:c",
+        off,
+    )
+    .unwrap_or_else(|e| panic!("not taken over by c: {e}"));
+    eprintln!(
+        "served by a ({} segments), then by c ({}); b announced at {:.1} ms and sent its last frame at {:.1} ms",
+        served.before,
+        served.after,
+        (frames
+            .iter()
+            .find(|f| f.ts_ns > off && f.inbound && f.iface == "sw0:b" && f.arp().is_some())
+            .map_or(0, |f| f.ts_ns)
+            .saturating_sub(off)) as f64
+            / 1e6,
+        (frames
+            .iter()
+            .filter(|f| f.inbound && f.iface == "sw0:b")
+            .map(|f| f.ts_ns)
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(off)) as f64
+            / 1e6
+    );
+    // b never served the connection: it died in the middle of taking it over.
+    let vip: SocketAddr = VIP.parse().unwrap();
+    assert!(
+        !frames.iter().any(|f| f.inbound
+            && f.iface == "sw0:b"
+            && holdfast_harness::evidence::tcp(f).is_some_and(|t| t.src == vip)),
+        "b sent on the connection before it died: the test did not test a mid-takeover death"
+    );
+}
+
+/// The same three nodes, but b dies after it has served a's connection for a while: what b
+/// sent and acknowledged, c never saw (nothing mirrors b's port), so c's copy is behind what the
+/// client has seen. c must not continue it (it would send other bytes at the sequence numbers
+/// the client already has): it reports the connection lost (`copy_behind_client`) and lets it
+/// be reset. The client sees a reset, never a wrong byte.
+#[test]
+fn a_copy_behind_what_the_client_saw_is_reset_not_corrupted() {
+    need_root!();
+    if !have_python() {
+        return;
+    }
+    let _serial = serial();
+    let dir = run_dir("copy-behind");
+    let topo = holdfast_harness::Topology::load(root().join("topologies/three-node.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut c = up(&dir, topo);
+    wait_ready(&c, &["a", "b", "c"]);
+    let json = dir.join("client.json");
+    let args: Vec<String> = [
+        "stream",
+        "--target",
+        VIP,
+        "--bytes",
+        "20000000",
+        "--pace-us",
+        "3000",
+        "--deadline",
+        "30",
+        "--timeout",
+        "5",
+        "--progress",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child = py_start(&c, "client1", &args, &json);
+    py_progress(&mut child, |p| {
+        p.parse::<u64>().is_ok_and(|n| n >= 6_000_000)
+    });
+    c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
+    wait_until("b serves a's connection", Duration::from_secs(5), || {
+        status(&c, "b").is_some_and(|s| s["connections"]["assumed"] == 1)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    c.fault(&Fault::PowerOff { node: "b".into() }).unwrap();
+    let report = py_wait(child, &json);
+    wait_until("c holds a's group", Duration::from_secs(5), || {
+        holds_group(&c, "c", 1)
+    });
+    let lost = status(&c, "c").map(|s| s["connections"]["lost"].clone());
+    c.down().unwrap();
+    let error = report["error"].as_str().unwrap_or("");
+    eprintln!("the client: {error}; c lost {lost:?}");
+    assert!(
+        !error.contains("mismatch"),
+        "a wrong byte reached the client: {error}"
+    );
+    assert_eq!(
+        report["ok"], false,
+        "the stream cannot survive: c's copy is behind"
+    );
+    assert_eq!(
+        lost,
+        Some(serde_json::json!({"copy_behind_client": 1})),
+        "c reports why it did not continue the connection"
+    );
+}
+
 /// Three nodes on a hub (each sees all traffic, so each backs the others up), serving
 /// `application` on `port`, with the given assignment and failback.
 fn three_node_cluster(

@@ -390,3 +390,57 @@ pub fn node_sysctl(c: &Cluster, node: &str, key: &str, value: &str) {
         .expect("enter the namespace")
         .unwrap_or_else(|e| panic!("sysctl {key}: {e}"));
 }
+
+/// Starts watching, from `node`'s namespace, for an ARP announcement of `ip` from `mac`; the
+/// moment one arrives (within `timeout` of the call) `then` runs, on the watching thread, and
+/// the receiver gets `()`. The socket is open when this returns, so nothing sent afterwards is
+/// missed.
+pub fn watch_announcement(
+    c: &Cluster,
+    node: &str,
+    ip: std::net::Ipv4Addr,
+    mac: [u8; 6],
+    timeout: Duration,
+    then: impl FnOnce() + Send + 'static,
+) -> std::sync::mpsc::Receiver<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fd = c
+        .in_node(node, || {
+            let proto = (libc::ETH_P_ARP as u16).to_be() as libc::c_int;
+            // SAFETY: socket(2), checked.
+            let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+            assert!(raw >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+            // SAFETY: a fresh descriptor.
+            unsafe { OwnedFd::from_raw_fd(raw) }
+        })
+        .expect("enter the namespace");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll one descriptor we own.
+            if unsafe { libc::poll(&mut pfd, 1, 10) } <= 0 {
+                continue;
+            }
+            // SAFETY: recv into a live buffer.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // ARP over Ethernet: sender MAC at 22..28, sender IP at 28..32, target IP 38..42.
+            if n >= 42
+                && buf[22..28] == mac
+                && buf[28..32] == ip.octets()
+                && buf[38..42] == ip.octets()
+            {
+                then();
+                let _ = tx.send(());
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -115,6 +115,10 @@ pub enum Unrestorable {
     ReplicaBehind,
     /// The old owner's FIN is where the replica's output does not end.
     ReplicaDiverged,
+    /// The client acknowledged output the replica never produced: another node served the
+    /// connection meanwhile (it took over, then died) and this copy is behind what the client
+    /// has seen. Continuing would send the wrong bytes at those sequence numbers.
+    CopyBehindClient,
 }
 
 impl Unrestorable {
@@ -125,6 +129,7 @@ impl Unrestorable {
             Self::UnseenHandshake => "unseen_handshake",
             Self::ReplicaBehind => "replica_behind",
             Self::ReplicaDiverged => "replica_diverged",
+            Self::CopyBehindClient => "copy_behind_client",
         }
     }
 }

@@ -76,6 +76,9 @@ impl Flow {
             _ => self.client_ack,
         };
         let acked_out = snd_una.wrapping_sub(out_base) as u64;
+        if acked_out > self.replica.produced() {
+            return Err(Unrestorable::CopyBehindClient);
+        }
         let sent_out = self.server_nxt.wrapping_sub(out_base) as u64;
         let output = self
             .replica

@@ -243,3 +243,22 @@ fn a_new_syn_replaces_a_closing_connection_only() {
     ));
     assert_eq!(c.state(), Some(Established));
 }
+
+/// Another node served the connection for a while (this backup saw none of it) and died: the
+/// client acknowledges output this copy's replica never produced. Continuing would put other
+/// bytes at those sequence numbers; the connection is reported instead.
+#[test]
+fn a_copy_behind_what_the_client_saw_is_reported_not_continued() {
+    let mut c = Conv::open();
+    c.client(PSH, b"hello");
+    c.server(PSH, b"hello");
+    // Meanwhile (unseen here) another owner took more input and echoed it; the client
+    // acknowledges 10 more bytes than this copy knows of.
+    let ahead = c.s.wrapping_add(10);
+    let seq = c.c.wrapping_add(10);
+    c.feed(frame(C, S, seq, ahead, ACK, 502, &[], b""));
+    let tk = c.t.take_over(&["198.18.0.10".parse().unwrap()]);
+    assert!(tk.snapshots.is_empty());
+    assert_eq!(tk.lost.len(), 1);
+    assert_eq!(tk.lost[0].reason, Unrestorable::CopyBehindClient);
+}
