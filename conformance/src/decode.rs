@@ -243,7 +243,7 @@ impl Pkt {
     }
 }
 
-const TYPES: [&str; 10] = [
+const TYPES: [&str; 12] = [
     "ANNOUNCE",
     "SOLICIT",
     "HEARTBEAT",
@@ -254,6 +254,8 @@ const TYPES: [&str; 10] = [
     "HANDBACK",
     "RECLAIM",
     "CONN-STATE",
+    "FETCH",
+    "FETCHED",
 ];
 
 /// Decodes a control-protocol datagram per PROTOCOL.md (the tag is not checked: the suite has
@@ -272,7 +274,7 @@ pub fn control(d: &[u8]) -> Option<Control> {
     match kind.as_str() {
         "ANNOUNCE" => ownership(body, &mut fields)?,
         "ASSUME-REQUEST" | "ASSUME-GRANT" | "ASSUME-DENY" | "TAKEOVER-NOTICE" | "HANDBACK"
-        | "RECLAIM" => {
+        | "RECLAIM" | "CONN-STATE" | "FETCH" | "FETCHED" => {
             fields.insert("owner".into(), b32(body, 0)?.to_string());
         }
         _ => {}

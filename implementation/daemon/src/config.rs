@@ -47,6 +47,7 @@ struct RawSettings {
     garp_count: Option<u32>,
     garp_interval_ms: Option<u64>,
     settle_ms: Option<u64>,
+    fetch_window_kb: Option<u32>,
     application: Option<Spanned<String>>,
     ports: Option<Spanned<(u16, u16)>>,
     protocol: Option<Spanned<String>>,
@@ -82,6 +83,9 @@ pub struct NodeConfig {
     /// After announcing a taken-over address, how long to let the clients and the old owner's
     /// last segments settle before the re-created connections go live.
     pub settle: Duration,
+    /// How many of each connection's latest client bytes this node keeps to answer a backup's
+    /// FETCH (a hole in its snooped copy); older ones are gone (`fetches_gone`).
+    pub fetch_window: usize,
 }
 
 /// A whole cluster configuration.
@@ -437,6 +441,8 @@ impl ClusterConfig {
                     ),
                     garp_count: s.garp_count.or(d.garp_count).unwrap_or(3),
                     settle: Duration::from_millis(s.settle_ms.or(d.settle_ms).unwrap_or(5)),
+                    fetch_window: s.fetch_window_kb.or(d.fetch_window_kb).unwrap_or(4096) as usize
+                        * 1024,
                     garp_interval: Duration::from_millis(
                         s.garp_interval_ms.or(d.garp_interval_ms).unwrap_or(10),
                     ),

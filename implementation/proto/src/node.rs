@@ -23,7 +23,7 @@ use crate::policy::{ArpPolicy, Assignment, Epoch, FailbackMode, NodeId, OwnedAdd
 use crate::time::Time;
 use crate::wire::{
     Announce, AssumeReply, AssumeRequest, Body, ConnState, DenyReason, FLAG_ELIGIBLE, FLAG_LEAVING,
-    FourTuple, Handback, Holding, Message, MsgType, Reclaim, Scope, TakeoverNotice,
+    Fetch, Fetched, FourTuple, Handback, Holding, Message, MsgType, Reclaim, Scope, TakeoverNotice,
 };
 
 /// A node's configuration.
@@ -193,6 +193,21 @@ pub enum Action {
         from: NodeId,
         /// The state.
         state: Box<ConnState>,
+    },
+    /// A backup asks for client bytes of a connection of a group this node holds: answer with
+    /// [`Node::fetched`] (the bytes, or `gone`).
+    FetchRequest {
+        /// The backup.
+        from: NodeId,
+        /// What it lacks.
+        fetch: Fetch,
+    },
+    /// The holder sent client bytes this node asked for ([`Node::fetch`]).
+    Fetched {
+        /// The holder.
+        from: NodeId,
+        /// The bytes.
+        fetched: Fetched,
     },
     /// Something worth logging.
     Event(Event),
@@ -537,6 +552,24 @@ impl Node {
         self.send(Dest::Node(to), Body::ConnState(Box::new(state)));
     }
 
+    /// Asks the holder of `f.owner`'s group for client bytes this node's snooped copy lacks
+    /// (claim 8: the backup's copy must be whole). Returns the node asked, or `None` when no
+    /// live peer holds the group (the hole stays open: if the group has to be taken over
+    /// before it is repaired, that connection cannot be made whole).
+    pub fn fetch(&mut self, f: Fetch) -> Option<NodeId> {
+        let holder = self.groups.get(&f.owner)?.epoch.holder;
+        if holder == self.id() || !self.members.get(&holder).is_some_and(|m| m.alive) {
+            return None;
+        }
+        self.send(Dest::Node(holder), Body::Fetch(f));
+        Some(holder)
+    }
+
+    /// Answers a [`Action::FetchRequest`].
+    pub fn fetched(&mut self, to: NodeId, f: Fetched) {
+        self.send(Dest::Node(to), Body::Fetched(f));
+    }
+
     // -----------------------------------------------------------------------------------------
     // Inputs
 
@@ -644,6 +677,13 @@ impl Node {
             Body::Handback(h) => self.on_handback(now, from, h),
             Body::Reclaim(r) => self.on_reclaim(now, from, r),
             Body::ConnState(state) => self.actions.push_back(Action::ConnState { from, state }),
+            // Only the holder has the bytes; an asker with a stale view gets no answer and
+            // asks the holder it learns of next.
+            Body::Fetch(fetch) if self.held.contains_key(&fetch.owner) => {
+                self.actions.push_back(Action::FetchRequest { from, fetch })
+            }
+            Body::Fetch(_) => {}
+            Body::Fetched(fetched) => self.actions.push_back(Action::Fetched { from, fetched }),
         }
         // A peer whose ANNOUNCE we missed: ask it again (claim 4).
         if self

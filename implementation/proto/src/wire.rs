@@ -100,6 +100,10 @@ pub enum MsgType {
     Reclaim = 9,
     /// One TCP connection's transferable state.
     ConnState = 10,
+    /// A backup asks the holder for client bytes its snooped copy lacks.
+    Fetch = 11,
+    /// The holder's answer to a FETCH.
+    Fetched = 12,
 }
 
 impl MsgType {
@@ -116,6 +120,8 @@ impl MsgType {
             8 => Self::Handback,
             9 => Self::Reclaim,
             10 => Self::ConnState,
+            11 => Self::Fetch,
+            12 => Self::Fetched,
             _ => return None,
         })
     }
@@ -133,6 +139,8 @@ impl MsgType {
             Self::Handback => "HANDBACK",
             Self::Reclaim => "RECLAIM",
             Self::ConnState => "CONN-STATE",
+            Self::Fetch => "FETCH",
+            Self::Fetched => "FETCHED",
         }
     }
 }
@@ -463,6 +471,37 @@ pub struct Reclaim {
     pub held: Epoch,
 }
 
+/// FETCH: a backup asks the group's holder for the client bytes `[seq, seq + len)` of a
+/// connection, which its snooped copy lacks (a hole: the holder acknowledged bytes the backup
+/// never saw).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// The group the connection belongs to.
+    pub owner: NodeId,
+    /// The connection.
+    pub tuple: FourTuple,
+    /// The first missing sequence number (the client's).
+    pub seq: u32,
+    /// How many bytes.
+    pub len: u32,
+}
+
+/// FETCHED: the holder's answer to a FETCH: the bytes from `seq` on (a longer range comes in
+/// several datagrams, each small enough for one frame), or `gone` when it no longer has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The group the connection belongs to.
+    pub owner: NodeId,
+    /// The connection.
+    pub tuple: FourTuple,
+    /// The sequence number of the first byte.
+    pub seq: u32,
+    /// The holder no longer keeps these bytes: the hole cannot be repaired.
+    pub gone: bool,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
 /// CONN-STATE: one TCP connection's transferable state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnState {
@@ -536,6 +575,10 @@ pub enum Body {
     Reclaim(Reclaim),
     /// CONN-STATE.
     ConnState(Box<ConnState>),
+    /// FETCH.
+    Fetch(Fetch),
+    /// FETCHED.
+    Fetched(Fetched),
 }
 
 impl Body {
@@ -552,6 +595,8 @@ impl Body {
             Self::Handback(_) => MsgType::Handback,
             Self::Reclaim(_) => MsgType::Reclaim,
             Self::ConnState(_) => MsgType::ConnState,
+            Self::Fetch(_) => MsgType::Fetch,
+            Self::Fetched(_) => MsgType::Fetched,
         }
     }
 }
@@ -939,6 +984,19 @@ impl Body {
                 let held = r.epoch()?;
                 Self::Reclaim(Reclaim { owner, held })
             }
+            MsgType::Fetch => Self::Fetch(Fetch {
+                owner: r.node()?,
+                tuple: read_tuple(&mut r)?,
+                seq: r.u32()?,
+                len: r.u32()?,
+            }),
+            MsgType::Fetched => Self::Fetched(Fetched {
+                owner: r.node()?,
+                tuple: read_tuple(&mut r)?,
+                seq: r.u32()?,
+                gone: r.bool()?,
+                data: r.bytes32()?,
+            }),
             MsgType::ConnState => {
                 let owner = r.node()?;
                 let epoch = r.epoch()?;
@@ -1025,6 +1083,19 @@ impl Body {
             Self::Reclaim(r) => {
                 w.node(r.owner);
                 w.epoch(r.held);
+            }
+            Self::Fetch(f) => {
+                w.node(f.owner);
+                write_tuple(&mut w, &f.tuple);
+                w.u32(f.seq);
+                w.u32(f.len);
+            }
+            Self::Fetched(f) => {
+                w.node(f.owner);
+                write_tuple(&mut w, &f.tuple);
+                w.u32(f.seq);
+                w.u8(f.gone as u8);
+                w.bytes32(&f.data);
             }
             Self::ConnState(c) => {
                 w.node(c.owner);
@@ -1222,6 +1293,25 @@ pub(crate) mod tests {
                 owner: NodeId(1),
                 held: e,
             }),
+            Body::Fetch(Fetch {
+                owner: NodeId(1),
+                tuple: FourTuple {
+                    local: "198.18.0.10:7".parse().unwrap(),
+                    remote: "198.18.0.100:40000".parse().unwrap(),
+                },
+                seq: 0xfffffff0,
+                len: 4096,
+            }),
+            Body::Fetched(Fetched {
+                owner: NodeId(1),
+                tuple: FourTuple {
+                    local: "[2001:db8::10]:7".parse().unwrap(),
+                    remote: "[2001:db8::100]:40000".parse().unwrap(),
+                },
+                seq: 77,
+                gone: false,
+                data: b"missing bytes".to_vec(),
+            }),
             Body::ConnState(Box::new(ConnState {
                 owner: NodeId(1),
                 epoch: e,
@@ -1285,7 +1375,7 @@ pub(crate) mod tests {
             let sealed = crate::auth::seal(&m, b"key");
             assert_eq!(crate::auth::open(&sealed, b"key", m.cluster).unwrap(), m);
         }
-        assert_eq!(types.len(), 10, "every message type has a sample");
+        assert_eq!(types.len(), 12, "every message type has a sample");
     }
 
     #[test]

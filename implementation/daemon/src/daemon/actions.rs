@@ -143,6 +143,8 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 io.registry.discard(owner);
             }
             Action::ConnState { from, state } => io.adopt(from, &state),
+            Action::FetchRequest { from, fetch } => io.answer_fetch(node, from, fetch),
+            Action::Fetched { from, fetched } => io.fetched(from, fetched),
             Action::Event(Event::PeerUp {
                 node: peer,
                 boot_epoch,

@@ -4,7 +4,7 @@
 //! turns its actions into syscalls (UDP sends, addresses, announcements) and feeds it what the
 //! kernel reports, each with `now` from one monotonic clock.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ use crate::snoop::Snooper;
 use crate::steer::{Rules, Steer};
 
 mod actions;
+mod holes;
 mod status;
 mod takeover;
 
@@ -141,6 +142,10 @@ struct Io {
     assuming: BTreeMap<NodeId, (Vec<IpAddr>, bool)>,
     /// Raw sockets that put a client's packets (a FIN, a SYN) into our own stack.
     injector: Option<crate::inject::Injector>,
+    /// Every owned address in the cluster, and its owner.
+    owner_of: HashMap<IpAddr, NodeId>,
+    /// Holes in the snooped copy being fetched.
+    holes: holes::Holes,
     /// The takeover under way: when its snapshots were taken, and its phases so far.
     timing: Option<(Instant, TakeoverTiming)>,
     /// The link went down and our addresses were withdrawn until we are eligible again.
@@ -170,6 +175,10 @@ impl Io {
             let t = sn.table.lock().unwrap_or_else(|e| e.into_inner());
             c.tracked = t.len();
             c.held_dropped = t.held_dropped;
+            c.holes_open = t.holes_open();
+            c.holes_opened = t.holes.opened;
+            c.holes_repaired = t.holes.repaired;
+            c.holes_lost = t.holes.lost;
             c.states = t
                 .states()
                 .into_iter()
@@ -522,11 +531,16 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
                     .map(|a| (a.addr, n.ownership.ports))
             })
             .collect();
-        Some(Snooper::start(iface.index, services, app).context("start snooping")?)
+        let sn = Snooper::start(iface.index, services, app).context("start snooping")?;
+        sn.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_fetch_window(me.fetch_window);
+        Some(sn)
     } else {
         None
     };
-    let owner_of = cfg
+    let owner_of: HashMap<IpAddr, NodeId> = cfg
         .nodes
         .values()
         .flat_map(|n| {
@@ -555,7 +569,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         .name("holdfastd-serve".into())
         .spawn(move || serving.block_on(std::future::pending::<()>()))
         .context("the serving thread")?;
-    let registry = crate::app::Registry::new(serving_handle, guardian, owner_of, app);
+    let registry = crate::app::Registry::new(serving_handle, guardian, owner_of.clone(), app);
     // Whatever a previous run in this namespace left: forwarding rules, loopback addresses.
     let mut steer = Steer::new(&cfg.interface, iface.index);
     if let Err(e) = steer.reset() {
@@ -585,6 +599,8 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         repaired: Vec::new(),
         syns: Vec::new(),
         assuming: BTreeMap::new(),
+        owner_of,
+        holes: Default::default(),
         injector: match crate::inject::Injector::new() {
             Ok(i) => Some(i),
             Err(e) => {
@@ -616,6 +632,10 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     let mut buf = vec![0u8; 65536];
     let mut chores = tokio::time::interval(Duration::from_millis(250));
     chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Holes in the snooped copy are asked for within milliseconds: the holder keeps only the
+    // latest bytes of each connection.
+    let mut hole_check = tokio::time::interval(Duration::from_millis(5));
+    hole_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         apply(&mut node, &mut io, name, now()).await;
         let deadline = node
@@ -658,6 +678,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
                 tokio::spawn(async move { let _ = s.write_all(text.as_bytes()).await; });
             }
             _ = chores.tick() => io.housekeeping(&mut node).await,
+            _ = hole_check.tick() => io.fetch_holes(&mut node),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

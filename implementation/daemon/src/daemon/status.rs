@@ -64,6 +64,24 @@ pub struct ConnCounters {
     pub replay_skipped: u64,
     /// Packets the snooper could not hold during a takeover (its hold was full).
     pub held_dropped: u64,
+    /// Holes open now in the snooped copy (the holder acknowledged client bytes this node
+    /// never saw), being fetched from the holder.
+    pub holes_open: usize,
+    /// Holes opened so far.
+    pub holes_opened: u64,
+    /// Holes filled (FETCHED, or a retransmission seen later).
+    pub holes_repaired: u64,
+    /// Holes that cost their connection (still open at a takeover, or the holder no longer
+    /// had the bytes).
+    pub holes_lost: u64,
+    /// FETCH requests sent to holders.
+    pub fetches_sent: u64,
+    /// FETCH requests this node answered with bytes (as a holder).
+    pub fetches_answered: u64,
+    /// FETCH requests this node could not answer: the bytes were no longer kept.
+    pub fetches_gone: u64,
+    /// FETCH requests for bytes this node's own copy had not reached yet (asked again).
+    pub fetches_not_yet: u64,
     /// Frames the snooper's socket dropped.
     pub snoop_drops: u64,
     /// Control datagrams the kernel dropped (the socket's buffer was full).

@@ -444,3 +444,20 @@ pub fn watch_announcement(
     });
     rx
 }
+
+/// The Python client's progress (run with `--progress`), as bytes received, on a channel fed by
+/// a thread that reads (and drops) everything it prints.
+pub fn py_progress_stream(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<u64> {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if let Some(n) = l.strip_prefix("progress ").and_then(|p| p.parse().ok()) {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    rx
+}

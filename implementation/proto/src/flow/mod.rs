@@ -23,11 +23,11 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 pub use parse::{Segment, parse_tcp, seq_after, seq_at_or_after};
 pub use snapshot::Snapshot;
-pub use table::{FlowTable, HELD_CAP, UNKNOWN_CAP};
+pub use table::{FlowTable, HELD_CAP, HoleCounts, UNKNOWN_CAP};
 
 use crate::app::Replica;
 use crate::wire::FourTuple;
@@ -213,8 +213,32 @@ pub struct Flow {
     pending: BTreeMap<u32, Vec<u8>>,
     /// The replica, fed with the client bytes the server acknowledged.
     pub replica: Replica,
-    /// Bytes the server acknowledged that we never saw (capture loss): the replica is behind.
-    pub hole: bool,
+    /// The client's sequence number up to which the replica has its input: `server_ack`,
+    /// unless a hole holds it back.
+    pub fed: u32,
+    /// The last client bytes fed to the replica (up to the table's fetch window), ending at
+    /// `fed`: what this node, holding the group, answers a backup's FETCH with.
+    history: VecDeque<u8>,
+    /// An open hole: the server acknowledged client bytes this copy never saw, `(seq, len)` of
+    /// the first missing range. The replica waits at `fed` until it is filled (FETCH).
+    pub missing: Option<(u32, u32)>,
+    /// The holder no longer has the missing bytes: the hole cannot be repaired.
+    pub hole_gone: bool,
+}
+
+/// How many of each connection's latest client bytes a node keeps to answer FETCH, unless
+/// [`FlowTable::set_fetch_window`] says otherwise.
+pub const FETCH_WINDOW: usize = 4 << 20;
+
+/// Why a FETCH cannot be answered from a connection's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryMiss {
+    /// Not tracked here.
+    Unknown,
+    /// Older than what is kept: the hole cannot be repaired.
+    Gone,
+    /// Not fed yet (this node's own snooper is behind): ask again.
+    NotYet,
 }
 
 impl Flow {
@@ -255,6 +279,87 @@ impl Flow {
             (true, true, false) if self.server_closed_first => TcpState::Closing,
             (true, true, false) => TcpState::LastAck,
         }
+    }
+
+    /// Whether a hole is open (the replica is held back).
+    pub fn hole(&self) -> bool {
+        self.missing.is_some()
+    }
+
+    /// Feeds the replica the client bytes the server has acknowledged, from `fed` on, as far as
+    /// this copy has them; keeps them in the history; and records the hole, if the server
+    /// acknowledged bytes this copy lacks.
+    fn feed(&mut self, window: usize) {
+        let data_end = match self.client_fin {
+            Some(fin) if seq_after(self.server_ack, fin) => fin,
+            _ => self.server_ack,
+        };
+        let base = self.client_base();
+        let until = data_end.wrapping_sub(base);
+        let from = self.fed.wrapping_sub(base);
+        if from < until {
+            let got = contiguous(&self.pending, from, until);
+            if !got.is_empty() {
+                self.replica.input(&got);
+                self.history.extend(&got);
+                let over = self.history.len().saturating_sub(window);
+                self.history.drain(..over);
+                self.fed = self.fed.wrapping_add(got.len() as u32);
+            }
+        }
+        let fed_off = self.fed.wrapping_sub(base);
+        self.pending.retain(|k, v| *k + v.len() as u32 > fed_off);
+        self.missing = seq_after(data_end, self.fed).then(|| {
+            let next = self
+                .pending
+                .range(fed_off..)
+                .next()
+                .map_or(until, |(k, _)| *k)
+                .min(until);
+            (self.fed, next - fed_off)
+        });
+    }
+
+    /// Every range `(seq, len)` the replica still needs that this copy lacks, first to last (at
+    /// most `limit`): the holes to fetch.
+    pub fn gaps(&self, limit: usize) -> Vec<(u32, u32)> {
+        let Some(first) = self.missing else {
+            return Vec::new();
+        };
+        let base = self.client_base();
+        let data_end = match self.client_fin {
+            Some(fin) if seq_after(self.server_ack, fin) => fin,
+            _ => self.server_ack,
+        };
+        let until = data_end.wrapping_sub(base);
+        let mut out = vec![first];
+        let mut at = first.0.wrapping_sub(base) + first.1;
+        for (k, v) in self.pending.range(at..) {
+            if out.len() >= limit || *k >= until {
+                break;
+            }
+            if *k > at {
+                out.push((base.wrapping_add(at), k - at));
+            }
+            at = at.max(k + v.len() as u32);
+        }
+        if at < until && out.len() < limit {
+            out.push((base.wrapping_add(at), until - at));
+        }
+        out
+    }
+
+    /// The client bytes `[seq, seq + len)` from the history.
+    pub fn history(&self, seq: u32, len: u32) -> Result<Vec<u8>, HistoryMiss> {
+        let start = self.fed.wrapping_sub(self.history.len() as u32);
+        if seq_after(start, seq) {
+            return Err(HistoryMiss::Gone);
+        }
+        if seq_after(seq.wrapping_add(len), self.fed) {
+            return Err(HistoryMiss::NotYet);
+        }
+        let at = seq.wrapping_sub(start) as usize;
+        Ok(self.history.range(at..at + len as usize).copied().collect())
     }
 
     /// Whether the connection can be re-created exactly.

@@ -1,7 +1,7 @@
 //! What a connection's new owner needs: [`Snapshot`], taken from a [`Flow`], and carried between
 //! nodes as a CONN-STATE.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::{Flow, TcpState, Unrestorable, contiguous};
 use crate::app::{App, Replica};
@@ -66,7 +66,7 @@ impl Flow {
         if !self.complete {
             return Err(Unrestorable::UnseenHandshake);
         }
-        if self.hole {
+        if self.hole() {
             return Err(Unrestorable::CaptureHole);
         }
         let out_base = self.server_base();
@@ -173,7 +173,10 @@ impl Flow {
             syn: None,
             pending,
             replica: Replica::resume(app, &snap.checkpoint, output),
-            hole: false,
+            fed: snap.rcv_nxt,
+            history: VecDeque::new(),
+            missing: None,
+            hole_gone: false,
         }
     }
 }

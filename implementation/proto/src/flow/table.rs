@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use super::{
-    Flow, Held, Lost, Segment, Snapshot, Takeover, TcpState, Unrestorable, contiguous, parse_tcp,
+    Flow, Held, HistoryMiss, Lost, Segment, Snapshot, Takeover, TcpState, Unrestorable, parse_tcp,
     seq_after, seq_at_or_after,
 };
 use crate::app::{App, Replica};
@@ -35,6 +35,40 @@ pub struct FlowTable {
     held_bytes: usize,
     /// Held packets dropped because the hold was full.
     pub held_dropped: u64,
+    /// Holes in the snooped copy, counted.
+    pub holes: HoleCounts,
+    fetch_window: usize,
+}
+
+/// Holes in a backup's snooped copy, counted: each is a range of client bytes the server
+/// acknowledged that this copy never saw, where the replica stops until it is filled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HoleCounts {
+    /// Opened.
+    pub opened: u64,
+    /// Filled (by FETCH, or a retransmission seen later): the replica went past it.
+    pub repaired: u64,
+    /// That cost their connection (still open at a takeover, or the holder no longer had the
+    /// bytes).
+    pub lost: u64,
+}
+
+impl HoleCounts {
+    /// Counts what a feed did to a flow's first hole: one the replica got past was repaired;
+    /// one it stopped at is open.
+    fn count(&mut self, was: Option<(u32, u32)>, now: Option<(u32, u32)>) {
+        match (was, now) {
+            (None, Some(_)) => self.opened += 1,
+            (Some(_), None) => self.repaired += 1,
+            // Past the old hole's end: that one is repaired and this is another (within it,
+            // it is the same hole, partly filled).
+            (Some((a, la)), Some((b, _))) if seq_at_or_after(b, a.wrapping_add(la)) => {
+                self.repaired += 1;
+                self.opened += 1;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The most bytes of held packets (beyond it the oldest go, and are counted).
@@ -87,6 +121,8 @@ impl FlowTable {
             held: VecDeque::new(),
             held_bytes: 0,
             held_dropped: 0,
+            holes: HoleCounts::default(),
+            fetch_window: super::FETCH_WINDOW,
         }
     }
 
@@ -290,17 +326,22 @@ impl FlowTable {
             if seq_after(end, f.client_nxt) {
                 f.client_nxt = end;
             }
-            // Keep only what the server has not acknowledged yet (a segment that straddles
-            // `server_ack` keeps its tail).
-            if seq_after(end, f.server_ack) {
-                let (seq, payload) = if seq_after(f.server_ack, s.seq) {
-                    let skip = f.server_ack.wrapping_sub(s.seq) as usize;
-                    (f.server_ack, &s.payload[skip..])
+            // Keep only what the replica has not had yet (a segment that straddles `fed` keeps
+            // its tail): a retransmission can fill a hole.
+            if seq_after(end, f.fed) {
+                let (seq, payload) = if seq_after(f.fed, s.seq) {
+                    let skip = f.fed.wrapping_sub(s.seq) as usize;
+                    (f.fed, &s.payload[skip..])
                 } else {
                     (s.seq, s.payload)
                 };
                 let off = seq.wrapping_sub(f.client_base());
                 f.pending.entry(off).or_insert_with(|| payload.to_vec());
+                if f.hole() {
+                    let was = f.missing;
+                    f.feed(self.fetch_window);
+                    self.holes.count(was, f.missing);
+                }
             }
         }
         if s.fin && f.client_fin.is_none() {
@@ -334,7 +375,10 @@ impl FlowTable {
             syn: Some(s.ip_packet.to_vec()),
             pending: BTreeMap::new(),
             replica: Replica::new((self.app)()),
-            hole: false,
+            fed: s.seq.wrapping_add(1),
+            history: VecDeque::new(),
+            missing: None,
+            hole_gone: false,
         }
     }
 
@@ -388,26 +432,12 @@ impl FlowTable {
         if s.ack_flag && seq_after(s.ack, f.server_ack) {
             f.server_window = s.window;
             // The server received client bytes [server_ack, s.ack): the application consumed
-            // them (or will): feed them to the replica, in order. An acknowledgement of the
-            // client's FIN covers one sequence number that is not a byte.
-            let data_end = match f.client_fin {
-                Some(fin) if seq_after(s.ack, fin) => fin,
-                _ => s.ack,
-            };
-            let base = f.client_base();
-            let from = f.server_ack.wrapping_sub(base);
-            let until = data_end.wrapping_sub(base);
-            if from < until {
-                let got = contiguous(&f.pending, from, until);
-                if from + (got.len() as u32) < until {
-                    // We missed bytes the server has: the replica cannot be exact any more.
-                    f.hole = true;
-                } else {
-                    f.replica.input(&got);
-                }
-            }
+            // them (or will): feed them to the replica, in order. Bytes this copy never saw
+            // open a hole, which holds the replica back until they are fetched.
             f.server_ack = s.ack;
-            f.pending.retain(|k, v| *k + v.len() as u32 > until);
+            let was = f.missing;
+            f.feed(self.fetch_window);
+            self.holes.count(was, f.missing);
         } else if s.ack_flag && s.ack == f.server_ack {
             f.server_window = s.window;
         }
@@ -455,16 +485,81 @@ impl FlowTable {
                 TcpState::SynReceived => out.syns.extend(f.syn),
                 _ => match f.snapshot() {
                     Ok(s) => out.snapshots.push(s),
-                    Err(reason) => out.lost.push(Lost {
-                        tuple: k,
-                        state,
-                        reason,
-                    }),
+                    Err(reason) => {
+                        if f.hole() && !f.hole_gone {
+                            self.holes.lost += 1;
+                        }
+                        out.lost.push(Lost {
+                            tuple: k,
+                            state,
+                            reason,
+                        })
+                    }
                 },
             }
         }
         out.lost.sort_by_key(|l| l.tuple);
         out
+    }
+
+    /// How many of each connection's latest client bytes to keep for FETCH.
+    pub fn set_fetch_window(&mut self, bytes: usize) {
+        self.fetch_window = bytes;
+    }
+
+    /// Every open hole, `(connection, seq, len)`: what to FETCH from the holder (at most 64 per
+    /// connection at a time).
+    pub fn open_holes(&self) -> Vec<(FourTuple, u32, u32)> {
+        self.flows
+            .iter()
+            .filter(|(_, f)| !f.hole_gone)
+            .flat_map(|(t, f)| f.gaps(64).into_iter().map(|(seq, len)| (*t, seq, len)))
+            .collect()
+    }
+
+    /// Client bytes the holder sent for a hole (FETCHED); the replica goes on if they close it.
+    pub fn fill(&mut self, tuple: &FourTuple, seq: u32, data: &[u8]) {
+        let Some(f) = self.flows.get_mut(tuple) else {
+            return;
+        };
+        let end = seq.wrapping_add(data.len() as u32);
+        if data.is_empty() || !seq_after(end, f.fed) {
+            return;
+        }
+        let (seq, data) = if seq_after(f.fed, seq) {
+            (f.fed, &data[f.fed.wrapping_sub(seq) as usize..])
+        } else {
+            (seq, data)
+        };
+        let off = seq.wrapping_sub(f.client_base());
+        f.pending.entry(off).or_insert_with(|| data.to_vec());
+        let was = f.missing;
+        f.feed(self.fetch_window);
+        self.holes.count(was, f.missing);
+    }
+
+    /// The holder no longer has a hole's bytes: the connection cannot be made whole.
+    pub fn hole_gone(&mut self, tuple: &FourTuple) {
+        if let Some(f) = self.flows.get_mut(tuple)
+            && f.hole()
+            && !f.hole_gone
+        {
+            f.hole_gone = true;
+            self.holes.lost += 1;
+        }
+    }
+
+    /// Client bytes of a connection, from its history: what a FETCH asks of the holder.
+    pub fn history(&self, tuple: &FourTuple, seq: u32, len: u32) -> Result<Vec<u8>, HistoryMiss> {
+        self.flows
+            .get(tuple)
+            .ok_or(HistoryMiss::Unknown)?
+            .history(seq, len)
+    }
+
+    /// Holes open now.
+    pub fn holes_open(&self) -> usize {
+        self.flows.values().filter(|f| f.hole()).count()
     }
 
     /// Number of tracked connections.

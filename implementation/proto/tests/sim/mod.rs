@@ -77,6 +77,11 @@ pub struct SimNode {
     pub link_down: bool,
     /// Groups this node holds, from its Claim/Release actions.
     pub holding: BTreeMap<NodeId, Epoch>,
+    /// Client bytes this node keeps per connection, from sequence number 0, as a daemon keeps
+    /// them to answer FETCH (the test fills it in).
+    pub history: BTreeMap<holdfast_proto::wire::FourTuple, Vec<u8>>,
+    /// FETCHED answers this node received: (when, from, answer).
+    pub fetched: Vec<(Time, NodeId, holdfast_proto::wire::Fetched)>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +154,8 @@ impl Cluster {
                 cut: false,
                 link_down: false,
                 holding: BTreeMap::new(),
+                history: BTreeMap::new(),
+                fetched: Vec::new(),
             })
             .collect();
         let mut c = Self {
@@ -175,6 +182,13 @@ impl Cluster {
 
     pub fn node(&self, i: usize) -> Option<&Node> {
         self.nodes[i].node.as_ref()
+    }
+
+    /// Calls an input of node `i` (as its daemon would), then applies what it emits.
+    pub fn with_node<T>(&mut self, i: usize, f: impl FnOnce(&mut Node) -> T) -> Option<T> {
+        let out = self.nodes[i].node.as_mut().map(f);
+        self.drain(i);
+        out
     }
 
     fn rand_f64(&mut self) -> f64 {
@@ -335,6 +349,26 @@ impl Cluster {
                     }
                 }
                 Action::ConnState { .. } => {}
+                // As a daemon does: the bytes from its history, or `gone`.
+                Action::FetchRequest { from, fetch } => {
+                    let have = self.nodes[i].history.get(&fetch.tuple).and_then(|h| {
+                        h.get(fetch.seq as usize..(fetch.seq + fetch.len) as usize)
+                            .map(<[u8]>::to_vec)
+                    });
+                    let answer = holdfast_proto::wire::Fetched {
+                        owner: fetch.owner,
+                        tuple: fetch.tuple,
+                        seq: fetch.seq,
+                        gone: have.is_none(),
+                        data: have.unwrap_or_default(),
+                    };
+                    if let Some(n) = self.nodes[i].node.as_mut() {
+                        n.fetched(from, answer);
+                    }
+                }
+                Action::Fetched { from, fetched } => {
+                    self.nodes[i].fetched.push((now, from, fetched));
+                }
                 Action::Forward {
                     owner,
                     to,

@@ -3,7 +3,7 @@
 //! show after it (`None`: the connection has left the table, having ended).
 
 use super::frames::*;
-use crate::flow::{TcpState, Unrestorable};
+use crate::flow::{HistoryMiss, TcpState, Unrestorable};
 
 use TcpState::*;
 
@@ -261,4 +261,138 @@ fn a_copy_behind_what_the_client_saw_is_reported_not_continued() {
     assert!(tk.snapshots.is_empty());
     assert_eq!(tk.lost.len(), 1);
     assert_eq!(tk.lost[0].reason, Unrestorable::CopyBehindClient);
+}
+
+/// A hole (the server acknowledged client bytes this copy never saw) holds the replica back;
+/// filled from the holder's history (FETCH), the replica goes on exactly; the counters say so.
+#[test]
+fn a_hole_is_found_at_once_and_filled_from_the_holder() {
+    let ip = ["198.18.0.10".parse().unwrap()];
+    // The holder saw everything; the backup misses the client's second segment.
+    let mut holder = Conv::open();
+    let mut backup = Conv::open();
+    let segments: [&[u8]; 3] = [b"first ", b"second ", b"third"];
+    for (i, seg) in segments.iter().enumerate() {
+        holder.client(PSH, seg);
+        if i == 1 {
+            // Lost on the way to the backup: only the sequence numbers move on.
+            backup.c = backup.c.wrapping_add(seg.len() as u32);
+            backup.s_rcv = backup.c;
+        } else {
+            backup.client(PSH, seg);
+        }
+    }
+    holder.server(0, b"");
+    backup.server(0, b"");
+    let t = tuple();
+    assert_eq!(backup.t.holes.opened, 1);
+    assert_eq!(backup.t.holes_open(), 1);
+    let holes = backup.t.open_holes();
+    assert_eq!(
+        holes,
+        vec![(t, CISN + 1 + 6, 7)],
+        "the second segment is missing"
+    );
+    // The replica stopped before the hole: it echoed only the first segment.
+    assert_eq!(backup.t.get(&t).unwrap().replica.produced(), 6);
+    let (_, seq, len) = holes[0];
+    let bytes = holder
+        .t
+        .history(&t, seq, len)
+        .expect("the holder keeps them");
+    assert_eq!(bytes, b"second ");
+    assert_eq!(
+        holder.t.history(&t, seq.wrapping_sub(100), 10),
+        Err(HistoryMiss::Gone)
+    );
+    assert_eq!(holder.t.history(&t, seq, 100), Err(HistoryMiss::NotYet));
+    backup.t.fill(&t, seq, &bytes);
+    assert_eq!((backup.t.holes_open(), backup.t.holes.repaired), (0, 1));
+    assert_eq!(backup.t.get(&t).unwrap().replica.produced(), 18);
+    let (w, g) = (
+        holder.t.take_over(&ip).snapshots.remove(0),
+        backup.t.take_over(&ip).snapshots.remove(0),
+    );
+    assert_eq!(
+        (g.snd_una, g.rcv_nxt, &g.sent, &g.unsent, &g.received),
+        (w.snd_una, w.rcv_nxt, &w.sent, &w.unsent, &w.received),
+        "the repaired copy is the holder's"
+    );
+}
+
+/// A hole still open at the takeover costs its connection (reported, never continued); one
+/// the holder could not fill (`gone`) is counted lost at once.
+#[test]
+fn an_open_hole_at_a_takeover_is_a_lost_connection() {
+    let ip = ["198.18.0.10".parse().unwrap()];
+    let mut backup = Conv::open();
+    backup.c = backup.c.wrapping_add(5);
+    backup.s_rcv = backup.c;
+    backup.server(0, b"");
+    assert_eq!(backup.t.holes_open(), 1);
+    backup.t.hole_gone(&tuple());
+    assert_eq!(backup.t.holes.lost, 1);
+    assert!(backup.t.open_holes().is_empty(), "nothing left to ask for");
+    let tk = backup.t.take_over(&ip);
+    assert_eq!(tk.lost[0].reason, Unrestorable::CaptureHole);
+    assert_eq!(backup.t.holes.lost, 1, "counted once");
+    // Still open (not gone) at the takeover: counted then.
+    let mut other = Conv::open();
+    other.c = other.c.wrapping_add(5);
+    other.s_rcv = other.c;
+    other.server(0, b"");
+    other.t.take_over(&ip);
+    assert_eq!(other.t.holes.lost, 1);
+}
+
+/// The client's retransmission, seen later, fills a hole as well as a FETCH would.
+#[test]
+fn a_retransmission_fills_a_hole() {
+    let mut c = Conv::open();
+    let start = c.c;
+    c.c = c.c.wrapping_add(4);
+    c.s_rcv = c.c;
+    c.server(0, b"");
+    assert_eq!(c.t.holes_open(), 1);
+    c.feed(frame(C, S, start, c.c_rcv, ACK | PSH, 502, &[], b"late"));
+    assert_eq!((c.t.holes_open(), c.t.holes.repaired), (0, 1));
+    assert_eq!(c.t.get(&tuple()).unwrap().replica.produced(), 4);
+}
+
+/// A long hole filled piece by piece, out of order, with pieces missing at first: the replica
+/// goes on as far as the pieces are contiguous, the hole shrinks to the first missing piece,
+/// and closes once every piece came.
+#[test]
+fn a_long_hole_fills_piece_by_piece() {
+    let mut c = Conv::open();
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let start = c.c;
+    c.c = c.c.wrapping_add(data.len() as u32);
+    c.s_rcv = c.c;
+    c.server(0, b"");
+    let t = tuple();
+    assert_eq!(c.t.open_holes(), vec![(t, start, 10_000)]);
+    let pieces: Vec<(u32, &[u8])> = data
+        .chunks(1200)
+        .enumerate()
+        .map(|(i, p)| (start.wrapping_add(i as u32 * 1200), p))
+        .collect();
+    // Every piece but the first and the fourth.
+    for (i, (seq, p)) in pieces.iter().enumerate() {
+        if i != 0 && i != 3 {
+            c.t.fill(&t, *seq, p);
+        }
+    }
+    assert_eq!(
+        c.t.open_holes(),
+        vec![(t, start, 1200), (t, pieces[3].0, 1200)],
+        "both gaps are asked for at once"
+    );
+    c.t.fill(&t, pieces[0].0, pieces[0].1);
+    assert_eq!(c.t.open_holes(), vec![(t, pieces[3].0, 1200)]);
+    assert_eq!(c.t.get(&t).unwrap().replica.produced(), 3600);
+    c.t.fill(&t, pieces[3].0, pieces[3].1);
+    assert!(c.t.open_holes().is_empty());
+    assert_eq!(c.t.get(&t).unwrap().replica.produced(), 10_000);
+    assert_eq!((c.t.holes.opened, c.t.holes.repaired), (2, 2));
 }
