@@ -9,7 +9,8 @@ clock), so that a test can line them up with the harness's events and the pcap.
       One connection: send N bytes (seeded), read the echo and verify it. `--end shutdown`
       half-closes (SHUT_WR) once everything is sent and then expects the rest of the echo and
       a clean EOF; `--end close` calls close() once everything is sent, without reading the
-      rest (the server's later segments meet a closed socket).
+      rest (the server's later segments meet a closed socket). `--pause-at B --pause-s S`
+      stops reading for S seconds once B bytes came back (the server's output piles up).
   tcpclient.py kv-quit --target HOST:PORT --seconds S
       Against a kv service: SET, then QUIT, which closes the server's side (BYE, then its
       FIN); the client keeps sending lines for S seconds (the server must take them, not reset
@@ -115,6 +116,12 @@ def stream(args):
                 break
             if args.read_pace_us:
                 time.sleep(args.read_pace_us / 1e6)
+            if args.pause_at is not None and "paused_ns" not in rep and rep["received"] >= args.pause_at:
+                # A client that stopped reading: the server's output piles up unacknowledged.
+                rep["paused_ns"] = now_ns()
+                time.sleep(args.pause_s)
+                rep["resumed_ns"] = last = now_ns()
+                deadline += int(args.pause_s * 1e9)
             try:
                 buf = s.recv(args.read_chunk)
             except socket.timeout:
@@ -342,6 +349,13 @@ def main():
     st.add_argument("--read-chunk", type=int, default=1 << 18, help="bytes per recv")
     st.add_argument("--read-pace-us", type=int, default=0, help="pause between recvs (a slow reader)")
     st.add_argument("--progress", action="store_true", help="print 'progress N' every 10 ms")
+    st.add_argument(
+        "--pause-at",
+        type=int,
+        default=None,
+        help="stop reading once this many bytes came back (0: before the first), for --pause-s",
+    )
+    st.add_argument("--pause-s", type=float, default=0.0, help="how long to stop reading")
     st.add_argument("--end", choices=["keep", "shutdown", "close"], default="keep")
     st.add_argument("--seed", type=int, default=1)
     st.add_argument("--timeout", type=float, default=20.0, help="seconds without progress")

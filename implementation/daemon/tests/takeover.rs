@@ -340,16 +340,6 @@ fn holder_of_vip(c: &holdfast_harness::Cluster) -> &'static str {
     holder_of(c, &["a", "b"], 1).expect("someone holds 198.18.0.10")
 }
 
-/// Powers `node` on and waits until its daemon is eligible to assume.
-fn power_on_until_eligible(c: &mut holdfast_harness::Cluster, node: &str) {
-    c.fault(&Fault::PowerOn { node: node.into() }).unwrap();
-    wait_until(
-        "the restored node is eligible",
-        Duration::from_secs(10),
-        || status(c, node).is_some_and(|s| s["eligible"] == true),
-    );
-}
-
 /// Five kill/restore cycles, alternating which node dies: each time, a stream open on the
 /// holder survives the power-off, and the node that died comes back as the other's backup.
 #[test]

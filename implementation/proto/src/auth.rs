@@ -3,7 +3,9 @@
 //! Read [`seal`] and [`open`] first. Every message ends with an HMAC-SHA256 tag over its header
 //! and body, made with the cluster key and checked in constant time. [`ReplayWindow`] accepts a
 //! (sender, boot epoch, sequence) only if it is newer than anything accepted before: a higher
-//! boot epoch (a reboot) resets the sequence, a lower one is stale.
+//! boot epoch (a reboot) resets the sequence, a lower one is stale. Messages whose order does
+//! not matter (the parts of a CONN-STATE, FETCHED pieces) may also arrive up to
+//! [`REORDER_WINDOW`] behind the newest, each once.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -84,27 +86,64 @@ pub fn open(data: &[u8], key: &[u8], cluster: u32) -> Result<Message, DropReason
     })
 }
 
-/// The newest (boot epoch, sequence) accepted from each sender.
+/// How far behind the newest sequence number an order-free message may arrive.
+pub const REORDER_WINDOW: u64 = 128;
+
+/// The newest (boot epoch, sequence) accepted from each sender, and which of the
+/// [`REORDER_WINDOW`] sequence numbers below it were accepted too.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayWindow {
-    latest: std::collections::HashMap<NodeId, (u32, u64)>,
+    latest: std::collections::HashMap<NodeId, (u32, u64, u128)>,
 }
 
 impl ReplayWindow {
-    /// Accepts and records `(epoch, seq)` from `sender` if it is newer than anything before.
-    pub fn accept(&mut self, sender: NodeId, epoch: u32, seq: u64) -> Result<(), DropReason> {
-        match self.latest.get(&sender) {
-            Some(&(e, s)) if (epoch, seq) <= (e, s) => Err(DropReason::Replay),
+    /// Accepts and records `(epoch, seq)` from `sender` if it is newer than anything before,
+    /// or, when `order_free`, if it is of the same boot epoch, at most [`REORDER_WINDOW`]
+    /// behind the newest and not accepted before (a datagram overtaken by later ones, as
+    /// the parts of one large CONN-STATE may be). Anything else is a replay. `Ok(true)`: the
+    /// newest from that sender; `Ok(false)`: an overtaken order-free one.
+    pub fn accept(
+        &mut self,
+        sender: NodeId,
+        epoch: u32,
+        seq: u64,
+        order_free: bool,
+    ) -> Result<bool, DropReason> {
+        match self.latest.get_mut(&sender) {
+            Some((e, s, seen)) if (epoch, seq) <= (*e, *s) => {
+                // Bit k: sequence number s - 1 - k was accepted.
+                let behind = s.saturating_sub(seq);
+                if !order_free || epoch != *e || behind == 0 || behind > REORDER_WINDOW {
+                    return Err(DropReason::Replay);
+                }
+                let bit = 1u128 << (behind - 1);
+                if *seen & bit != 0 {
+                    return Err(DropReason::Replay);
+                }
+                *seen |= bit;
+                Ok(false)
+            }
+            Some((e, s, seen)) if epoch == *e => {
+                let ahead = seq - *s;
+                // The old newest becomes bit ahead - 1.
+                *seen = if ahead > REORDER_WINDOW {
+                    0
+                } else {
+                    seen.checked_shl(ahead as u32).unwrap_or(0) | (1u128 << (ahead - 1))
+                };
+                *s = seq;
+                Ok(true)
+            }
             _ => {
-                self.latest.insert(sender, (epoch, seq));
-                Ok(())
+                self.latest.insert(sender, (epoch, seq, 0));
+                Ok(true)
             }
         }
     }
 
     /// The newest boot epoch seen from a sender.
     pub fn epoch_of(&self, sender: NodeId) -> Option<u32> {
-        self.latest.get(&sender).map(|(e, _)| *e)
+        self.latest.get(&sender).map(|(e, ..)| *e)
     }
 }
 
@@ -116,15 +155,56 @@ mod tests {
     fn replay_window() {
         let mut w = ReplayWindow::default();
         let n = NodeId(1);
-        assert!(w.accept(n, 1, 1).is_ok());
-        assert!(w.accept(n, 1, 2).is_ok());
-        assert_eq!(w.accept(n, 1, 2), Err(DropReason::Replay));
-        assert_eq!(w.accept(n, 1, 1), Err(DropReason::Replay));
+        for order_free in [false, true] {
+            let mut w = ReplayWindow::default();
+            assert!(w.accept(n, 1, 1, order_free).is_ok());
+            assert!(w.accept(n, 1, 2, order_free).is_ok());
+            assert_eq!(w.accept(n, 1, 2, order_free), Err(DropReason::Replay));
+            assert_eq!(w.accept(n, 1, 1, order_free), Err(DropReason::Replay));
+        }
+        assert!(w.accept(n, 1, 1, false).is_ok());
+        assert!(w.accept(n, 1, 2, false).is_ok());
         // A reboot: higher epoch, sequence starts again.
-        assert!(w.accept(n, 2, 1).is_ok());
-        // The old epoch is stale now.
-        assert_eq!(w.accept(n, 1, 99), Err(DropReason::Replay));
+        assert!(w.accept(n, 2, 1, false).is_ok());
+        // The old epoch is stale now, order-free or not.
+        assert_eq!(w.accept(n, 1, 99, false), Err(DropReason::Replay));
+        assert_eq!(w.accept(n, 1, 99, true), Err(DropReason::Replay));
         // Other senders are independent.
-        assert!(w.accept(NodeId(2), 1, 1).is_ok());
+        assert!(w.accept(NodeId(2), 1, 1, false).is_ok());
+    }
+
+    #[test]
+    fn order_free_messages_may_be_overtaken_but_come_once() {
+        let mut w = ReplayWindow::default();
+        let n = NodeId(1);
+        assert!(w.accept(n, 1, 10, false).is_ok());
+        assert!(w.accept(n, 1, 15, false).is_ok());
+        // 11..14 overtaken: an ordered one is stale, order-free ones each come once.
+        assert_eq!(w.accept(n, 1, 12, false), Err(DropReason::Replay));
+        assert_eq!(w.accept(n, 1, 12, true), Ok(false));
+        assert_eq!(w.accept(n, 1, 12, true), Err(DropReason::Replay));
+        assert_eq!(
+            w.accept(n, 1, 10, true),
+            Err(DropReason::Replay),
+            "accepted in order"
+        );
+        assert!(w.accept(n, 1, 11, true).is_ok());
+        // Newer ones keep the record of older ones.
+        assert_eq!(w.accept(n, 1, 20, true), Ok(true));
+        assert_eq!(w.accept(n, 1, 12, true), Err(DropReason::Replay));
+        assert_eq!(w.accept(n, 1, 15, true), Err(DropReason::Replay));
+        assert!(w.accept(n, 1, 14, true).is_ok());
+        // Exactly the window ahead, then beyond it: stale.
+        assert_eq!(w.accept(n, 1, 21 + REORDER_WINDOW, false), Ok(true));
+        assert_eq!(w.accept(n, 1, 21, true), Ok(false));
+        assert_eq!(w.accept(n, 1, 20, true), Err(DropReason::Replay));
+        assert!(w.accept(n, 1, 20 + REORDER_WINDOW + 5, true).is_ok());
+        assert_eq!(w.accept(n, 1, 16, true), Err(DropReason::Replay));
+        let last = 20 + REORDER_WINDOW + 5;
+        assert!(w.accept(n, 1, last - REORDER_WINDOW, true).is_ok());
+        assert_eq!(
+            w.accept(n, 1, last - REORDER_WINDOW - 1, true),
+            Err(DropReason::Replay)
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod flow;
 pub mod node;
 pub mod policy;
+pub mod sync;
 pub mod time;
 pub mod wire;
 

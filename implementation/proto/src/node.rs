@@ -20,10 +20,12 @@ use std::time::Duration;
 
 use crate::auth::{self, DropReason, ReplayWindow};
 use crate::policy::{ArpPolicy, Assignment, Epoch, FailbackMode, NodeId, OwnedAddress, Ownership};
+use crate::sync::{Assembled, Assembler, Incomplete, PART_CHUNK};
 use crate::time::Time;
 use crate::wire::{
-    Announce, AssumeReply, AssumeRequest, Body, ConnState, DenyReason, FLAG_ELIGIBLE, FLAG_LEAVING,
-    Fetch, Fetched, FourTuple, Handback, Holding, Message, MsgType, Reclaim, Scope, TakeoverNotice,
+    Announce, AssumeReply, AssumeRequest, Body, ConnState, ConnStatePart, DenyReason,
+    FLAG_ELIGIBLE, FLAG_LEAVING, Fetch, Fetched, FourTuple, Handback, Holding, Message, MsgType,
+    Reclaim, Scope, TakeoverNotice,
 };
 
 /// A node's configuration.
@@ -108,6 +110,18 @@ pub enum Event {
         from: NodeId,
         /// Granted?
         granted: bool,
+    },
+    /// A CONN-STATE sent in parts was not adopted: this node cannot take that connection over
+    /// (unless its snooper sees the handshake of a new one).
+    SyncIncomplete {
+        /// The sender.
+        from: NodeId,
+        /// The group.
+        owner: NodeId,
+        /// The connection.
+        tuple: Option<FourTuple>,
+        /// Why.
+        why: Incomplete,
     },
 }
 
@@ -337,6 +351,8 @@ pub struct Node {
     handed_back: BTreeMap<NodeId, Handback>,
     /// When we last sent a peer an unsolicited correction (ANNOUNCE or SOLICIT).
     prodded: BTreeMap<NodeId, Time>,
+    /// CONN-STATEs whose parts are still arriving.
+    assembler: Assembler,
     /// When we last sent RECLAIM for our group.
     reclaimed_at: Option<Time>,
     timers: [Option<Time>; TIMERS],
@@ -367,6 +383,7 @@ impl Node {
             handing_back: BTreeMap::new(),
             handed_back: BTreeMap::new(),
             prodded: BTreeMap::new(),
+            assembler: Assembler::default(),
             reclaimed_at: None,
             timers: [None; TIMERS],
             actions: VecDeque::new(),
@@ -547,9 +564,17 @@ impl Node {
         );
     }
 
-    /// Sends one connection's state to a node (migrate failback, or syncing a late backup).
-    pub fn conn_state(&mut self, to: NodeId, state: ConnState) {
-        self.send(Dest::Node(to), Body::ConnState(Box::new(state)));
+    /// Sends one connection's state to a node (migrate failback, or syncing a late backup),
+    /// whatever its size: in parts of one datagram each. `false` (nothing sent) only for a
+    /// state over 4 GB.
+    pub fn conn_state(&mut self, to: NodeId, state: ConnState) -> bool {
+        let Some(parts) = ConnStatePart::split(&state, PART_CHUNK) else {
+            return false;
+        };
+        for p in parts {
+            self.send(Dest::Node(to), Body::ConnState(Box::new(p)));
+        }
+        true
     }
 
     /// Asks the holder of `f.owner`'s group for client bytes this node's snooped copy lacks
@@ -583,10 +608,22 @@ impl Node {
         if msg.sender == self.id() {
             return self.drop_msg(DropReason::Own);
         }
-        if let Err(r) = self.replay.accept(msg.sender, msg.boot_epoch, msg.seq) {
-            return self.drop_msg(r);
-        }
+        let order_free = matches!(
+            msg.body,
+            Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_)
+        );
+        let newest = match self
+            .replay
+            .accept(msg.sender, msg.boot_epoch, msg.seq, order_free)
+        {
+            Ok(n) => n,
+            Err(r) => return self.drop_msg(r),
+        };
         *self.stats.received.entry(msg.body.msg_type()).or_default() += 1;
+        if !newest {
+            // Overtaken by later datagrams: its flags are old news; only its body counts.
+            return self.order_free(now, msg.sender, msg.body);
+        }
         if !self.link_up {
             // We cannot hear while our link is down; a datagram now means it is back.
             self.handle_link_event(now, true);
@@ -676,14 +713,9 @@ impl Node {
             }
             Body::Handback(h) => self.on_handback(now, from, h),
             Body::Reclaim(r) => self.on_reclaim(now, from, r),
-            Body::ConnState(state) => self.actions.push_back(Action::ConnState { from, state }),
-            // Only the holder has the bytes; an asker with a stale view gets no answer and
-            // asks the holder it learns of next.
-            Body::Fetch(fetch) if self.held.contains_key(&fetch.owner) => {
-                self.actions.push_back(Action::FetchRequest { from, fetch })
+            body @ (Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_)) => {
+                self.order_free(now, from, body)
             }
-            Body::Fetch(_) => {}
-            Body::Fetched(fetched) => self.actions.push_back(Action::Fetched { from, fetched }),
         }
         // A peer whose ANNOUNCE we missed: ask it again (claim 4).
         if self
@@ -702,6 +734,37 @@ impl Node {
                 .push_back(Action::Event(Event::PeerLeft { node: from }));
             self.evaluate_all(now);
             self.ask_late(now, from);
+        }
+    }
+
+    /// The bodies whose order does not matter: the parts of a CONN-STATE, FETCH and FETCHED.
+    fn order_free(&mut self, now: Time, from: NodeId, body: Body) {
+        match body {
+            Body::ConnState(part) => {
+                let (owner, tuple) = (part.head.owner, part.head.tuple);
+                match self.assembler.part(now, from, *part) {
+                    Assembled::Whole(state) => {
+                        self.actions.push_back(Action::ConnState { from, state })
+                    }
+                    Assembled::Pending => {}
+                    Assembled::Dropped(why) => {
+                        self.actions.push_back(Action::Event(Event::SyncIncomplete {
+                            from,
+                            owner,
+                            tuple,
+                            why,
+                        }))
+                    }
+                }
+            }
+            // Only the holder has the bytes; an asker with a stale view gets no answer and
+            // asks the holder it learns of next.
+            Body::Fetch(fetch) if self.held.contains_key(&fetch.owner) => {
+                self.actions.push_back(Action::FetchRequest { from, fetch })
+            }
+            Body::Fetch(_) => {}
+            Body::Fetched(fetched) => self.actions.push_back(Action::Fetched { from, fetched }),
+            _ => {}
         }
     }
 
@@ -872,6 +935,14 @@ impl Node {
 
     /// Call when the deadline from [`Node::poll_timeout`] passes.
     pub fn handle_timeout(&mut self, now: Time) {
+        for (from, owner, tuple) in self.assembler.expire(now) {
+            self.actions.push_back(Action::Event(Event::SyncIncomplete {
+                from,
+                owner,
+                tuple,
+                why: Incomplete::Timeout,
+            }));
+        }
         if self.timers[Timer::Heartbeat as usize].is_some_and(|t| t <= now) {
             self.timers[Timer::Heartbeat as usize] = Some(now + self.cfg.interval());
             if self.link_up && !self.leaving {

@@ -546,6 +546,68 @@ pub struct ConnState {
     pub checkpoint: Vec<u8>,
 }
 
+/// CONN-STATE on the wire: one part of a connection's state. A state of any size travels as
+/// parts that each fit one datagram ([`ConnStatePart::split`]); every part repeats the fixed
+/// fields and carries a piece of `unacked` followed by `checkpoint` (`crate::sync` puts them
+/// back together).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnStatePart {
+    /// Every field of the state; its `unacked` and `checkpoint` are empty here.
+    pub head: ConnState,
+    /// The length of the whole `unacked`.
+    pub unacked_len: u32,
+    /// The length of the whole checkpoint.
+    pub checkpoint_len: u32,
+    /// Where `chunk` starts in `unacked` followed by the checkpoint.
+    pub offset: u32,
+    /// The bytes of this part.
+    pub chunk: Vec<u8>,
+}
+
+impl ConnStatePart {
+    /// Splits a state into parts whose pieces are at most `chunk` bytes (at least one part,
+    /// even when there is nothing to carry). `None` when a byte string is over 4 GB.
+    pub fn split(state: &ConnState, chunk: usize) -> Option<Vec<Self>> {
+        let unacked_len = u32::try_from(state.unacked.len()).ok()?;
+        let checkpoint_len = u32::try_from(state.checkpoint.len()).ok()?;
+        let total = state.unacked.len() + state.checkpoint.len();
+        u32::try_from(total).ok()?;
+        let head = ConnState {
+            unacked: Vec::new(),
+            checkpoint: Vec::new(),
+            ..state.clone()
+        };
+        let bytes = |from: usize, to: usize| {
+            let mut v = Vec::with_capacity(to - from);
+            let u = state.unacked.len();
+            if from < u {
+                v.extend_from_slice(&state.unacked[from..to.min(u)]);
+            }
+            if to > u {
+                v.extend_from_slice(&state.checkpoint[from.max(u) - u..to - u]);
+            }
+            v
+        };
+        let chunk = chunk.max(1);
+        let mut parts = Vec::new();
+        let mut at = 0;
+        loop {
+            let end = (at + chunk).min(total);
+            parts.push(Self {
+                head: head.clone(),
+                unacked_len,
+                checkpoint_len,
+                offset: at as u32,
+                chunk: bytes(at, end),
+            });
+            at = end;
+            if at >= total {
+                return Some(parts);
+            }
+        }
+    }
+}
+
 /// A message body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
@@ -573,8 +635,8 @@ pub enum Body {
     Handback(Handback),
     /// RECLAIM.
     Reclaim(Reclaim),
-    /// CONN-STATE.
-    ConnState(Box<ConnState>),
+    /// CONN-STATE (one part of a connection's state).
+    ConnState(Box<ConnStatePart>),
     /// FETCH.
     Fetch(Fetch),
     /// FETCHED.
@@ -1027,13 +1089,24 @@ impl Body {
                     ts_ecr: r.u32()?,
                     fin_received: r.bool()?,
                     fin_sent: r.bool()?,
-                    unacked: r.bytes32()?,
-                    checkpoint: r.bytes32()?,
+                    unacked: Vec::new(),
+                    checkpoint: Vec::new(),
                 };
-                if c.snd_wscale > 14 || c.rcv_wscale > 14 {
+                let part = ConnStatePart {
+                    head: c,
+                    unacked_len: r.u32()?,
+                    checkpoint_len: r.u32()?,
+                    offset: r.u32()?,
+                    chunk: r.bytes32()?,
+                };
+                let total = part.unacked_len as u64 + part.checkpoint_len as u64;
+                if part.head.snd_wscale > 14
+                    || part.head.rcv_wscale > 14
+                    || part.offset as u64 + part.chunk.len() as u64 > total
+                {
                     return Err(Error::Malformed);
                 }
-                Self::ConnState(Box::new(c))
+                Self::ConnState(Box::new(part))
             }
         };
         r.end()?;
@@ -1097,7 +1170,8 @@ impl Body {
                 w.u8(f.gone as u8);
                 w.bytes32(&f.data);
             }
-            Self::ConnState(c) => {
+            Self::ConnState(p) => {
+                let c = &p.head;
                 w.node(c.owner);
                 w.epoch(c.epoch);
                 match &c.tuple {
@@ -1122,8 +1196,10 @@ impl Body {
                 w.u32(c.ts_ecr);
                 w.u8(c.fin_received as u8);
                 w.u8(c.fin_sent as u8);
-                w.bytes32(&c.unacked);
-                w.bytes32(&c.checkpoint);
+                w.u32(p.unacked_len);
+                w.u32(p.checkpoint_len);
+                w.u32(p.offset);
+                w.bytes32(&p.chunk);
             }
         }
     }
@@ -1312,29 +1388,35 @@ pub(crate) mod tests {
                 gone: false,
                 data: b"missing bytes".to_vec(),
             }),
-            Body::ConnState(Box::new(ConnState {
-                owner: NodeId(1),
-                epoch: e,
-                tuple: Some(FourTuple {
-                    local: "[2001:db8::10]:7".parse().unwrap(),
-                    remote: "[2001:db8::100]:40000".parse().unwrap(),
-                }),
-                snd_una: 1000,
-                snd_nxt: 1010,
-                rcv_nxt: 5000,
-                snd_wnd: 65535,
-                rcv_wnd: 64240,
-                mss: 1460,
-                snd_wscale: 7,
-                rcv_wscale: 9,
-                sack: true,
-                timestamps: true,
-                ts_val: 111,
-                ts_ecr: 222,
-                fin_received: true,
-                fin_sent: false,
-                unacked: b"0123456789".to_vec(),
-                checkpoint: vec![1, 2, 3],
+            Body::ConnState(Box::new(ConnStatePart {
+                head: ConnState {
+                    owner: NodeId(1),
+                    epoch: e,
+                    tuple: Some(FourTuple {
+                        local: "[2001:db8::10]:7".parse().unwrap(),
+                        remote: "[2001:db8::100]:40000".parse().unwrap(),
+                    }),
+                    snd_una: 1000,
+                    snd_nxt: 1010,
+                    rcv_nxt: 5000,
+                    snd_wnd: 65535,
+                    rcv_wnd: 64240,
+                    mss: 1460,
+                    snd_wscale: 7,
+                    rcv_wscale: 9,
+                    sack: true,
+                    timestamps: true,
+                    ts_val: 111,
+                    ts_ecr: 222,
+                    fin_received: true,
+                    fin_sent: false,
+                    unacked: Vec::new(),
+                    checkpoint: Vec::new(),
+                },
+                unacked_len: 10,
+                checkpoint_len: 3,
+                offset: 8,
+                chunk: b"89\x01\x02".to_vec(),
             })),
         ];
         bodies

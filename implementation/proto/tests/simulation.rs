@@ -774,3 +774,60 @@ fn claim_8_a_backup_fetches_a_hole_from_the_holder() {
     // Group 1 is node 2's now (it took it over): no FETCH to itself.
     assert_eq!(c.with_node(1, |n| n.fetch(f)).unwrap(), None);
 }
+
+/// Claim 8, a late backup: a connection's state of any size reaches the backup whole, in
+/// parts of one datagram each, also over a lossy network; a state some of whose parts were
+/// lost is reported (`SyncIncomplete`), never handed on half-made.
+#[test]
+fn claim_8_a_large_conn_state_arrives_whole_or_is_reported() {
+    use holdfast_proto::node::Event;
+    use holdfast_proto::sync::{ASSEMBLY_TIMEOUT, Incomplete};
+    use holdfast_proto::wire::{ConnState, FourTuple};
+    let state = ConnState {
+        owner: id(0),
+        tuple: Some(FourTuple {
+            local: "198.18.0.1:7".parse().unwrap(),
+            remote: "198.18.0.100:40000".parse().unwrap(),
+        }),
+        snd_una: 12345,
+        snd_nxt: 12345 + 300_000,
+        unacked: (0..700_000u32).map(|i| (i % 253) as u8).collect(),
+        checkpoint: vec![9; 1000],
+        ..ConnState::default()
+    };
+    let (mut whole, mut reported) = (0, 0);
+    for seed in 0..30 {
+        let mut c = ordered(2, FailbackMode::None, 300 + seed);
+        settled(&mut c);
+        c.links.loss = if seed % 3 == 0 { 0.0 } else { 0.05 };
+        let start = c.time;
+        assert_eq!(
+            c.with_node(0, |n| n.conn_state(id(1), state.clone())),
+            Some(true)
+        );
+        c.drive(ASSEMBLY_TIMEOUT + 100 * MS);
+        let got = &c.nodes[1].states;
+        let incomplete: Vec<_> = c
+            .since(start)
+            .filter(|t| {
+                matches!(t, Trace::Event { node, event: Event::SyncIncomplete { why: Incomplete::Timeout, .. } } if *node == id(1))
+            })
+            .collect();
+        match (got.len(), incomplete.len()) {
+            (1, 0) => {
+                assert_eq!(got[0].2, state, "seed {seed}: the state arrived changed");
+                whole += 1;
+            }
+            (0, 1) => reported += 1,
+            other => panic!("seed {seed}: whole and reported {other:?}\n{}", c.story()),
+        }
+        if c.links.loss == 0.0 {
+            assert_eq!(got.len(), 1, "seed {seed}: lost without loss");
+        }
+    }
+    // 15 parts at 5 % loss: about half arrive whole.
+    assert!(
+        whole >= 10 && reported >= 3,
+        "whole {whole}, reported {reported}"
+    );
+}

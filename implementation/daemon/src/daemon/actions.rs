@@ -170,6 +170,18 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                     }
                 }
             }
+            Action::Event(Event::SyncIncomplete {
+                from,
+                owner,
+                tuple,
+                why,
+            }) => {
+                warn!(node = name, %from, %owner, ?tuple, why = why.name(), "a connection's CONN-STATE did not arrive whole: this node cannot take it over");
+                *io.conns
+                    .sync_incomplete
+                    .entry(why.name().to_owned())
+                    .or_default() += 1;
+            }
             Action::Event(e) => match e {
                 Event::PeerDead { .. } | Event::PeerLeft { .. } | Event::Fenced { .. } => {
                     info!(node = name, ?e)

@@ -88,10 +88,13 @@ pub struct ConnCounters {
     pub udp_drops: u64,
     /// CONN-STATEs sent to peers that came up (late backups).
     pub synced: u64,
-    /// Connections too large to sync in one datagram.
-    pub unsynced: u64,
+    /// CONN-STATEs sent in parts of which some never arrived here (or that were too large or
+    /// superseded), by reason: those connections cannot be taken over by this node.
+    pub sync_incomplete: BTreeMap<String, u64>,
     /// CONN-STATEs received and adopted.
     pub adopted: u64,
+    /// The largest state adopted: its unacknowledged output and checkpoint, in bytes.
+    pub adopted_bytes_max: u64,
     /// Connections this node forwards in the kernel to the node serving them.
     pub forwarded: usize,
     /// Connections served here while another node holds their address (draining after a

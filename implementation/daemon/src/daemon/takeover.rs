@@ -15,10 +15,6 @@ use super::{Io, TakeoverTiming, record};
 use crate::arp::announce_frame;
 use crate::repair::{self, Repaired};
 
-/// The most application bytes (unacknowledged output plus checkpoint) a CONN-STATE carries:
-/// it must fit one UDP datagram with its header and HMAC.
-const SYNC_MAX: usize = 60_000;
-
 /// Connections restored between two turns of the protocol during a takeover (about 5 ms).
 const RESTORE_CHUNK: usize = 512;
 
@@ -71,8 +67,7 @@ impl Io {
 
     /// Sends `peer` (just up: booted, or back) the CONN-STATE of every live connection of
     /// every group this node holds, so that it can back them up although it never saw their
-    /// handshakes. A state larger than one datagram is not sent (the peer cannot assume that
-    /// connection, and resets it deliberately if it ever has to).
+    /// handshakes. A large state goes in parts (the core splits it).
     pub(super) fn sync_peer(&mut self, node: &mut Node, peer: NodeId) {
         let Some(sn) = &self.snooper else {
             return;
@@ -91,14 +86,11 @@ impl Io {
                 .snapshots(&addrs);
             for snap in snaps {
                 let state = snap.to_conn_state(owner, epoch);
-                if state.unacked.len() + state.checkpoint.len() > SYNC_MAX {
-                    warn!(%peer, local = %snap.tuple.local, remote = %snap.tuple.remote, bytes = state.unacked.len(), "connection state too large for one datagram: not synced");
-                    self.conns.unsynced += 1;
-                    continue;
+                let bytes = state.unacked.len() + state.checkpoint.len();
+                debug!(%peer, %owner, local = %snap.tuple.local, remote = %snap.tuple.remote, bytes, "CONN-STATE sent");
+                if node.conn_state(peer, state) {
+                    self.conns.synced += 1;
                 }
-                debug!(%peer, %owner, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE sent");
-                self.conns.synced += 1;
-                node.conn_state(peer, state);
             }
         }
     }
@@ -110,7 +102,9 @@ impl Io {
         };
         match holdfast_proto::flow::Snapshot::from_conn_state(state) {
             Some(snap) => {
-                debug!(%from, local = %snap.tuple.local, remote = %snap.tuple.remote, "CONN-STATE adopted");
+                let bytes = (state.unacked.len() + state.checkpoint.len()) as u64;
+                debug!(%from, local = %snap.tuple.local, remote = %snap.tuple.remote, bytes, "CONN-STATE adopted");
+                self.conns.adopted_bytes_max = self.conns.adopted_bytes_max.max(bytes);
                 sn.adopt(snap);
                 self.conns.adopted += 1;
             }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use holdfast_harness::cluster::Event;
-use holdfast_harness::{Cluster, Options, Topology};
+use holdfast_harness::{Cluster, Fault, Options, Topology};
 use holdfast_proto::wire::{Message, Packet};
 
 pub fn root() -> PathBuf {
@@ -460,4 +460,14 @@ pub fn py_progress_stream(child: &mut std::process::Child) -> std::sync::mpsc::R
         }
     });
     rx
+}
+
+/// Powers `node` on and waits until it is eligible to assume again.
+pub fn power_on_until_eligible(c: &mut Cluster, node: &str) {
+    c.fault(&Fault::PowerOn { node: node.into() }).unwrap();
+    wait_until(
+        "the restored node is eligible",
+        Duration::from_secs(10),
+        || status(c, node).is_some_and(|s| s["eligible"] == true),
+    );
 }

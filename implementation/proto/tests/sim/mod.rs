@@ -82,6 +82,8 @@ pub struct SimNode {
     pub history: BTreeMap<holdfast_proto::wire::FourTuple, Vec<u8>>,
     /// FETCHED answers this node received: (when, from, answer).
     pub fetched: Vec<(Time, NodeId, holdfast_proto::wire::Fetched)>,
+    /// Whole CONN-STATEs this node received: (when, from, state).
+    pub states: Vec<(Time, NodeId, holdfast_proto::wire::ConnState)>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +158,7 @@ impl Cluster {
                 holding: BTreeMap::new(),
                 history: BTreeMap::new(),
                 fetched: Vec::new(),
+                states: Vec::new(),
             })
             .collect();
         let mut c = Self {
@@ -348,7 +351,9 @@ impl Cluster {
                         n.handback_ready(now, owner, drain);
                     }
                 }
-                Action::ConnState { .. } => {}
+                Action::ConnState { from, state } => {
+                    self.nodes[i].states.push((now, from, *state));
+                }
                 // As a daemon does: the bytes from its history, or `gone`.
                 Action::FetchRequest { from, fetch } => {
                     let have = self.nodes[i].history.get(&fetch.tuple).and_then(|h| {
