@@ -146,6 +146,9 @@ fn the_suite_decoder_agrees_with_holdfast_proto_on_every_message_type() {
             owner: NodeId(7),
             epoch: h.epoch,
             mode: holdfast_proto::policy::FailbackMode::Migrate,
+            generation: 0,
+            part: 0,
+            parts: 1,
             draining: Vec::new(),
         }),
         Body::Reclaim(Reclaim {

@@ -118,6 +118,38 @@ impl Net {
         })
     }
 
+    /// The link-layer address the kernel's neighbour table has for `ip` on interface `index`
+    /// (ARP or neighbour discovery resolved it), if any.
+    pub async fn neighbour_mac(&self, index: u32, ip: IpAddr) -> Result<Option<[u8; 6]>> {
+        use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
+        let mut s = self.handle.neighbours().get().execute();
+        while let Some(n) = s.try_next().await? {
+            if n.header.ifindex != index {
+                continue;
+            }
+            let dst = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                    Some(IpAddr::V4(*v4))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                    Some(IpAddr::V6(*v6))
+                }
+                _ => None,
+            });
+            if dst != Some(ip) {
+                continue;
+            }
+            let mac = n.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(l) => <[u8; 6]>::try_from(&l[..]).ok(),
+                _ => None,
+            });
+            if mac.is_some_and(|m| m != [0; 6]) {
+                return Ok(mac);
+            }
+        }
+        Ok(None)
+    }
+
     /// Adds an address to an interface; already present is fine.
     pub async fn add_addr(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
         match self

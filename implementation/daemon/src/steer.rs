@@ -8,6 +8,11 @@
 //! survivors' shares to them. The packets never reach this node's IP stack, so it never answers
 //! them with a reset.
 //!
+//! IPv4 packets go by `fwd ip to PEER device DEV`. IPv6 packets cannot: `fwd ip6` needs an
+//! IPv6 next hop on the cluster link, and nodes only have IPv4 ones there; so an IPv6 rule
+//! writes the peer's MAC (from the neighbour table) and ours into the Ethernet header and
+//! sends the frame out of the same interface as it is (`fwd to DEV`).
+//!
 //! The whole rule set lives in one table (`holdfast`, family netdev, chain `steer` on the
 //! cluster interface's ingress) and is replaced atomically in one batch on every change.
 
@@ -28,7 +33,6 @@ const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFPROTO_NETDEV: u8 = 5;
 const NFPROTO_IPV4: u32 = 2;
-const NFPROTO_IPV6: u32 = 10;
 const NLA_F_NESTED: u16 = 0x8000;
 
 const NLM_F_REQUEST: u16 = 1;
@@ -40,22 +44,34 @@ const NLMSG_ERROR: u16 = 2;
 const TABLE: &str = "holdfast";
 const CHAIN: &str = "steer";
 
-/// The forwarding rules of one node, by next hop: which connections go to which node address.
-pub type Rules = BTreeMap<IpAddr, Vec<FourTuple>>;
+/// A node the connections go to: its IPv4 address on the cluster link, and its MAC there
+/// (needed for IPv6 connections; `None` when the neighbour table has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hop {
+    /// The node's address.
+    pub ip: IpAddr,
+    /// The node's MAC.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// The forwarding rules of one node, by next hop: which connections go to which node.
+pub type Rules = BTreeMap<Hop, Vec<FourTuple>>;
 
 /// The netdev ingress forwarding of one interface.
 pub struct Steer {
     ifname: String,
     ifindex: u32,
+    mac: [u8; 6],
     installed: usize,
 }
 
 impl Steer {
-    /// For the cluster interface. Installs nothing yet.
-    pub fn new(ifname: &str, ifindex: u32) -> Self {
+    /// For the cluster interface (its name, index and MAC). Installs nothing yet.
+    pub fn new(ifname: &str, ifindex: u32, mac: [u8; 6]) -> Self {
         Self {
             ifname: ifname.to_owned(),
             ifindex,
+            mac,
             installed: 0,
         }
     }
@@ -83,17 +99,20 @@ impl Steer {
     }
 
     /// Replaces every forwarding rule with `rules`, atomically (one nfnetlink batch). An empty
-    /// set removes the table.
-    pub fn replace(&mut self, rules: &Rules) -> io::Result<()> {
+    /// set removes the table. Returns the connections that cannot be forwarded (IPv6 ones to a
+    /// node whose MAC is unknown; an IPv4 or IPv6 connection to a node without an IPv4 address),
+    /// which the caller reports.
+    pub fn replace(&mut self, rules: &Rules) -> io::Result<Vec<FourTuple>> {
+        let (rules, unforwardable) = forwardable(rules);
         let n: usize = rules.values().map(Vec::len).sum();
         if n == 0 {
             if self.installed > 0 {
                 let mut b = Batch::default();
                 b.msg(NFT_MSG_DELTABLE, 0, |m| m.str(1, TABLE));
                 self.installed = 0;
-                return b.commit();
+                b.commit()?;
             }
-            return Ok(());
+            return Ok(unforwardable);
         }
         let mut b = Batch::default();
         b.msg(NFT_MSG_NEWTABLE, NLM_F_CREATE, |m| m.str(1, TABLE));
@@ -113,27 +132,43 @@ impl Steer {
             m.str(1, TABLE);
             m.str(2, CHAIN);
         });
-        for (hop, tuples) in rules {
+        for (hop, tuples) in &rules {
             for t in tuples {
-                if t.local.is_ipv4() != hop.is_ipv4() || t.remote.is_ipv4() != hop.is_ipv4() {
-                    continue;
-                }
                 b.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, |m| {
                     m.str(1, TABLE);
                     m.str(2, CHAIN);
-                    m.nest(4, |l| rule(l, t, *hop, self.ifindex));
+                    m.nest(4, |l| rule(l, t, hop, self.mac, self.ifindex));
                 });
             }
         }
         b.commit()?;
         self.installed = n;
-        Ok(())
+        Ok(unforwardable)
     }
 }
 
-/// The expressions of one rule: match the client-to-service direction of `t`, forward to `hop`.
-fn rule(l: &mut Msg, t: &FourTuple, hop: IpAddr, ifindex: u32) {
-    let v4 = hop.is_ipv4();
+/// Splits `rules` into what can be forwarded and the connections that cannot.
+fn forwardable(rules: &Rules) -> (Rules, Vec<FourTuple>) {
+    let mut ok = Rules::new();
+    let mut not = Vec::new();
+    for (hop, tuples) in rules {
+        for t in tuples {
+            let v4 = t.local.is_ipv4() && t.remote.is_ipv4();
+            let v6 = !t.local.is_ipv4() && !t.remote.is_ipv4();
+            if hop.ip.is_ipv4() && (v4 || (v6 && hop.mac.is_some())) {
+                ok.entry(*hop).or_default().push(*t);
+            } else {
+                not.push(*t);
+            }
+        }
+    }
+    (ok, not)
+}
+
+/// The expressions of one rule: match the client-to-service direction of `t`, forward to
+/// `hop` (`mac` and `ifindex`: our interface).
+fn rule(l: &mut Msg, t: &FourTuple, hop: &Hop, mac: [u8; 6], ifindex: u32) {
+    let v4 = t.local.is_ipv4();
     let (ethertype, src_off, dst_off) = if v4 {
         (0x0800u16, 12, 16)
     } else {
@@ -164,13 +199,30 @@ fn rule(l: &mut Msg, t: &FourTuple, hop: IpAddr, ifindex: u32) {
     cmp(l, &t.remote.port().to_be_bytes());
     payload(l, 2, 2, 2);
     cmp(l, &t.local.port().to_be_bytes());
-    // reg1 = next hop, reg2 = output interface; fwd
-    immediate(l, 1, &ip_bytes(hop));
     immediate(l, 2, &ifindex.to_ne_bytes());
+    if v4 {
+        // reg1 = next hop, reg2 = output interface; fwd ip (the kernel resolves the MAC)
+        immediate(l, 1, &ip_bytes(hop.ip));
+        expr(l, "fwd", |d| {
+            d.u32be(1, 2); // NFTA_FWD_SREG_DEV
+            d.u32be(2, 1); // NFTA_FWD_SREG_ADDR
+            d.u32be(3, NFPROTO_IPV4);
+        });
+        return;
+    }
+    // ether daddr . ether saddr = the peer's MAC . ours, then out of the interface as is.
+    let mut macs = hop.mac.unwrap_or_default().to_vec();
+    macs.extend_from_slice(&mac);
+    immediate(l, 1, &macs);
+    expr(l, "payload", |d| {
+        d.u32be(5, 1); // NFTA_PAYLOAD_SREG
+        d.u32be(2, 0); // NFTA_PAYLOAD_BASE: link layer
+        d.u32be(3, 0); // NFTA_PAYLOAD_OFFSET
+        d.u32be(4, 12); // NFTA_PAYLOAD_LEN
+        d.u32be(6, 0); // NFTA_PAYLOAD_CSUM_TYPE: none
+    });
     expr(l, "fwd", |d| {
         d.u32be(1, 2); // NFTA_FWD_SREG_DEV
-        d.u32be(2, 1); // NFTA_FWD_SREG_ADDR
-        d.u32be(3, if v4 { NFPROTO_IPV4 } else { NFPROTO_IPV6 });
     });
 }
 

@@ -6,7 +6,7 @@ mod common;
 use common::ScratchNs;
 use holdfast_harness::need_root;
 use holdfast_proto::wire::FourTuple;
-use holdfastd::steer::{Rules, Steer};
+use holdfastd::steer::{Hop, Rules, Steer};
 
 #[test]
 fn rules_are_installed_replaced_and_removed() {
@@ -15,26 +15,40 @@ fn rules_are_installed_replaced_and_removed() {
     let ns = &scratch.ns;
     let out = ns
         .run(|| {
-            let mut s = Steer::new("lo", 1);
+            let mut s = Steer::new("lo", 1, [2, 0, 0, 0, 0, 1]);
             s.reset().expect("reset with nothing installed");
             let tuple = |l: &str, r: &str| FourTuple {
                 local: l.parse().unwrap(),
                 remote: r.parse().unwrap(),
             };
+            let hop = |mac| Hop {
+                ip: "198.18.0.2".parse().unwrap(),
+                mac,
+            };
+            let v6 = tuple("[2001:db8::10]:7", "[2001:db8::100]:40000");
             let mut rules = Rules::new();
             rules.insert(
-                "198.18.0.2".parse().unwrap(),
+                hop(None),
                 (0..100)
                     .map(|i| tuple("198.18.0.10:7", &format!("198.18.0.100:{}", 40000 + i)))
                     .collect(),
             );
+            // IPv6 goes by the node's MAC; without one it cannot be forwarded (and is said).
+            rules.insert(hop(Some([2, 0, 0, 0, 0, 2])), vec![v6]);
+            let v6_other = tuple("[2001:db8::10]:7", "[2001:db8::100]:40001");
             rules.insert(
-                "2001:db8::2".parse().unwrap(),
-                vec![tuple("[2001:db8::10]:7", "[2001:db8::100]:40000")],
+                Hop {
+                    ip: "198.18.0.3".parse().unwrap(),
+                    mac: None,
+                },
+                vec![v6_other],
             );
-            s.replace(&rules).map_err(|e| format!("install: {e}"))?;
+            let not = s.replace(&rules).map_err(|e| format!("install: {e}"))?;
+            if not != vec![v6_other] {
+                return Err(format!("unforwardable: {not:?}"));
+            }
             let first = s.installed();
-            rules.remove(&"2001:db8::2".parse().unwrap());
+            rules.remove(&hop(Some([2, 0, 0, 0, 0, 2])));
             s.replace(&rules).map_err(|e| format!("replace: {e}"))?;
             let second = s.installed();
             s.replace(&Rules::new())

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod auth;
 pub mod flow;
+pub mod handback;
 pub mod node;
 pub mod policy;
 pub mod sync;

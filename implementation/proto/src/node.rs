@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::auth::{self, DropReason, ReplayWindow};
+use crate::handback::HandbackParts;
 use crate::policy::{ArpPolicy, Assignment, Epoch, FailbackMode, NodeId, OwnedAddress, Ownership};
 use crate::sync::{Assembled, Assembler, Incomplete, PART_CHUNK};
 use crate::time::Time;
@@ -294,8 +295,9 @@ enum Timer {
 }
 const TIMERS: usize = 2;
 
-/// At most this many draining connections are announced in one HANDBACK (it must fit one
-/// datagram, IPv6 included); connections beyond are not forwarded by the owner.
+/// At most this many connections are listed in one datagram (IPv6 included): a HANDBACK part
+/// (a longer draining set comes in several, `crate::handback`), or a `spread` share's list in
+/// ASSUME-GRANT (longer lists go by hash instead).
 pub const DRAIN_MAX: usize = 1500;
 
 /// A seeded xorshift generator: randomness is an input, not a source.
@@ -353,6 +355,8 @@ pub struct Node {
     prodded: BTreeMap<NodeId, Time>,
     /// CONN-STATEs whose parts are still arriving.
     assembler: Assembler,
+    /// HANDBACK draining sets whose parts are still arriving.
+    handback_parts: HandbackParts,
     /// When we last sent RECLAIM for our group.
     reclaimed_at: Option<Time>,
     timers: [Option<Time>; TIMERS],
@@ -384,6 +388,7 @@ impl Node {
             handed_back: BTreeMap::new(),
             prodded: BTreeMap::new(),
             assembler: Assembler::default(),
+            handback_parts: HandbackParts::default(),
             reclaimed_at: None,
             timers: [None; TIMERS],
             actions: VecDeque::new(),
@@ -610,7 +615,7 @@ impl Node {
         }
         let order_free = matches!(
             msg.body,
-            Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_)
+            Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_) | Body::Handback(_)
         );
         let newest = match self
             .replay
@@ -711,9 +716,8 @@ impl Node {
                     }
                 }
             }
-            Body::Handback(h) => self.on_handback(now, from, h),
             Body::Reclaim(r) => self.on_reclaim(now, from, r),
-            body @ (Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_)) => {
+            body @ (Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_) | Body::Handback(_)) => {
                 self.order_free(now, from, body)
             }
         }
@@ -737,9 +741,16 @@ impl Node {
         }
     }
 
-    /// The bodies whose order does not matter: the parts of a CONN-STATE, FETCH and FETCHED.
+    /// The bodies whose order does not matter: the parts of a CONN-STATE or of a HANDBACK
+    /// (each set is made whole first, and an older one never replaces a newer), FETCH and
+    /// FETCHED.
     fn order_free(&mut self, now: Time, from: NodeId, body: Body) {
         match body {
+            Body::Handback(h) => {
+                if let Some(whole) = self.handback_parts.part(from, h) {
+                    self.on_handback(now, from, whole);
+                }
+            }
             Body::ConnState(part) => {
                 let (owner, tuple) = (part.head.owner, part.head.tuple);
                 match self.assembler.part(now, from, *part) {
@@ -1039,11 +1050,10 @@ impl Node {
     /// The IO layer is ready to hand `owner`'s group back: under `Migrate` it has frozen and
     /// sent every connection; under `NewConnections`, `draining` are the connections it keeps
     /// serving (the owner forwards their packets here).
-    pub fn handback_ready(&mut self, now: Time, owner: NodeId, mut draining: Vec<FourTuple>) {
+    pub fn handback_ready(&mut self, now: Time, owner: NodeId, draining: Vec<FourTuple>) {
         let Some((new_epoch, mode)) = self.handing_back.remove(&owner) else {
             return;
         };
-        draining.truncate(DRAIN_MAX);
         self.finish_handback(now, owner, new_epoch, mode, draining);
     }
 
@@ -1099,7 +1109,7 @@ impl Node {
 
     /// The connections of `owner`'s handed-back group still draining here changed (some
     /// closed): the owner is told the new set (it stops forwarding the others).
-    pub fn draining(&mut self, owner: NodeId, mut connections: Vec<FourTuple>) {
+    pub fn draining(&mut self, owner: NodeId, connections: Vec<FourTuple>) {
         let Some(h) = self.handed_back.get_mut(&owner) else {
             return;
         };
@@ -1108,10 +1118,17 @@ impl Node {
         {
             return;
         }
-        connections.truncate(DRAIN_MAX);
         h.draining = connections;
+        h.generation += 1;
         let h = h.clone();
-        self.send(Dest::Node(owner), Body::Handback(h));
+        self.send_handback(&h);
+    }
+
+    /// Sends a HANDBACK to its owner, in as many parts as its draining set needs.
+    fn send_handback(&mut self, h: &Handback) {
+        for part in crate::handback::split(h) {
+            self.send(Dest::Node(h.owner), Body::Handback(part));
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1545,7 +1562,7 @@ impl Node {
             if let Some(h) = self.handed_back.get(&from).cloned()
                 && self.groups.get(&from).is_some_and(|g| g.epoch == h.epoch)
             {
-                self.send(Dest::Node(from), Body::Handback(h));
+                self.send_handback(&h);
             }
             return;
         };
@@ -1600,10 +1617,13 @@ impl Node {
             owner,
             epoch,
             mode,
+            generation: 0,
+            part: 0,
+            parts: 1,
             draining,
         };
         self.handed_back.insert(owner, h.clone());
-        self.send(Dest::Node(owner), Body::Handback(h));
+        self.send_handback(&h);
         let _ = now;
     }
 

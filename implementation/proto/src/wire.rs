@@ -456,9 +456,17 @@ pub struct Handback {
     pub epoch: Epoch,
     /// How existing connections are handled.
     pub mode: FailbackMode,
+    /// Which draining set this is: the sender counts up each time the set changes.
+    pub generation: u32,
+    /// This part's index, and how many parts the set comes in (a long list is split over
+    /// several datagrams; see `crate::handback`).
+    pub part: u16,
+    /// How many parts (at least 1).
+    pub parts: u16,
     /// Connections that stay on the assumer to drain (`new-connections` mode): the owner
     /// forwards their packets to the sender. Every HANDBACK for the same epoch replaces the
-    /// set (the sender repeats it as connections close; empty when all have).
+    /// set (the sender repeats it as connections close; empty when all have); here, this
+    /// part's share of it.
     pub draining: Vec<FourTuple>,
 }
 
@@ -1033,11 +1041,20 @@ impl Body {
                 let owner = r.node()?;
                 let epoch = r.epoch()?;
                 let mode = FailbackMode::from_u8(r.u8()?).ok_or(Error::Malformed)?;
+                let generation = r.u32()?;
+                let part = r.u16()?;
+                let parts = r.u16()?;
+                if part >= parts {
+                    return Err(Error::Malformed);
+                }
                 let draining = r.list(6, read_tuple)?;
                 Self::Handback(Handback {
                     owner,
                     epoch,
                     mode,
+                    generation,
+                    part,
+                    parts,
                     draining,
                 })
             }
@@ -1148,6 +1165,9 @@ impl Body {
                 w.node(h.owner);
                 w.epoch(h.epoch);
                 w.u8(h.mode as u8);
+                w.u32(h.generation);
+                w.u16(h.part);
+                w.u16(h.parts);
                 w.count(h.draining.len());
                 for t in h.draining.iter().take(u16::MAX as usize) {
                     write_tuple(&mut w, t);
@@ -1360,6 +1380,9 @@ pub(crate) mod tests {
                 owner: NodeId(1),
                 epoch: e,
                 mode: FailbackMode::NewConnections,
+                generation: 3,
+                part: 1,
+                parts: 2,
                 draining: vec![FourTuple {
                     local: "198.18.0.10:7".parse().unwrap(),
                     remote: "198.18.0.100:40000".parse().unwrap(),

@@ -188,7 +188,6 @@ fn claims_5_14_19_failback_new_connections_returns_the_group() {
 
 #[test]
 fn new_connections_failback_forwards_the_draining_connections_before_the_claim() {
-    let mut c = ordered(2, FailbackMode::NewConnections, 16);
     let t1 = holdfast_proto::wire::FourTuple {
         local: "198.18.0.10:7".parse().unwrap(),
         remote: "198.18.0.100:40000".parse().unwrap(),
@@ -197,7 +196,24 @@ fn new_connections_failback_forwards_the_draining_connections_before_the_claim()
         remote: "198.18.0.100:40001".parse().unwrap(),
         ..t1
     };
-    c.draining = vec![t1, t2];
+    forwards_before_the_claim(vec![t1, t2]);
+    // 12,000 IPv6 connections: the set comes in eight HANDBACK parts, and the owner forwards
+    // all of them, not the first 1,500.
+    let many = (0..12_000u32)
+        .map(|i| holdfast_proto::wire::FourTuple {
+            local: "[2001:db8::10]:7".parse().unwrap(),
+            remote: std::net::SocketAddr::new(
+                format!("2001:db8::1:{:x}", i / 50_000).parse().unwrap(),
+                (10_000 + i % 50_000) as u16,
+            ),
+        })
+        .collect();
+    forwards_before_the_claim(many);
+}
+
+fn forwards_before_the_claim(draining: Vec<holdfast_proto::wire::FourTuple>) {
+    let mut c = ordered(2, FailbackMode::NewConnections, 16);
+    c.draining = draining.clone();
     settled(&mut c);
     c.crash(0);
     c.drive(100 * MS);
@@ -214,22 +230,28 @@ fn new_connections_failback_forwards_the_draining_connections_before_the_claim()
         .collect();
     let forward = story
         .iter()
-        .position(|x| matches!(x, Trace::Forward { to, connections, .. } if *to == id(1) && connections.len() == 2));
+        .position(|x| matches!(x, Trace::Forward { to, connections, .. } if *to == id(1) && *connections == draining));
     let claim = story
         .iter()
         .position(|x| matches!(x, Trace::Claim { owner, .. } if *owner == id(0)));
     assert!(
         matches!((forward, claim), (Some(f), Some(c)) if f < c),
-        "the owner forwards the draining connections before it claims: {}",
+        "the owner forwards all {} draining connections before it claims: {}",
+        draining.len(),
         c.story()
     );
-    // One connection closes on the assumer: the owner is told, and forwards only the other.
+    // All but one close on the assumer: the owner is told, and forwards only that one.
+    let last = *draining.last().unwrap();
     let t = c.time;
-    c.nodes[1].node.as_mut().unwrap().draining(id(0), vec![t2]);
+    c.nodes[1]
+        .node
+        .as_mut()
+        .unwrap()
+        .draining(id(0), vec![last]);
     c.drain(1);
     c.drive(20 * MS);
     assert!(
-        c.since(t).any(|x| matches!(x, Trace::Forward { node, connections, .. } if *node == id(0) && connections == &vec![t2])),
+        c.since(t).any(|x| matches!(x, Trace::Forward { node, connections, .. } if *node == id(0) && connections == &vec![last])),
         "{}",
         c.story()
     );

@@ -55,7 +55,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 let before = io.forwards.len();
                 io.forwards.retain(|(o, _), _| *o != owner);
                 if io.forwards.len() != before {
-                    io.apply_forwards();
+                    io.apply_forwards().await;
                 }
             }
             Action::AssumeConnections {
@@ -108,7 +108,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 } else {
                     io.forwards.insert((owner, to), connections);
                 }
-                io.apply_forwards();
+                io.apply_forwards().await;
             }
             Action::HandBack { owner, mode } => {
                 info!(node = name, %owner, ?mode, "hand back");

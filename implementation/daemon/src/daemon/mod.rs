@@ -262,24 +262,48 @@ impl Io {
         Time(self.base.elapsed().as_nanos() as u64)
     }
 
-    /// Installs the forwarding rules for `self.forwards`, replacing the previous ones.
-    fn apply_forwards(&mut self) {
+    /// Installs the forwarding rules for `self.forwards`, replacing the previous ones. A
+    /// connection that cannot be forwarded is counted and logged (its packets will meet this
+    /// node's stack and be reset).
+    async fn apply_forwards(&mut self) {
         let mut rules = Rules::new();
         for ((owner, to), tuples) in &self.forwards {
-            match self.peers.get(to) {
-                Some(p) => rules
-                    .entry(p.ip())
-                    .or_default()
-                    .extend(tuples.iter().copied()),
-                None => {
-                    warn!(%owner, %to, connections = tuples.len(), "no address known for the node serving these connections: not forwarded")
-                }
-            }
+            let Some(p) = self.peers.get(to) else {
+                warn!(%owner, %to, connections = tuples.len(), "no address known for the node serving these connections: not forwarded");
+                self.conns.unforwarded += tuples.len() as u64;
+                continue;
+            };
+            // IPv6 connections go by the node's MAC (steer.rs says why).
+            let mac = if tuples.iter().any(|t| !t.local.is_ipv4()) {
+                self.net
+                    .neighbour_mac(self.iface.index, p.ip())
+                    .await
+                    .unwrap_or_else(|e| {
+                        warn!(%to, "neighbour table: {e:#}");
+                        None
+                    })
+            } else {
+                None
+            };
+            rules
+                .entry(crate::steer::Hop { ip: p.ip(), mac })
+                .or_default()
+                .extend(tuples.iter().copied());
         }
         let n: usize = rules.values().map(Vec::len).sum();
         match self.steer.replace(&rules) {
-            Ok(()) => info!(connections = n, "kernel forwarding updated"),
-            Err(e) => warn!(connections = n, "kernel forwarding: {e}"),
+            Ok(not) if not.is_empty() => info!(connections = n, "kernel forwarding updated"),
+            Ok(not) => {
+                for t in &not {
+                    warn!(local = %t.local, remote = %t.remote, "cannot forward this connection (no MAC known for its node, or no IPv4 address): it will be reset");
+                }
+                self.conns.unforwarded += not.len() as u64;
+                info!(connections = n - not.len(), "kernel forwarding updated");
+            }
+            Err(e) => {
+                warn!(connections = n, "kernel forwarding: {e}");
+                self.conns.unforwarded += n as u64;
+            }
         }
     }
 
@@ -571,7 +595,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         .context("the serving thread")?;
     let registry = crate::app::Registry::new(serving_handle, guardian, owner_of.clone(), app);
     // Whatever a previous run in this namespace left: forwarding rules, loopback addresses.
-    let mut steer = Steer::new(&cfg.interface, iface.index);
+    let mut steer = Steer::new(&cfg.interface, iface.index, iface.mac);
     if let Err(e) = steer.reset() {
         warn!("kernel forwarding unavailable (nf_tables netdev): {e}");
     }

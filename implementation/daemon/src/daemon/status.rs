@@ -91,6 +91,9 @@ pub struct ConnCounters {
     /// CONN-STATEs sent in parts of which some never arrived here (or that were too large or
     /// superseded), by reason: those connections cannot be taken over by this node.
     pub sync_incomplete: BTreeMap<String, u64>,
+    /// Connections this node should have forwarded to another node but could not (logged
+    /// each): the forwarding rules failed, or the node's address or MAC was unknown.
+    pub unforwarded: u64,
     /// CONN-STATEs received and adopted.
     pub adopted: u64,
     /// The largest state adopted: its unacknowledged output and checkpoint, in bytes.

@@ -260,7 +260,7 @@ impl Io {
                     }
                 }
                 info!(%owner, mine = mine.len(), forwarded = others.len(), listed, "spread: forwarding the other shares");
-                self.apply_forwards();
+                self.apply_forwards().await;
                 node.assigned(owner, listed.then_some(lists));
                 let lost: Vec<Lost> = lost
                     .into_iter()
