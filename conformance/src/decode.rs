@@ -302,7 +302,9 @@ fn ownership(b: &[u8], f: &mut BTreeMap<String, String>) -> Option<()> {
     );
     put(
         "snoop",
-        ["none", "mirror"].get(*b.get(i + 1)? as usize)?.to_string(),
+        ["none", "mirror", "forward"]
+            .get(*b.get(i + 1)? as usize)?
+            .to_string(),
     );
     put(
         "assignment",

@@ -14,6 +14,8 @@ pub mod daemon;
 pub mod guardian;
 pub mod inject;
 pub mod netio;
+pub mod nft;
 pub mod repair;
 pub mod snoop;
 pub mod steer;
+pub mod tee;

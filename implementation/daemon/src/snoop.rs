@@ -37,6 +37,10 @@ struct Shared {
     counts: Mutex<(u64, u64)>,
     /// Frames the thread has read and observed.
     read: AtomicU64,
+    /// The control protocol's UDP port, and the MAC each peer's control datagrams came from
+    /// (by its IPv4 address): where `snoop = "forward"` sends a backup its copies.
+    control_port: u16,
+    macs: Mutex<std::collections::HashMap<std::net::Ipv4Addr, [u8; 6]>>,
 }
 
 impl Shared {
@@ -76,6 +80,7 @@ impl Snooper {
         index: u32,
         services: Vec<(IpAddr, (u16, u16))>,
         app: fn() -> Box<dyn App>,
+        control_port: u16,
     ) -> io::Result<Self> {
         let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
         // SAFETY: socket(2), checked.
@@ -133,6 +138,8 @@ impl Snooper {
             fd,
             counts: Mutex::new((0, 0)),
             read: AtomicU64::new(0),
+            control_port,
+            macs: Mutex::new(Default::default()),
         });
         let (t2, s2, sh2) = (table.clone(), stop.clone(), shared.clone());
         std::thread::Builder::new()
@@ -156,6 +163,16 @@ impl Snooper {
             adopt_tx,
             adopting,
         })
+    }
+
+    /// The MAC the control datagrams from `ip` came from (learned from the frames).
+    pub fn mac_of(&self, ip: std::net::Ipv4Addr) -> Option<[u8; 6]> {
+        self.shared
+            .macs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .copied()
     }
 
     /// Starts tracking a connection from a holder's CONN-STATE, on a thread of its own:
@@ -205,6 +222,22 @@ impl Snooper {
     }
 }
 
+/// The sender (IPv4 address and MAC) of a control-protocol datagram: an untagged IPv4 UDP
+/// frame to `port`. Anything else (or too short) is `None`.
+fn control_sender(f: &[u8], port: u16) -> Option<(std::net::Ipv4Addr, [u8; 6])> {
+    if f.get(12..14)? != [0x08, 0x00] || *f.get(23)? != 17 {
+        return None;
+    }
+    let ihl = ((*f.get(14)? & 0x0f) as usize) * 4;
+    let dport = f.get(14 + ihl + 2..14 + ihl + 4)?;
+    if dport != port.to_be_bytes() {
+        return None;
+    }
+    let ip: [u8; 4] = f.get(26..30)?.try_into().ok()?;
+    let mac: [u8; 6] = f.get(6..12)?.try_into().ok()?;
+    Some((ip.into(), mac))
+}
+
 fn run(shared: &Shared, table: Arc<Mutex<FlowTable>>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; 256 * 1024];
     let mut since_stats = 0u32;
@@ -214,10 +247,17 @@ fn run(shared: &Shared, table: Arc<Mutex<FlowTable>>, stop: Arc<AtomicBool>) {
         if n <= 0 {
             continue;
         }
+        let frame = &buf[..n as usize];
+        if let Some((ip, mac)) = control_sender(frame, shared.control_port) {
+            let mut m = shared.macs.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() < 1024 || m.contains_key(&ip) {
+                m.insert(ip, mac);
+            }
+        }
         table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .observe(&buf[..n as usize]);
+            .observe(frame);
         shared.read.fetch_add(1, Ordering::Release);
         since_stats += 1;
         if since_stats > 10_000 {

@@ -1,5 +1,6 @@
-//! The kernel accepts the forwarding rule set, replaces it, and removes it, in a namespace of
-//! its own (the forwarding itself is exercised end to end by the failback tests).
+//! The kernel accepts the forwarding and copying rule sets, replaces them, and removes them, in
+//! a namespace of its own (forwarding and copying themselves are exercised end to end by the
+//! failback, IPv6 and `snoop = "forward"` tests).
 
 mod common;
 
@@ -60,4 +61,39 @@ fn rules_are_installed_replaced_and_removed() {
         .expect("run in namespace");
     drop(scratch);
     assert_eq!(out, Ok((101, 100, 0)));
+}
+
+/// `snoop = "forward"`'s copying rules: the kernel accepts them (ingress and egress, IPv4 and
+/// IPv6, two backups), an unchanged set is not sent again, and removal leaves nothing.
+#[test]
+fn copying_rules_are_installed_replaced_and_removed() {
+    need_root!();
+    let scratch = ScratchNs::new("tee");
+    let out = scratch
+        .ns
+        .run(|| {
+            use holdfastd::tee::{Copies, Tee};
+            let mut t = Tee::new("lo", 1, [2, 0, 0, 0, 0, 1]);
+            t.reset().map_err(|e| format!("reset: {e}"))?;
+            let b = [2, 0, 0, 0, 0, 2];
+            let c = [2, 0, 0, 0, 0, 3];
+            let mut copies = Copies::new();
+            copies.insert("198.18.0.10".parse().unwrap(), [b, c].into());
+            copies.insert("2001:db8::10".parse().unwrap(), [b].into());
+            // An address without backups is left out.
+            copies.insert("198.18.0.11".parse().unwrap(), Default::default());
+            t.replace(&copies).map_err(|e| format!("install: {e}"))?;
+            let first = t.installed().len();
+            copies.remove(&"2001:db8::10".parse().unwrap());
+            t.replace(&copies).map_err(|e| format!("replace: {e}"))?;
+            t.replace(&copies).map_err(|e| format!("again: {e}"))?;
+            let second = t.installed().len();
+            t.replace(&Copies::new())
+                .map_err(|e| format!("remove: {e}"))?;
+            t.reset().map_err(|e| format!("reset after: {e}"))?;
+            Ok::<_, String>((first, second, t.installed().len()))
+        })
+        .expect("run in namespace");
+    drop(scratch);
+    assert_eq!(out, Ok((2, 1, 0)));
 }

@@ -186,14 +186,18 @@ enum Kind {
 }
 
 fn survive(kind: Kind, workload: Workload) {
+    survive_on(kind, workload, Switch::Mirror)
+}
+
+fn survive_on(kind: Kind, workload: Workload, switch: Switch) {
     let (app, port) = match workload {
         Workload::Stream => ("echo", 7),
         Workload::Download => ("stream", 19),
         Workload::Kv => ("kv", 11211),
         Workload::Request => ("echo", 7),
     };
-    let dir = run_dir(&format!("survive-{kind:?}-{workload:?}").to_lowercase());
-    let mut c = up(&dir, takeover_cluster(&dir, app, port));
+    let dir = run_dir(&format!("survive-{kind:?}-{workload:?}-{switch:?}").to_lowercase());
+    let mut c = up(&dir, takeover_cluster_full(&dir, app, port, switch, "none"));
     wait_ready(&c, &["a", "b"]);
     let target: SocketAddr = format!("198.18.0.10:{port}").parse().unwrap();
     let mut spec = ClientSpec::new(workload, target);
@@ -237,7 +241,11 @@ fn survive(kind: Kind, workload: Workload) {
     }
     let rep = h.wait().unwrap();
     let s = c.down().unwrap();
-    assert!(rep.intact(), "{kind:?} / {workload:?}: {}", rep.summary());
+    assert!(
+        rep.intact(),
+        "{kind:?} / {workload:?} / {switch:?}: {}",
+        rep.summary()
+    );
     let first_fault = s
         .events
         .iter()
@@ -261,7 +269,20 @@ fn survive(kind: Kind, workload: Workload) {
         resets, 0,
         "{kind:?} / {workload:?}: RST from the service address after the fault"
     );
-    eprintln!("{kind:?} / {workload:?}: {}", rep.summary());
+    eprintln!("{kind:?} / {workload:?} / {switch:?}: {}", rep.summary());
+}
+
+/// `snoop = "forward"` on a switch without any mirror: a copies its service frames to b
+/// itself, and every failure kind is survived as with a mirror (claim 11).
+#[test]
+fn every_failure_kind_is_survived_without_a_mirror_by_forward_snooping() {
+    need_root!();
+    let _serial = serial();
+    for kind in [Kind::PowerOff, Kind::Isolate, Kind::Freeze, Kind::Crash] {
+        for w in [Workload::Stream, Workload::Kv] {
+            survive_on(kind, w, Switch::Forward);
+        }
+    }
 }
 
 #[test]

@@ -90,6 +90,8 @@ wire_enum! {
         /// The owner's switch port is mirrored to the backup.
         #[default]
         Mirror = 1 => "mirror",
+        /// The holder copies its service frames to the backups itself (no switch mirror).
+        Forward = 2 => "forward",
     }
 }
 

@@ -18,6 +18,13 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
     // they come before anything still queued in the core.
     let mut deferred = VecDeque::new();
     while let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) {
+        // Who holds what, or who is alive, may have changed: the copies for the backups too.
+        if matches!(
+            a,
+            Action::ClaimAddress { .. } | Action::ReleaseAddress { .. } | Action::Event(_)
+        ) {
+            io.tee_dirty = true;
+        }
         match a {
             Action::Send { to, data } => io.send(to, &data).await,
             Action::ClaimAddress {
@@ -189,6 +196,9 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 _ => debug!(node = name, ?e),
             },
         }
+    }
+    if io.tee_dirty {
+        io.update_tee(node);
     }
 }
 

@@ -30,6 +30,7 @@ use crate::snoop::Snooper;
 use crate::steer::{Rules, Steer};
 
 mod actions;
+mod copies;
 mod holes;
 mod status;
 mod takeover;
@@ -166,6 +167,12 @@ struct Io {
     /// (a `new-connections` handback).
     serving: BTreeMap<NodeId, (Vec<IpAddr>, Vec<FourTuple>, bool)>,
     conns: ConnCounters,
+    /// `snoop = "forward"`: the kernel's copies for the backups (`None` in other modes).
+    tee: Option<crate::tee::Tee>,
+    /// The copies may need updating (see `copies.rs`).
+    tee_dirty: bool,
+    /// Backups already reported as having no known MAC.
+    tee_unknown: std::collections::BTreeSet<NodeId>,
 }
 
 impl Io {
@@ -193,6 +200,11 @@ impl Io {
             c.snoop_drops = sn.drops();
         }
         c.forwarded = self.steer.installed();
+        c.copied_to = self
+            .tee
+            .as_ref()
+            .map(|t| t.installed().values().map(|m| m.len()).sum())
+            .unwrap_or(0);
         c.udp_drops = udp_drops(&self.udp);
         c.served_without_address = self.serving.values().map(|s| s.1.len()).sum();
         c
@@ -322,6 +334,7 @@ impl Io {
     /// Now and then: report closed connections of groups served without their addresses, and
     /// once none is left, take the addresses off the loopback.
     async fn housekeeping(&mut self, node: &mut Node) {
+        self.update_tee(node);
         let owners: Vec<NodeId> = self.serving.keys().copied().collect();
         for owner in owners {
             let now_live = self.registry.connections(owner);
@@ -544,7 +557,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     // claim 8: snoop the connections of every group this node may assume: every owned address
     // in the cluster, ours included (after a takeover and our return, another node may hold
     // our group, and we back it up).
-    let snooper = if ownership.policy.snoop == holdfast_proto::policy::SnoopMode::Mirror {
+    let snooper = if ownership.policy.snoop != holdfast_proto::policy::SnoopMode::None {
         let services: Vec<(IpAddr, (u16, u16))> = cfg
             .nodes
             .values()
@@ -555,7 +568,8 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
                     .map(|a| (a.addr, n.ownership.ports))
             })
             .collect();
-        let sn = Snooper::start(iface.index, services, app).context("start snooping")?;
+        let sn = Snooper::start(iface.index, services, app, cfg.group.port())
+            .context("start snooping")?;
         sn.table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -641,6 +655,15 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         forwards: BTreeMap::new(),
         serving: BTreeMap::new(),
         conns: ConnCounters::default(),
+        tee: (ownership.policy.snoop == holdfast_proto::policy::SnoopMode::Forward).then(|| {
+            let mut t = crate::tee::Tee::new(&cfg.interface, iface.index, iface.mac);
+            if let Err(e) = t.reset() {
+                warn!("snoop = forward unavailable (nf_tables netdev dup): {e}");
+            }
+            t
+        }),
+        tee_dirty: true,
+        tee_unknown: Default::default(),
     };
     let (link_tx, mut link_rx) = mpsc::unbounded_channel();
     netio::watch_link(iface.index, iface.running, link_tx)?;
@@ -702,7 +725,12 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
                 tokio::spawn(async move { let _ = s.write_all(text.as_bytes()).await; });
             }
             _ = chores.tick() => io.housekeeping(&mut node).await,
-            _ = hole_check.tick() => io.fetch_holes(&mut node),
+            _ = hole_check.tick() => {
+                io.fetch_holes(&mut node);
+                if io.tee_dirty {
+                    io.update_tee(&node);
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -94,6 +94,10 @@ pub struct ConnCounters {
     /// Connections this node should have forwarded to another node but could not (logged
     /// each): the forwarding rules failed, or the node's address or MAC was unknown.
     pub unforwarded: u64,
+    /// `snoop = "forward"`: (address, backup) pairs whose frames this node copies now.
+    pub copied_to: usize,
+    /// `snoop = "forward"`: times the kernel refused the copying rules (logged each).
+    pub tee_failures: u64,
     /// CONN-STATEs received and adopted.
     pub adopted: u64,
     /// The largest state adopted: its unacknowledged output and checkpoint, in bytes.

@@ -191,6 +191,34 @@ pub fn takeover_cluster_with(
     hub: bool,
     failback: &str,
 ) -> Topology {
+    let switch = if hub { Switch::Hub } else { Switch::Mirror };
+    takeover_cluster_full(dir, application, port, switch, failback)
+}
+
+/// How b gets to see a's traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    /// a's port mirrored to b's (`snoop = "mirror"`).
+    Mirror,
+    /// Every port sees everything (`snoop = "mirror"`).
+    Hub,
+    /// A plain switch, no mirror: a copies its service frames to b (`snoop = "forward"`).
+    Forward,
+}
+
+/// The two-node cluster with every choice spelled out.
+pub fn takeover_cluster_full(
+    dir: &Path,
+    application: &str,
+    port: u16,
+    switch: Switch,
+    failback: &str,
+) -> Topology {
+    let snoop = if switch == Switch::Forward {
+        "forward"
+    } else {
+        "mirror"
+    };
     let cluster = format!(
         r#"cluster_id = 5
 key = "takeover test key"
@@ -200,6 +228,7 @@ interface = "eth0"
 heartbeat_ms = 10
 miss_count = 3
 failback = "{failback}"
+snoop = "{snoop}"
 application = "{application}"
 ports = [{port}, {port}]
 [[node]]
@@ -214,10 +243,10 @@ backups = ["a"]
 addresses = ["198.18.0.20/24"]
 "#
     );
-    let switch = if hub {
-        "hub = true"
-    } else {
-        r#"mirror = [{ from = "a", to = ["b"] }]"#
+    let switch = match switch {
+        Switch::Hub => "hub = true",
+        Switch::Mirror => r#"mirror = [{ from = "a", to = ["b"] }]"#,
+        Switch::Forward => "",
     };
     let topology = r#"
 profiles = ["holdfastd"]

@@ -1,0 +1,82 @@
+//! `snoop = "forward"`: which frames this node copies to which backups (`crate::tee` does it in
+//! the kernel). For every group held here whose owner asked for `forward`, the frames of its
+//! addresses go to each live node that backs the group up (its backups, and the owner itself
+//! when another node holds its group), at the MAC its control datagrams come from.
+
+use std::net::IpAddr;
+
+use holdfast_proto::node::Node;
+use holdfast_proto::policy::SnoopMode;
+use tracing::{info, warn};
+
+use super::Io;
+use super::actions::record;
+use crate::tee::Copies;
+
+impl Io {
+    /// Brings the copying rules in line with what this node holds and who is alive. A backup
+    /// whose MAC is not known yet is retried on the next tick (`tee_dirty` stays set); until
+    /// then its copy has a gap, which it finds and fetches (FETCH) like any hole.
+    pub(super) fn update_tee(&mut self, node: &Node) {
+        self.tee_dirty = false;
+        let Some(tee) = self.tee.as_mut() else {
+            return;
+        };
+        let me = node.id();
+        let mut copies = Copies::new();
+        if !self.isolated {
+            for owner in node.held().keys() {
+                let Some(rec) = record(node, *owner) else {
+                    continue;
+                };
+                if rec.policy.snoop != SnoopMode::Forward {
+                    continue;
+                }
+                let mut to = rec.policy.backups.clone();
+                to.push(*owner);
+                to.retain(|n| *n != me && node.members().get(n).is_some_and(|m| m.alive));
+                to.dedup();
+                let mut macs = std::collections::BTreeSet::new();
+                for n in to {
+                    let mac = match self.peers.get(&n).map(|p| p.ip()) {
+                        Some(IpAddr::V4(ip)) => self.snooper.as_ref().and_then(|s| s.mac_of(ip)),
+                        _ => None,
+                    };
+                    match mac {
+                        Some(m) => {
+                            macs.insert(m);
+                        }
+                        None => {
+                            if self.tee_unknown.insert(n) {
+                                warn!(peer = %n, "snoop = forward: no MAC known for this backup yet; its copies wait for it");
+                            }
+                            self.tee_dirty = true;
+                        }
+                    }
+                }
+                for a in &rec.addresses {
+                    copies
+                        .entry(a.addr)
+                        .or_default()
+                        .extend(macs.iter().copied());
+                }
+            }
+        }
+        if copies.values().all(|m| m.is_empty()) && tee.installed().is_empty() {
+            return;
+        }
+        let before = tee.installed().clone();
+        match tee.replace(&copies) {
+            Ok(()) if *tee.installed() != before => {
+                self.tee_unknown.clear();
+                info!(addresses = tee.installed().len(), copies = ?tee.installed(), "snoop = forward: copies for the backups updated");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                // Tried again at the next housekeeping (250 ms), not every tick.
+                warn!("snoop = forward: the copying rules: {e}");
+                self.conns.tee_failures += 1;
+            }
+        }
+    }
+}
