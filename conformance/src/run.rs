@@ -143,7 +143,12 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, Strin
             result: ctx.check(e),
         })
         .collect();
-    Ok(Verdict { outcomes, run_dir })
+    let v = Verdict { outcomes, run_dir };
+    if v.passed() {
+        // A passed case keeps its captures small (TCP frames cut to their headers).
+        let _ = holdfast_harness::shrink::shrink_dir(&v.run_dir);
+    }
+    Ok(v)
 }
 
 /// The cases an implementation is expected to fail, with the reason, from

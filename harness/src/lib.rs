@@ -28,6 +28,7 @@ pub mod pcapng;
 pub mod process;
 pub mod registry;
 pub mod scenario;
+pub mod shrink;
 pub mod topology;
 
 pub use cluster::{Cluster, Fault, Options};

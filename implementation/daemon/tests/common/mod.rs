@@ -52,8 +52,17 @@ pub fn custom(dir: &Path, topology: &str, cluster: &str) -> Topology {
 }
 
 pub fn up(dir: &Path, topo: Topology) -> Cluster {
+    RUNS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((std::thread::current().id(), dir.to_owned()));
     Cluster::up(topo, options(dir)).unwrap_or_else(|e| panic!("up: {e}"))
 }
+
+/// The run directories of clusters brought up by [`up`], by test thread: when the test's
+/// [`Serial`] guard goes without a panic (the test passed), their captures are shrunk
+/// (`holdfast_harness::shrink`); a failing test keeps them whole.
+static RUNS: std::sync::Mutex<Vec<(std::thread::ThreadId, PathBuf)>> =
+    std::sync::Mutex::new(Vec::new());
 
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -274,8 +283,29 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Runs heavy cluster tests one at a time: on a 2-core machine, several 10 MB streams through
 /// several clusters at once starve the daemons' timers and make timing-sensitive takeovers
 /// flaky for reasons that have nothing to do with the code under test.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+pub fn serial() -> Serial {
+    Serial(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Held for a cluster test's whole run ([`serial`]); when it goes, the test is over.
+pub struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        let me = std::thread::current().id();
+        let mine: Vec<PathBuf> = {
+            let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
+            let (mine, rest) = runs.drain(..).partition(|(t, _)| *t == me);
+            *runs = rest;
+            mine.into_iter().map(|(_, d)| d).collect()
+        };
+        if std::thread::panicking() {
+            return;
+        }
+        for d in mine {
+            let _ = holdfast_harness::shrink::shrink_dir(&d);
+        }
+    }
 }
 
 /// Whether `node` holds `owner`'s group now (its status says so).
