@@ -150,6 +150,22 @@ impl Net {
         Ok(None)
     }
 
+    /// Tells the kernel's neighbour table that `ip` is at `mac` on interface `index` (state
+    /// STALE: usable at once, confirmed by the kernel's own unicast probe when next used), so
+    /// that the first unicast to a peer does not wait for ARP: a lost ARP reply costs a second.
+    pub async fn prime_neighbour(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<()> {
+        use rtnetlink::packet_route::neighbour::NeighbourState;
+        self.handle
+            .neighbours()
+            .add(index, ip)
+            .link_layer_address(&mac)
+            .state(NeighbourState::Stale)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("neighbour {ip}"))
+    }
+
     /// Adds an address to an interface; already present is fine.
     pub async fn add_addr(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
         match self

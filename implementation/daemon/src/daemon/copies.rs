@@ -14,6 +14,36 @@ use super::actions::record;
 use crate::tee::Copies;
 
 impl Io {
+    /// Puts each peer's MAC (as its control datagrams showed it) into the kernel's neighbour
+    /// table once, so that this node's first unicast to it (a FETCH, a CONN-STATE, a RECLAIM)
+    /// leaves at once: on a lossy link a lost ARP reply would hold it back a full second.
+    pub(super) async fn prime_neighbours(&mut self) {
+        let Some(sn) = &self.snooper else {
+            return;
+        };
+        let todo: Vec<(std::net::Ipv4Addr, [u8; 6])> = self
+            .peers
+            .values()
+            .filter_map(|p| match p.ip() {
+                IpAddr::V4(ip) => sn.mac_of(ip).map(|m| (ip, m)),
+                IpAddr::V6(_) => None,
+            })
+            .filter(|(ip, m)| self.primed.get(ip) != Some(m))
+            .collect();
+        for (ip, mac) in todo {
+            match self
+                .net
+                .prime_neighbour(self.iface.index, ip.into(), mac)
+                .await
+            {
+                Ok(()) => {
+                    self.primed.insert(ip, mac);
+                }
+                Err(e) => warn!("{e:#}"),
+            }
+        }
+    }
+
     /// Brings the copying rules in line with what this node holds and who is alive. A backup
     /// whose MAC is not known yet is retried on the next tick (`tee_dirty` stays set); until
     /// then its copy has a gap, which it finds and fetches (FETCH) like any hole.
