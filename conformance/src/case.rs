@@ -4,28 +4,41 @@
 //! claims it covers, names a topology, gives the steps (the harness's scenario language, as
 //! `[[step]]` tables) and the expectations over the captured packets and the client results
 //! (`[[expect]]`, see [`crate::expect`]). Variants (`[[variant]]`) substitute `${NAME}` in the
-//! file's text. Problems are reported as `FILE:LINE: field: what is wrong`.
+//! file's text. Everything is checked at load, before anything runs: the steps by the
+//! harness's scenario parser, every name an expectation uses by [`crate::validate`], all
+//! against the case's topology. Problems are reported through `holdfast-tomlcheck` as
+//! `FILE:LINE: field: what is wrong`, every one of them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use holdfast_harness::Topology;
+use holdfast_harness::scenario::Scenario;
+use holdfast_tomlcheck::{Checker, Problem};
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::expect::Expect;
 
-/// A problem in a case file.
+/// The problems of a case file (at least one), each `FILE:LINE: field: what is wrong`.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {field}: {message}")]
+#[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct CaseError {
-    /// The file.
-    pub file: PathBuf,
-    /// 1-based line.
-    pub line: usize,
-    /// The field.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+impl CaseError {
+    fn one(file: &Path, line: usize, field: &str, message: String) -> Self {
+        Self {
+            problems: vec![Problem {
+                file: file.to_owned(),
+                line,
+                field: field.to_owned(),
+                message,
+            }],
+        }
+    }
 }
 
 /// One variant of a case: a name and the values it substitutes.
@@ -49,9 +62,8 @@ struct RawCase {
     variant: Vec<Variant>,
     #[serde(default)]
     expect: Vec<Spanned<Expect>>,
-    // The steps are parsed by the harness (`Scenario::parse_embedded`).
+    // Checked by the harness (`Scenario::parse_embedded`); read here for the clients' ids.
     #[serde(default)]
-    #[allow(dead_code)]
     step: Vec<toml::Value>,
 }
 
@@ -89,18 +101,10 @@ fn line_of(text: &str, at: usize) -> usize {
 impl Case {
     /// Reads a case file and returns one [`Case`] per variant (one if it has none).
     pub fn load(cases_dir: &Path, file: &Path) -> Result<Vec<Self>, CaseError> {
-        let text = std::fs::read_to_string(file).map_err(|e| CaseError {
-            file: file.to_owned(),
-            line: 0,
-            field: "file".into(),
-            message: e.to_string(),
-        })?;
-        let err = |line: usize, field: &str, message: String| CaseError {
-            file: file.to_owned(),
-            line,
-            field: field.to_owned(),
-            message,
-        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CaseError::one(file, 0, "file", e.to_string()))?;
+        let err =
+            |line: usize, field: &str, message: String| CaseError::one(file, line, field, message);
         let summary = text
             .lines()
             .next()
@@ -122,10 +126,14 @@ impl Case {
             .to_string();
         // Variants first (they do not use substitution themselves).
         let raw: RawCase = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map_or(0, |s| line_of(&text, s.start));
             let m = e.message().trim().to_owned();
             let field = m.split('`').nth(1).unwrap_or("syntax").to_owned();
-            err(line, &field, m)
+            // An unknown field: the line where it is written, not where its table starts.
+            let at = e.span().map_or(0, |s| {
+                let from = s.start.min(text.len());
+                crate::validate::find_key(&text[from..], &field).map_or(from, |o| from + o)
+            });
+            err(line_of(&text, at), &field, m)
         })?;
         let variants = if raw.variant.is_empty() {
             vec![Variant {
@@ -171,10 +179,57 @@ impl Case {
                     .as_millis() as u64,
                 None => 400,
             };
-            let expects = raw
+            let topo_file = crate::run::root()
+                .join("topologies")
+                .join(format!("{}.toml", raw.topology.get_ref()));
+            let topology = Topology::load(&topo_file).map_err(|e| {
+                err(
+                    line_of(&t, raw.topology.span().start),
+                    "topology",
+                    format!("topologies/{}.toml: {e}", raw.topology.get_ref()),
+                )
+            })?;
+            let mut problems = Vec::new();
+            if let Err(e) = Scenario::parse_embedded(file, &t, &topology) {
+                match e {
+                    holdfast_harness::topology::TopologyError::Invalid(p) => problems.extend(p),
+                    other => problems.push(Problem {
+                        file: file.to_owned(),
+                        line: 0,
+                        field: "step".into(),
+                        message: other.to_string(),
+                    }),
+                }
+            }
+            let clients = raw
+                .step
+                .iter()
+                .filter(|s| s.get("do").and_then(|d| d.as_str()) == Some("client-start"))
+                .filter_map(|s| s.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                .collect();
+            let spanned: Vec<(std::ops::Range<usize>, Expect)> = raw
                 .expect
                 .into_iter()
-                .map(|e| (line_of(&t, e.span().start), e.into_inner()))
+                .map(|e| (e.span(), e.into_inner()))
+                .collect();
+            let mut checker = Checker::new(file, &t);
+            let names = crate::validate::Names {
+                topology: &topology,
+                clients,
+            };
+            crate::validate::check(&mut checker, &spanned, &names);
+            problems.extend(checker.problems);
+            if !problems.is_empty() {
+                if v.name != "default" {
+                    for p in &mut problems {
+                        p.message = format!("variant {}: {}", v.name, p.message);
+                    }
+                }
+                return Err(CaseError { problems });
+            }
+            let expects = spanned
+                .into_iter()
+                .map(|(span, e)| (line_of(&t, span.start), e))
                 .collect();
             out.push(Self {
                 id: id.clone(),

@@ -243,7 +243,8 @@ impl Pkt {
     }
 }
 
-const TYPES: [&str; 12] = [
+/// The control-protocol message names, by type number - 1 (PROTOCOL.md).
+pub const TYPES: [&str; 12] = [
     "ANNOUNCE",
     "SOLICIT",
     "HEARTBEAT",
@@ -257,6 +258,31 @@ const TYPES: [&str; 12] = [
     "FETCH",
     "FETCHED",
 ];
+
+/// The body fields [`control`] decodes for a message type (what an expectation's `fields` may
+/// name).
+pub fn field_names(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "ANNOUNCE" => &[
+            "node_id",
+            "failback",
+            "backups",
+            "heartbeat_ms",
+            "miss_count",
+            "snoop",
+            "assignment",
+            "addresses",
+            "macs",
+            "ports",
+            "application",
+            "arp",
+            "protocol",
+        ],
+        "ASSUME-REQUEST" | "ASSUME-GRANT" | "ASSUME-DENY" | "TAKEOVER-NOTICE" | "HANDBACK"
+        | "RECLAIM" | "CONN-STATE" | "FETCH" | "FETCHED" => &["owner"],
+        _ => &[],
+    }
+}
 
 /// Decodes a control-protocol datagram per PROTOCOL.md (the tag is not checked: the suite has
 /// no key; it judges what was sent).

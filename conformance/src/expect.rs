@@ -62,7 +62,8 @@ pub struct Match {
     pub tcp_src: Option<String>,
     /// TCP to this address (`ip` or `ip:port`).
     pub tcp_dst: Option<String>,
-    /// TCP flags that must all be set: letters S (SYN), A (ACK), F (FIN), R (RST), P (PSH).
+    /// TCP flags that must all be set: letters S (SYN), A (ACK), F (FIN), R (RST), P (PSH), U
+    /// (URG), E (ECE), C (CWR).
     pub tcp_flags: Option<String>,
     /// TCP with payload (true) or without (false).
     pub tcp_data: Option<bool>,
@@ -332,18 +333,26 @@ impl Ctx {
             }));
         }
         if let Some(fl) = &m.tcp_flags {
-            let mut need = 0u8;
-            for c in fl.chars() {
-                need |= match c {
+            // Case files are checked at load (`validate`); should an unknown letter come
+            // through anyway, nothing matches it, and an empty set matches nothing either.
+            let need: Option<u8> = fl.chars().try_fold(0u8, |acc, c| {
+                let bit = match c {
                     'F' => 0x01,
                     'S' => 0x02,
                     'R' => 0x04,
                     'P' => 0x08,
                     'A' => 0x10,
-                    _ => 0,
+                    'U' => 0x20,
+                    'E' => 0x40,
+                    'C' => 0x80,
+                    _ => return None,
                 };
-            }
-            tests.push(p.tcp.as_ref().is_some_and(|t| t.flags & need == need));
+                Some(acc | bit)
+            });
+            tests.push(match need {
+                Some(n) if n != 0 => p.tcp.as_ref().is_some_and(|t| t.flags & n == n),
+                _ => false,
+            });
         }
         if let Some(d) = m.tcp_data {
             tests.push(p.tcp.as_ref().is_some_and(|t| (t.len > 0) == d));

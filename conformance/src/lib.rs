@@ -12,3 +12,4 @@ pub mod decode;
 pub mod expect;
 pub mod matrix;
 pub mod run;
+pub mod validate;
