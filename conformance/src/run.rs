@@ -73,19 +73,89 @@ impl Verdict {
     }
 }
 
+/// How a case ended for an implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Every expectation held.
+    Pass,
+    /// An expectation did not hold (the report says which, with the evidence).
+    Fail,
+    /// The implementation cannot express the case (its topology has no profile for it, or the
+    /// case stops a process it does not run): never run, never counted as a failure.
+    Unsupported,
+    /// The run itself broke (the cluster did not come up, a step failed).
+    Error,
+}
+
+impl Kind {
+    /// `pass`, `fail`, `unsupported`, `error`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Fail => "fail",
+            Self::Unsupported => "unsupported",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Why a case did not give a verdict.
+#[derive(Debug, Clone)]
+pub enum NotRun {
+    /// See [`Kind::Unsupported`].
+    Unsupported(String),
+    /// See [`Kind::Error`].
+    Error(String),
+}
+
+impl std::fmt::Display for NotRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unsupported(s) => write!(f, "unsupported: {s}"),
+            Self::Error(s) => write!(f, "error: {s}"),
+        }
+    }
+}
+
+/// The kind of a run's result.
+pub fn kind_of(r: &Result<Verdict, NotRun>) -> Kind {
+    match r {
+        Ok(v) if v.passed() => Kind::Pass,
+        Ok(_) => Kind::Fail,
+        Err(NotRun::Unsupported(_)) => Kind::Unsupported,
+        Err(NotRun::Error(_)) => Kind::Error,
+    }
+}
+
 /// Runs a case with the implementation's profile.
-pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, String> {
+pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, NotRun> {
     let topo_file = root()
         .join("topologies")
         .join(format!("{}.toml", case.topology));
-    let topo = Topology::load(&topo_file).map_err(|e| e.to_string())?;
+    let topo = Topology::load(&topo_file).map_err(|e| NotRun::Error(e.to_string()))?;
     if !topo.profiles.iter().any(|p| p == imp) {
-        return Err(format!(
+        return Err(NotRun::Unsupported(format!(
             "topology {} has no profile {imp:?}: this implementation cannot run the case",
             case.topology
-        ));
+        )));
     }
-    let sc = Scenario::parse_embedded(&case.file, &case.text, &topo).map_err(|e| e.to_string())?;
+    let sc = Scenario::parse_embedded(&case.file, &case.text, &topo)
+        .map_err(|e| NotRun::Error(e.to_string()))?;
+    // A step that crashes a process the implementation does not run cannot be expressed.
+    for step in &sc.steps {
+        if let scenario::Step::Fault(holdfast_harness::Fault::Crash { node, process }) = step {
+            let runs = topo.node(node).is_some_and(|n| {
+                n.processes
+                    .iter()
+                    .any(|p| &p.name == process && p.profile.as_deref().is_none_or(|pr| pr == imp))
+            });
+            if !runs {
+                return Err(NotRun::Unsupported(format!(
+                    "the case crashes process {process:?} on {node}, which {imp} does not run there"
+                )));
+            }
+        }
+    }
     let run_dir = root()
         .join("pcaps/out")
         .join(&case.id)
@@ -103,15 +173,18 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, Strin
         topology_file: Some(topo_file),
         ..Options::default()
     };
-    let mut cluster = Cluster::up(topo, opts).map_err(|e| format!("up: {e}"))?;
+    let mut cluster = Cluster::up(topo, opts).map_err(|e| NotRun::Error(format!("up: {e}")))?;
     std::thread::sleep(Duration::from_millis(case.settle_ms));
     cluster.event("steps", None, "");
     let report = scenario::run(&mut cluster, &sc, &mut |_| {});
-    let summary = cluster.down().map_err(|e| format!("down: {e}"))?;
-    let report = report.map_err(|e| format!("steps: {e}"))?;
+    let summary = cluster
+        .down()
+        .map_err(|e| NotRun::Error(format!("down: {e}")))?;
+    let report = report.map_err(|e| NotRun::Error(format!("steps: {e}")))?;
     let mut pkts = Vec::new();
     for c in &summary.captures {
-        let frames = holdfast_harness::capture::read(&c.file).map_err(|e| e.to_string())?;
+        let frames =
+            holdfast_harness::capture::read(&c.file).map_err(|e| NotRun::Error(e.to_string()))?;
         pkts.extend(
             frames
                 .iter()
@@ -151,29 +224,43 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, Strin
     Ok(v)
 }
 
-/// The cases an implementation is expected to fail, with the reason, from
-/// `conformance/expected/IMPL.toml` (`[fail]` table keyed by case id, or `id::variant`).
-pub fn expected_failures(imp: &str) -> BTreeMap<String, String> {
-    let p = root()
-        .join("conformance/expected")
-        .join(format!("{imp}.toml"));
-    let Ok(text) = std::fs::read_to_string(&p) else {
-        return BTreeMap::new();
-    };
-    #[derive(serde::Deserialize)]
-    struct F {
-        #[serde(default)]
-        fail: BTreeMap<String, String>,
-    }
-    toml::from_str::<F>(&text)
-        .map(|f| f.fail)
-        .unwrap_or_default()
+/// An implementation's expected results, from `conformance/expected/IMPL.toml`: the cases
+/// (by id, or `id::variant`) it is expected to `fail` and those it cannot run
+/// (`unsupported`), each with the reason; every other case is expected to pass.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expected {
+    /// Expected to fail, and why.
+    #[serde(default)]
+    pub fail: BTreeMap<String, String>,
+    /// Cannot be run by this implementation, and why.
+    #[serde(default)]
+    pub unsupported: BTreeMap<String, String>,
 }
 
-/// Why `case` is expected to fail for `imp`, if it is.
-pub fn expected_to_fail(case: &Case, failures: &BTreeMap<String, String>) -> Option<String> {
-    failures
-        .get(&case.name())
-        .or_else(|| failures.get(&case.id))
-        .cloned()
+impl Expected {
+    /// Reads `conformance/expected/IMPL.toml` (none: everything is expected to pass).
+    pub fn load(imp: &str) -> Result<Self, String> {
+        let p = root()
+            .join("conformance/expected")
+            .join(format!("{imp}.toml"));
+        match std::fs::read_to_string(&p) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display())),
+            Err(_) => Ok(Self::default()),
+        }
+    }
+
+    /// The expected kind for a case, and why (empty for a pass). A variant's own entry wins
+    /// over its case's.
+    pub fn of(&self, case: &Case) -> (Kind, String) {
+        for key in [case.name(), case.id.clone()] {
+            if let Some(w) = self.unsupported.get(&key) {
+                return (Kind::Unsupported, w.clone());
+            }
+            if let Some(w) = self.fail.get(&key) {
+                return (Kind::Fail, w.clone());
+            }
+        }
+        (Kind::Pass, String::new())
+    }
 }

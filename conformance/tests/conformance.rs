@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use holdfast_conformance::case::{Case, files};
-use holdfast_conformance::run::{
-    expected_failures, expected_to_fail, implementation, root, run_case,
-};
+use holdfast_conformance::run::{Expected, Kind, implementation, kind_of, root, run_case};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// The directory holding `holdfastd` and `holdfast-harness` (a cargo target directory).
@@ -45,7 +43,13 @@ fn main() -> ExitCode {
     }
     let dir = root().join("conformance/cases");
     let imp = implementation();
-    let fails = expected_failures(&imp);
+    let expected = match Expected::load(&imp) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut trials = Vec::new();
     let mut load_errors = Vec::new();
     for f in files(&dir) {
@@ -53,7 +57,7 @@ fn main() -> ExitCode {
             Ok(cases) => {
                 for case in cases {
                     let name = case.name();
-                    let expect_fail = expected_to_fail(&case, &fails);
+                    let (want, why) = expected.of(&case);
                     let kind = imp.clone();
                     let imp = imp.clone();
                     trials.push(Trial::test(name, move || {
@@ -61,30 +65,31 @@ fn main() -> ExitCode {
                             holdfast_harness::report_skip(holdfast_harness::SKIP_UNPRIVILEGED);
                             return Ok(());
                         }
-                        let verdict = run_case(&case, &imp, &bin_dir());
-                        match (verdict, expect_fail) {
-                            (Ok(v), None) if v.passed() => Ok(()),
-                            (Ok(v), None) => Err(Failed::from(format!(
-                                "{}\n{}",
-                                case.summary,
-                                v.report(&case)
-                            ))),
-                            (Err(e), None) => Err(Failed::from(format!("{}: {e}", case.summary))),
-                            (Ok(v), Some(why)) if v.passed() => Err(Failed::from(format!(
-                                "{imp} was expected to fail ({why}) but passed: update conformance/expected/{imp}.toml\npcaps: {}",
-                                v.run_dir.display()
-                            ))),
-                            (Ok(v), Some(why)) => {
+                        let result = run_case(&case, &imp, &bin_dir());
+                        let got = kind_of(&result);
+                        let detail = match &result {
+                            Ok(v) if !v.passed() => v.report(&case),
+                            Ok(v) => format!("pcaps: {}", v.run_dir.display()),
+                            Err(e) => e.to_string(),
+                        };
+                        if got == want {
+                            if got != Kind::Pass {
                                 // As expected: show what failed (the resets, the missing
                                 // messages), so the comparison is visible, not just counted.
-                                eprintln!("{} [{imp}]: fails as expected ({why})\n{}", case.name(), v.report(&case));
-                                Ok(())
+                                eprintln!("{} [{imp}]: {} as expected ({why})\n{detail}", case.name(), got.name());
                             }
-                            (Err(e), Some(why)) => {
-                                eprintln!("{} [{imp}]: cannot run, as expected ({why}): {e}", case.name());
-                                Ok(())
-                            }
+                            return Ok(());
                         }
+                        let hint = if want == Kind::Pass {
+                            String::new()
+                        } else {
+                            format!(" (expected {}: {why}; update conformance/expected/{imp}.toml if this is right)", want.name())
+                        };
+                        Err(Failed::from(format!(
+                            "{}\n{imp}: {}{hint}\n{detail}",
+                            case.summary,
+                            got.name()
+                        )))
                     }).with_kind(kind));
                 }
             }
