@@ -41,6 +41,18 @@ pub struct CaptureStats {
 
 type PortMap = Arc<Mutex<HashMap<i32, u32>>>;
 
+/// A harness event waiting to be written as a comment on the first frame at or after it on
+/// each port (so that Wireshark's `frame.comment contains "power-off"` finds it).
+#[derive(Debug)]
+struct Note {
+    ts: u64,
+    text: String,
+    /// The ports (IDB ids) that have it already.
+    done: std::collections::HashSet<u32>,
+}
+
+type Notes = Arc<Mutex<Vec<Note>>>;
+
 /// A running capture of one switch.
 #[derive(Debug)]
 pub struct Capture {
@@ -48,6 +60,7 @@ pub struct Capture {
     stop: Arc<AtomicU64>,
     ports: PortMap,
     names: HashMap<String, u32>,
+    notes: Notes,
     thread: Option<JoinHandle<io::Result<CaptureStats>>>,
 }
 
@@ -188,16 +201,32 @@ impl Capture {
         }
         let stop = Arc::new(AtomicU64::new(0));
         let ports: PortMap = Arc::default();
+        let notes: Notes = Arc::default();
         let (stop2, ports2, path2) = (stop.clone(), ports.clone(), path.to_owned());
+        let (notes2, n_ports) = (notes.clone(), names.len());
         let thread = std::thread::Builder::new()
             .name("capture".into())
-            .spawn(move || capture_loop(fd, w, stop2, ports2, path2))?;
+            .spawn(move || capture_loop(fd, w, stop2, ports2, path2, notes2, n_ports))?;
         Ok(Self {
             stop,
             ports,
             names,
+            notes,
             thread: Some(thread),
         })
+    }
+
+    /// Writes `text` as a comment (`harness: TEXT`) on the first frame at or after `ts_ns` on
+    /// every port.
+    pub fn note(&self, ts_ns: u64, text: &str) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Note {
+                ts: ts_ns,
+                text: format!("harness: {text}"),
+                done: Default::default(),
+            });
     }
 
     /// Records frames seen on `ifindex` under the IDB named `name` (after a power-on, a port has
@@ -238,6 +267,8 @@ fn capture_loop(
     stop: Arc<AtomicU64>,
     ports: PortMap,
     path: PathBuf,
+    notes: Notes,
+    n_ports: usize,
 ) -> io::Result<CaptureStats> {
     let mut buf = vec![0u8; crate::pcapng::SNAPLEN as usize];
     let mut st = CaptureStats {
@@ -262,7 +293,15 @@ fn capture_loop(
                     } else {
                         Direction::Inbound
                     };
-                    w.packet(id, ts, &buf[..len], orig as u32, Some(dir), None)?;
+                    let comment = notes_for(&notes, id, ts, n_ports);
+                    w.packet(
+                        id,
+                        ts,
+                        &buf[..len],
+                        orig as u32,
+                        Some(dir),
+                        comment.as_deref(),
+                    )?;
                     st.written += 1;
                     dirty = true;
                 }
@@ -296,6 +335,24 @@ fn capture_loop(
     Ok(st)
 }
 
+/// The comments due on a frame of port `id` stamped `ts`: every note at or before it this port
+/// has not had yet (joined by "; "). A note every port has had is dropped.
+fn notes_for(notes: &Notes, id: u32, ts: u64, n_ports: usize) -> Option<String> {
+    let mut n = notes.lock().unwrap_or_else(|e| e.into_inner());
+    if n.is_empty() {
+        return None;
+    }
+    let mut texts: Vec<&str> = Vec::new();
+    for note in n.iter_mut().filter(|x| x.ts <= ts) {
+        if note.done.insert(id) {
+            texts.push(&note.text);
+        }
+    }
+    let out = (!texts.is_empty()).then(|| texts.join("; "));
+    n.retain(|x| x.done.len() < n_ports);
+    out
+}
+
 /// One frame read back from a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -307,6 +364,9 @@ pub struct Frame {
     pub inbound: bool,
     /// The Ethernet frame.
     pub data: Vec<u8>,
+    /// Its comment: the harness events that happened since this port's previous frame
+    /// (`harness: power-off a`, joined by "; ").
+    pub comment: Option<String>,
 }
 
 /// Reads a pcapng file written by [`Capture`] (or any pcapng with nanosecond timestamps),
@@ -345,6 +405,10 @@ pub fn read(path: &Path) -> io::Result<Vec<Frame>> {
                     ts_ns: epb.timestamp.as_nanos() as u64,
                     inbound: flags.is_none_or(|f| f & 3 == 1),
                     data: epb.data.to_vec(),
+                    comment: epb.options.iter().find_map(|o| match o {
+                        EnhancedPacketOption::Comment(c) => Some(c.to_string()),
+                        _ => None,
+                    }),
                 });
             }
             _ => {}

@@ -700,6 +700,18 @@ impl Cluster {
             let _ = ev.file.flush();
         }
         ev.all.push(e.clone());
+        drop(ev);
+        let text = match (&e.node, e.detail.is_empty()) {
+            (Some(n), true) => format!("{} {n}", e.kind),
+            (Some(n), false) => format!("{} {n} ({})", e.kind, e.detail),
+            (None, true) => e.kind.clone(),
+            (None, false) => format!("{} ({})", e.kind, e.detail),
+        };
+        for s in self.switches.values() {
+            if let Some(c) = &s.capture {
+                c.note(e.t_ns, &text);
+            }
+        }
         e
     }
 

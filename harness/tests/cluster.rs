@@ -342,6 +342,30 @@ fn power_off_silences_the_node_and_power_on_recreates_it() {
     let on = event_ts(&s.events, "power-on", "a");
     let on_done = event_ts(&s.events, "power-on:done", "a");
     let start = event_ts(&s.events, "power-off", "a");
+    // The events are in the capture too, as comments on each port's next frame.
+    let noted = |text: &str, port: &str| {
+        frames
+            .iter()
+            .find(|f| f.iface == port && f.comment.as_deref().is_some_and(|c| c.contains(text)))
+    };
+    let f =
+        noted("harness: power-off a", "sw0:client").expect("power-off noted on the client's port");
+    assert!(
+        f.ts_ns >= start,
+        "a note comes on a frame at or after its event"
+    );
+    assert!(
+        frames
+            .iter()
+            .filter(|x| x.iface == "sw0:client" && x.ts_ns >= start && x.ts_ns < f.ts_ns)
+            .count()
+            == 0,
+        "the note is on the first frame after the event"
+    );
+    assert!(
+        noted("harness: power-on a", "sw0:a").is_some(),
+        "power-on noted on a's port"
+    );
     assert!(
         beacons(&frames, "sw0:a", 0, start) > 10,
         "beacons before power-off"
@@ -677,6 +701,7 @@ fn tshark_reads_the_capture() {
     let c = up("tshark", basic());
     let target: SocketAddr = "198.18.0.1:7".parse().unwrap();
     wait_for_service(&c, "client", target);
+    c.event("mark", None, "before the requests");
     let rep = c
         .start_client("client", ClientSpec::new(Workload::Request, target))
         .unwrap()
@@ -684,6 +709,25 @@ fn tshark_reads_the_capture() {
         .unwrap();
     assert!(rep.intact(), "{}", rep.summary());
     let s = c.down().unwrap();
+    // The harness's events are frame comments Wireshark filters on.
+    let noted = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&s.captures[0].file)
+        .args([
+            "-Y",
+            "frame.comment contains \"mark\"",
+            "-T",
+            "fields",
+            "-e",
+            "frame.comment",
+        ])
+        .output()
+        .unwrap();
+    let noted = String::from_utf8_lossy(&noted.stdout);
+    assert!(
+        noted.contains("harness: mark (before the requests)"),
+        "no frame comment for the event: {noted:?}"
+    );
     let out = std::process::Command::new("tshark")
         .arg("-r")
         .arg(&s.captures[0].file)
