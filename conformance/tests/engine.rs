@@ -357,12 +357,9 @@ fn the_wireshark_dissector_decodes_every_message_type() {
         .arg(&pcap)
         .args(["-n", "-O", "holdfast", "-V"])
         .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(_) => {
-            holdfast_harness::report_skip("skipped: tshark is not installed (.ci/run installs it)");
-            return;
-        }
+    let Ok(out) = out else {
+        holdfast_harness::report_skip("skipped: tshark is not installed (.ci/run installs it)");
+        return;
     };
     assert!(
         out.status.success(),
