@@ -11,5 +11,6 @@ pub mod case;
 pub mod decode;
 pub mod expect;
 pub mod matrix;
+pub mod report;
 pub mod run;
 pub mod validate;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use holdfast_conformance::case::{Case, files};
+use holdfast_conformance::report::CaseResult;
 use holdfast_conformance::run::{Expected, Kind, implementation, kind_of, root, run_case};
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -67,6 +68,10 @@ fn main() -> ExitCode {
                         }
                         let result = run_case(&case, &imp, &bin_dir());
                         let got = kind_of(&result);
+                        // For the reports (`cargo run -p holdfast-conformance --bin report`).
+                        if let Err(e) = CaseResult::of(&case, &imp, &result, want, &why).save() {
+                            eprintln!("{}: result not saved: {e}", case.name());
+                        }
                         let detail = match &result {
                             Ok(v) if !v.passed() => v.report(&case),
                             Ok(v) => format!("pcaps: {}", v.run_dir.display()),
@@ -107,6 +112,14 @@ fn main() -> ExitCode {
     }
     if !args.list {
         ensure_built();
+        // A whole run replaces the implementation's saved results (a filtered one adds to them).
+        if args.filter.is_none() && args.skip.is_empty() {
+            let _ = std::fs::remove_dir_all(
+                holdfast_conformance::report::out_dir()
+                    .join("results")
+                    .join(&imp),
+            );
+        }
     }
     libtest_mimic::run(&args, trials).exit_code()
 }
