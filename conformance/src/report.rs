@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use holdfast_harness::shrink::files_under;
+
 use crate::case::Case;
 use crate::run::{Kind, NotRun, Verdict, kind_of, root};
 
@@ -106,8 +108,7 @@ impl CaseResult {
         let mut files = Vec::new();
         let mut timeline = Vec::new();
         if let Some(d) = &run_dir {
-            files = walk(d);
-            files.sort();
+            files = files_under(d, &["pcapng", "log", "jsonl"]);
             timeline = read_timeline(&d.join("events.jsonl"));
         }
         Self {
@@ -146,24 +147,6 @@ impl CaseResult {
     }
 }
 
-fn walk(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(d) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else if p
-                .extension()
-                .is_some_and(|x| x == "pcapng" || x == "log" || x == "jsonl")
-            {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 fn read_timeline(p: &Path) -> Vec<Moment> {
     let Ok(text) = std::fs::read_to_string(p) else {
         return Vec::new();
@@ -192,27 +175,12 @@ fn read_timeline(p: &Path) -> Vec<Moment> {
 
 /// Every saved result, sorted by case then implementation.
 pub fn load_all() -> Vec<CaseResult> {
-    let mut out: Vec<CaseResult> = walk_json(&out_dir().join("results"))
+    let mut out: Vec<CaseResult> = files_under(&out_dir().join("results"), &["json"])
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .filter_map(|t| serde_json::from_str(&t).ok())
         .collect();
     out.sort_by(|a, b| (&a.name, &a.implementation).cmp(&(&b.name, &b.implementation)));
-    out
-}
-
-fn walk_json(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(d) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk_json(&p));
-            } else if p.extension().is_some_and(|x| x == "json") {
-                out.push(p);
-            }
-        }
-    }
     out
 }
 

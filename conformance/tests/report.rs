@@ -132,5 +132,8 @@ fn headless_chromium_shows_the_matrix() {
         dom.contains("id=\"keepalived--takeover-x--power-off\""),
         "the cell's section"
     );
-    assert!(dom.contains("Verify that &lt;something&gt; &amp; more."), "escaped text");
+    assert!(
+        dom.contains("Verify that &lt;something&gt; &amp; more."),
+        "escaped text"
+    );
 }

@@ -24,7 +24,7 @@ pub fn shrink_dir(dir: &Path) -> io::Result<(u64, u64)> {
     if keep_all() {
         return Ok((0, 0));
     }
-    for f in pcapngs(dir) {
+    for f in files_under(dir, &["pcapng"]) {
         let (b, a) = shrink(&f)?;
         before += b;
         after += a;
@@ -32,7 +32,8 @@ pub fn shrink_dir(dir: &Path) -> io::Result<(u64, u64)> {
     Ok((before, after))
 }
 
-fn pcapngs(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir` (recursively) whose extension is one of `exts`, sorted.
+pub fn files_under(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
@@ -40,11 +41,12 @@ fn pcapngs(dir: &Path) -> Vec<PathBuf> {
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
-            out.extend(pcapngs(&p));
-        } else if p.extension().is_some_and(|x| x == "pcapng") {
+            out.extend(files_under(&p, exts));
+        } else if p.extension().is_some_and(|x| exts.iter().any(|e| x == *e)) {
             out.push(p);
         }
     }
+    out.sort();
     out
 }
 

@@ -253,6 +253,19 @@ impl Socket {
     }
 }
 
+/// Deletes table `name` (family netdev) with everything in it; a table that is not there is
+/// fine.
+pub(crate) fn delete_table(name: &str) -> io::Result<()> {
+    let mut b = Batch::default();
+    b.msg(NFT_MSG_DELTABLE, 0, |m| m.str(1, name));
+    match b.commit() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) || e.kind() == io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

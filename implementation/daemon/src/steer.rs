@@ -70,18 +70,8 @@ impl Steer {
     /// Removes whatever a previous run of the daemon in this namespace left (a powered-off
     /// node's kernel kept its rules).
     pub fn reset(&mut self) -> io::Result<()> {
-        let mut b = Batch::default();
-        b.msg(NFT_MSG_DELTABLE, 0, |m| m.str(1, TABLE));
         self.installed = 0;
-        match b.commit() {
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENOENT)
-                    || e.kind() == io::ErrorKind::NotFound =>
-            {
-                Ok(())
-            }
-            r => r,
-        }
+        crate::nft::delete_table(TABLE)
     }
 
     /// Replaces every forwarding rule with `rules`, atomically (one nfnetlink batch). An empty

@@ -19,8 +19,8 @@ use std::io;
 use std::net::IpAddr;
 
 use crate::nft::{
-    Batch, Msg, NFT_MSG_DELRULE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE,
-    NFT_MSG_NEWTABLE, NLM_F_APPEND, NLM_F_CREATE, cmp, expr, immediate, payload,
+    Batch, Msg, NFT_MSG_DELRULE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE, NLM_F_APPEND,
+    NLM_F_CREATE, cmp, expr, immediate, payload,
 };
 
 const TABLE: &str = "holdfast_tee";
@@ -56,18 +56,8 @@ impl Tee {
 
     /// Removes whatever a previous run of the daemon in this namespace left.
     pub fn reset(&mut self) -> io::Result<()> {
-        let mut b = Batch::default();
-        b.msg(NFT_MSG_DELTABLE, 0, |m| m.str(1, TABLE));
         self.installed.clear();
-        match b.commit() {
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENOENT)
-                    || e.kind() == io::ErrorKind::NotFound =>
-            {
-                Ok(())
-            }
-            r => r,
-        }
+        crate::nft::delete_table(TABLE)
     }
 
     /// Makes the rules copy exactly `copies` (addresses without backups are left out), in one

@@ -50,10 +50,6 @@ fn cluster(dir: &Path, nodes: &[&str], assignment: &str, failback: &str) -> Topo
     custom(dir, &topology, &cluster)
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
 /// The switch ports that sent TCP segments from the service address after `after`, by client
 /// port; and the client's segments to it that a node put back on the wire (forwarded).
 fn served_by(
@@ -99,7 +95,7 @@ fn new_connections_failback_drains_an_ipv6_connection_through_forwarding() {
     let child = py_start(
         &c,
         "client",
-        &args(&[
+        &strings(&[
             "stream",
             "--target",
             VIP,
@@ -175,7 +171,7 @@ fn spread_forwards_a_share_of_ipv6_connections() {
     let child = py_start(
         &c,
         "client",
-        &args(&[
+        &strings(&[
             "requests",
             "--target",
             VIP,

@@ -28,7 +28,7 @@ fn lossy(
     let mut c = up(&dir, two_node());
     wait_ready(&c, &["a", "b"]);
     let json = dir.join("client.json");
-    let args: Vec<String> = [
+    let args = strings(&[
         "stream",
         "--target",
         VIP,
@@ -41,10 +41,7 @@ fn lossy(
         "--timeout",
         "5",
         "--progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut child = py_start(&c, "client", &args, &json);
     let progress = py_progress_stream(&mut child);
     let reached = |n: u64| loop {

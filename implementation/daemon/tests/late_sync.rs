@@ -27,7 +27,7 @@ fn a_backup_that_boots_late_takes_over_a_connection_with_much_unacknowledged_out
     // 3 MB sent at once; the client reads nothing for 8 s, so a's echo piles up unacknowledged
     // (the client's receive window closes after about 128 kB).
     let json = dir.join("client.json");
-    let args: Vec<String> = [
+    let args = strings(&[
         "stream",
         "--target",
         VIP,
@@ -41,10 +41,7 @@ fn a_backup_that_boots_late_takes_over_a_connection_with_much_unacknowledged_out
         "10",
         "--deadline",
         "30",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let child = py_start(&c, "client", &args, &json);
     std::thread::sleep(Duration::from_millis(1500));
     power_on_until_eligible(&mut c, "b");

@@ -670,7 +670,7 @@ fn a_third_node_takes_over_when_the_assumer_dies_mid_takeover() {
     let mut c = up(&dir, topo);
     wait_ready(&c, &["a", "b", "c"]);
     let json = dir.join("client.json");
-    let args: Vec<String> = [
+    let args = strings(&[
         "stream",
         "--target",
         VIP,
@@ -681,10 +681,7 @@ fn a_third_node_takes_over_when_the_assumer_dies_mid_takeover() {
         "--deadline",
         "30",
         "--progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut child = py_start(&c, "client1", &args, &json);
     py_progress(&mut child, |p| {
         p.parse::<u64>().is_ok_and(|n| n >= 6_000_000)
@@ -776,7 +773,7 @@ fn a_copy_behind_what_the_client_saw_is_reset_not_corrupted() {
     let mut c = up(&dir, topo);
     wait_ready(&c, &["a", "b", "c"]);
     let json = dir.join("client.json");
-    let args: Vec<String> = [
+    let args = strings(&[
         "stream",
         "--target",
         VIP,
@@ -789,10 +786,7 @@ fn a_copy_behind_what_the_client_saw_is_reset_not_corrupted() {
         "--timeout",
         "5",
         "--progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut child = py_start(&c, "client1", &args, &json);
     py_progress(&mut child, |p| {
         p.parse::<u64>().is_ok_and(|n| n >= 6_000_000)

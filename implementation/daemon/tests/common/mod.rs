@@ -394,6 +394,11 @@ pub fn have_python() -> bool {
 
 /// Starts the Python client with `args` in `node`'s namespace, its JSON report going to
 /// `json`; [`py_wait`] collects it.
+/// Owned strings, for a client's arguments.
+pub fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
 pub fn py_start(c: &Cluster, node: &str, args: &[String], json: &Path) -> std::process::Child {
     let (script, json) = (tcpclient(), json.to_owned());
     let args = args.to_vec();
