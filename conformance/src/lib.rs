@@ -3,8 +3,9 @@
 //!
 //! Start with [`case::Case::load`], [`run::run_case`] and [`expect::Ctx::check`]. [`decode`] is
 //! the suite's own packet decoder (including the control protocol, from PROTOCOL.md), so it can
-//! judge any implementation, keepalived included: the implementation is a topology profile
-//! (`HOLDFAST_IMPL`), and `expected/IMPL.toml` says which cases it is expected to fail.
+//! judge any implementation, keepalived included: the implementation (`HOLDFAST_IMPL`) is an
+//! adapter in `adapters/IMP/` that renders each topology's `[cluster]`, and
+//! `adapters/IMP/expected.toml` says which cases it is expected to fail.
 #![warn(missing_docs)]
 
 pub mod case;

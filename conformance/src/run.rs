@@ -1,13 +1,14 @@
 //! Running one case against one implementation, and the expected results per implementation.
 //!
-//! Read [`run_case`] first: bring the case's topology up with the implementation's profile, let
-//! it boot, run the steps, tear it down, then judge every expectation on the capture, the event
+//! Read [`run_case`] first: render the case's topology with the implementation's adapter
+//! (`adapters/IMP`), bring it up, let it boot, run the steps, tear it down, then judge every expectation on the capture, the event
 //! log and the client results. Captures stay in `pcaps/out/CASE/VARIANT/` for Wireshark.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use holdfast_harness::adapter::Adapter;
 use holdfast_harness::scenario::{self, Scenario};
 use holdfast_harness::{Cluster, Options, Topology};
 
@@ -80,8 +81,9 @@ pub enum Kind {
     Pass,
     /// An expectation did not hold (the report says which, with the evidence).
     Fail,
-    /// The implementation cannot express the case (its topology has no profile for it, or the
-    /// case stops a process it does not run): never run, never counted as a failure.
+    /// The implementation cannot express the case (its adapter declares it, cannot render the
+    /// topology's `[cluster]`, or the case crashes a process it does not run): never run, never
+    /// counted as a failure.
     Unsupported,
     /// The run itself broke (the cluster did not come up, a step failed).
     Error,
@@ -127,28 +129,65 @@ pub fn kind_of(r: &Result<Verdict, NotRun>) -> Kind {
     }
 }
 
-/// Runs a case with the implementation's profile.
+/// The shipped adapters' names (`adapters/NAME/adapter.toml`), holdfastd first.
+pub fn implementations() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root().join("adapters"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().join("adapter.toml").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort_by_key(|n| (n != "holdfastd", n.clone()));
+    names
+}
+
+/// An implementation's adapter, `adapters/IMP`.
+pub fn adapter(imp: &str) -> Result<Adapter, String> {
+    let dir = root().join("adapters").join(imp);
+    if !dir.join("adapter.toml").is_file() {
+        return Err(format!(
+            "no adapter for {imp:?}: {} does not exist (adapters: {})",
+            dir.join("adapter.toml").display(),
+            implementations().join(", ")
+        ));
+    }
+    Adapter::load(&dir).map_err(|e| e.to_string())
+}
+
+/// Runs a case against an implementation, through its adapter.
 pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, NotRun> {
+    let adapter = adapter(imp).map_err(NotRun::Error)?;
+    if let Some(why) = adapter.declared_unsupported(&case.id, Some(&case.variant.name)) {
+        return Err(NotRun::Unsupported(format!(
+            "declared by the adapter: {why}"
+        )));
+    }
     let topo_file = root()
         .join("topologies")
         .join(format!("{}.toml", case.topology));
     let topo = Topology::load(&topo_file).map_err(|e| NotRun::Error(e.to_string()))?;
-    if !topo.profiles.iter().any(|p| p == imp) {
-        return Err(NotRun::Unsupported(format!(
-            "topology {} has no profile {imp:?}: this implementation cannot run the case",
-            case.topology
-        )));
+    if let Some(why) = adapter.cannot_express(&topo) {
+        return Err(NotRun::Unsupported(why));
     }
     let sc = Scenario::parse_embedded(&case.file, &case.text, &topo)
+        .map_err(|e| NotRun::Error(e.to_string()))?;
+    let run_dir = root()
+        .join("pcaps/out")
+        .join(&case.id)
+        .join(format!("{}-{imp}", case.variant.name));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    // The implementation's configuration, kept beside the pcaps for the reader.
+    let topo = adapter
+        .render(&topo, &run_dir.join("config"))
         .map_err(|e| NotRun::Error(e.to_string()))?;
     // A step that crashes a process the implementation does not run cannot be expressed.
     for step in &sc.steps {
         if let scenario::Step::Fault(holdfast_harness::Fault::Crash { node, process }) = step {
-            let runs = topo.node(node).is_some_and(|n| {
-                n.processes
-                    .iter()
-                    .any(|p| &p.name == process && p.profile.as_deref().is_none_or(|pr| pr == imp))
-            });
+            let runs = topo
+                .node(node)
+                .is_some_and(|n| n.processes.iter().any(|p| &p.name == process));
             if !runs {
                 return Err(NotRun::Unsupported(format!(
                     "the case crashes process {process:?} on {node}, which {imp} does not run there"
@@ -156,11 +195,6 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, NotRu
             }
         }
     }
-    let run_dir = root()
-        .join("pcaps/out")
-        .join(&case.id)
-        .join(format!("{}-{imp}", case.variant.name));
-    let _ = std::fs::remove_dir_all(&run_dir);
     let macs: BTreeMap<String, [u8; 6]> = topo
         .nodes
         .iter()
@@ -169,12 +203,14 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, NotRu
     let opts = Options {
         run_dir: Some(run_dir.clone()),
         harness_bin: Some(bin_dir.join("holdfast-harness")),
-        profile: Some(imp.to_owned()),
         topology_file: Some(topo_file),
         ..Options::default()
     };
     let mut cluster = Cluster::up(topo, opts).map_err(|e| NotRun::Error(format!("up: {e}")))?;
-    std::thread::sleep(Duration::from_millis(case.settle_ms));
+    if let Some(cmd) = adapter.cleanup_command(cluster.id(), &run_dir) {
+        cluster.after_teardown(cmd);
+    }
+    std::thread::sleep(Duration::from_millis(case.settle_ms.max(adapter.settle_ms)));
     cluster.event("steps", None, "");
     let report = scenario::run(&mut cluster, &sc, &mut |_| {});
     let summary = cluster
@@ -219,9 +255,10 @@ pub fn run_case(case: &Case, imp: &str, bin_dir: &Path) -> Result<Verdict, NotRu
     Ok(Verdict { outcomes, run_dir })
 }
 
-/// An implementation's expected results, from `conformance/expected/IMPL.toml`: the cases
-/// (by id, or `id::variant`) it is expected to `fail` and those it cannot run
-/// (`unsupported`), each with the reason; every other case is expected to pass.
+/// An implementation's expected results, from `adapters/IMP/expected.toml`: the cases (by id,
+/// or `id::variant`) it is expected to `fail` and those it cannot run (`unsupported`: listed
+/// there, or declared in its `adapter.toml`), each with the reason; every other case is
+/// expected to pass.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expected {
@@ -231,24 +268,45 @@ pub struct Expected {
     /// Cannot be run by this implementation, and why.
     #[serde(default)]
     pub unsupported: BTreeMap<String, String>,
+    /// Expected to pass although its case is listed under `fail` (a variant), and why.
+    #[serde(default)]
+    pub pass: BTreeMap<String, String>,
 }
 
 impl Expected {
-    /// Reads `conformance/expected/IMPL.toml` (none: everything is expected to pass).
+    /// Every case or `case::variant` named, with the table it is in (for checking the names).
+    pub fn names(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        self.fail
+            .keys()
+            .map(|k| ("fail", k))
+            .chain(self.unsupported.keys().map(|k| ("unsupported", k)))
+            .chain(self.pass.keys().map(|k| ("pass", k)))
+    }
+
+    /// Reads `adapters/IMP/expected.toml` (none: everything is expected to pass) and adds the
+    /// cases the adapter declares unsupported.
     pub fn load(imp: &str) -> Result<Self, String> {
-        let p = root()
-            .join("conformance/expected")
-            .join(format!("{imp}.toml"));
-        match std::fs::read_to_string(&p) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display())),
-            Err(_) => Ok(Self::default()),
+        let a = adapter(imp)?;
+        let p = a.dir.join("expected.toml");
+        let mut e: Self = match std::fs::read_to_string(&p) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?,
+            Err(_) => Self::default(),
+        };
+        for (case, why) in a.unsupported {
+            e.unsupported
+                .entry(case)
+                .or_insert(format!("declared by the adapter: {why}"));
         }
+        Ok(e)
     }
 
     /// The expected kind for a case, and why (empty for a pass). A variant's own entry wins
     /// over its case's.
     pub fn of(&self, case: &Case) -> (Kind, String) {
         for key in [case.name(), case.id.clone()] {
+            if let Some(w) = self.pass.get(&key) {
+                return (Kind::Pass, w.clone());
+            }
             if let Some(w) = self.unsupported.get(&key) {
                 return (Kind::Unsupported, w.clone());
             }

@@ -1,7 +1,7 @@
 //! The conformance suite: one trial per case and variant (libtest-mimic), against the
 //! implementation named by `HOLDFAST_IMPL` (default holdfastd). A trial passes when the
-//! implementation does exactly what `conformance/expected/IMPL.toml` says: every case passes
-//! unless listed there as an expected failure, and a listed case must fail.
+//! implementation does exactly what its expected results say (`adapters/IMP/expected.toml` and
+//! the cases its `adapter.toml` declares unsupported): every other case passes.
 //!
 //! `cargo test -p holdfast-conformance -- --list`; filters work as usual
 //! (`cargo test -p holdfast-conformance -- failover`).
@@ -51,6 +51,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // An implementation that is not installed is skipped, and says so, case by case.
+    let missing = match holdfast_conformance::run::adapter(&imp) {
+        Ok(a) => a.missing_programs(),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut trials = Vec::new();
     let mut load_errors = Vec::new();
     for f in files(&dir) {
@@ -61,9 +69,17 @@ fn main() -> ExitCode {
                     let (want, why) = expected.of(&case);
                     let kind = imp.clone();
                     let imp = imp.clone();
+                    let missing = missing.clone();
                     trials.push(Trial::test(name, move || {
                         if !holdfast_harness::privileged() {
                             holdfast_harness::report_skip(holdfast_harness::SKIP_UNPRIVILEGED);
+                            return Ok(());
+                        }
+                        if !missing.is_empty() {
+                            holdfast_harness::report_skip(&format!(
+                                "skipped: {imp} is not installed (missing: {}; .ci/run installs it)",
+                                missing.join(", ")
+                            ));
                             return Ok(());
                         }
                         let result = run_case(&case, &imp, &bin_dir());
@@ -93,7 +109,7 @@ fn main() -> ExitCode {
                         let hint = if want == Kind::Pass {
                             String::new()
                         } else {
-                            format!(" (expected {}: {why}; update conformance/expected/{imp}.toml if this is right)", want.name())
+                            format!(" (expected {}: {why}; update adapters/{imp}/expected.toml if this is right)", want.name())
                         };
                         Err(Failed::from(format!(
                             "{}\n{imp}: {}{hint}\n{detail}",

@@ -264,6 +264,38 @@ fn matrix_md_is_current() {
     );
 }
 
+/// Every case an adapter's expected results or `[unsupported]` table names exists (a typo there
+/// would silently expect nothing), and every adapter the matrix shows has been checked.
+#[test]
+fn expected_results_name_real_cases() {
+    use holdfast_conformance::case::{Case, files};
+    let dir = root().join("conformance/cases");
+    let mut names = std::collections::BTreeSet::new();
+    for f in files(&dir) {
+        for c in Case::load(&dir, &f).unwrap() {
+            names.insert(c.id.clone());
+            names.insert(c.name());
+        }
+    }
+    let imps = holdfast_conformance::run::implementations();
+    for want in ["holdfastd", "keepalived", "ucarp", "frr"] {
+        assert!(
+            imps.iter().any(|i| i == want),
+            "no adapter {want}: {imps:?}"
+        );
+    }
+    let mut bad = Vec::new();
+    for imp in &imps {
+        let e = holdfast_conformance::run::Expected::load(imp).unwrap();
+        for (table, name) in e.names() {
+            if !names.contains(name) {
+                bad.push(format!("adapters/{imp}: [{table}] names no case: {name:?}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 #[test]
 fn every_claim_is_covered() {
     let m = holdfast_conformance::matrix::generate().unwrap();

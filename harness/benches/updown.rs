@@ -55,7 +55,7 @@ fn main() {
                 capture,
                 start_processes: procs,
                 topology_file: None,
-                profile: None,
+                adapter: None,
             };
             let t0 = Instant::now();
             let c = Cluster::up(topo.clone(), opts).expect("up");

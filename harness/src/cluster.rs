@@ -48,9 +48,9 @@ pub struct Options {
     pub start_processes: bool,
     /// The topology file, for the run record.
     pub topology_file: Option<PathBuf>,
-    /// Which process profile to run (default: the topology's first); processes without a
-    /// profile always run.
-    pub profile: Option<String>,
+    /// The implementation to run on the topology's `[cluster]`: its configuration is rendered
+    /// into `RUN_DIR/config/NODE/` and its processes join the topology's own.
+    pub adapter: Option<crate::adapter::Adapter>,
 }
 
 impl Default for Options {
@@ -61,7 +61,7 @@ impl Default for Options {
             capture: true,
             start_processes: true,
             topology_file: None,
-            profile: None,
+            adapter: None,
         }
     }
 }
@@ -286,7 +286,8 @@ pub struct Cluster {
     loss: HashMap<(String, String), f64>,
     events: Mutex<Events>,
     spawner: Option<Spawner>,
-    profile: Option<String>,
+    /// Commands run in the root namespace after teardown (an adapter's `cleanup`).
+    after_teardown: Vec<Vec<String>>,
     down: bool,
 }
 
@@ -364,24 +365,21 @@ impl Cluster {
                 all: Vec::new(),
             }),
             spawner: Some(Spawner::new()?),
-            profile: None,
+            after_teardown: Vec::new(),
             down: false,
         };
-        let profile = opts
-            .profile
-            .clone()
-            .or_else(|| c.topology.profiles.first().cloned());
-        if let Some(p) = &profile
-            && !c.topology.profiles.contains(p)
-        {
-            let _ = c.teardown();
-            return Err(io::Error::other(format!(
-                "topology {} has no profile {p:?} (it has: {})",
-                c.topology.name,
-                c.topology.profiles.join(" ")
-            )));
+        if let Some(a) = &opts.adapter {
+            if let Some(cmd) = a.cleanup_command(&c.record.id, &c.record.run_dir) {
+                c.after_teardown.push(cmd);
+            }
+            match a.render(&c.topology, &c.record.run_dir.join("config")) {
+                Ok(t) => c.topology = t,
+                Err(e) => {
+                    let _ = c.teardown();
+                    return Err(io::Error::other(format!("adapter {}: {e}", a.name)));
+                }
+            }
         }
-        c.profile = profile;
         match c.build(&opts) {
             Ok(()) => {
                 c.event("up", None, &c.topology.name.clone());
@@ -522,9 +520,6 @@ impl Cluster {
         if start {
             for p in &node.processes {
                 if only_restartable && !p.restart {
-                    continue;
-                }
-                if p.profile.is_some() && p.profile != self.profile {
                     continue;
                 }
                 self.start_process(&node, &p.name)?;
@@ -739,9 +734,12 @@ impl Cluster {
         &self.topology
     }
 
-    /// The process profile in use, if the topology has profiles.
-    pub fn profile(&self) -> Option<&str> {
-        self.profile.as_deref()
+    /// Runs `argv` in the root namespace once the run is torn down (after its processes are
+    /// gone): for what an implementation leaves outside the run directory.
+    pub fn after_teardown(&mut self, argv: Vec<String>) {
+        if !argv.is_empty() {
+            self.after_teardown.push(argv);
+        }
     }
 
     /// The run record.
@@ -1020,6 +1018,13 @@ impl Cluster {
             first_err.get_or_insert(e);
         }
         registry::unregister_live(&self.record.id);
+        for cmd in std::mem::take(&mut self.after_teardown) {
+            match std::process::Command::new(&cmd[0]).args(&cmd[1..]).status() {
+                Ok(s) if s.success() => {}
+                Ok(s) => eprintln!("holdfast-harness: cleanup {cmd:?}: {s}"),
+                Err(e) => eprintln!("holdfast-harness: cleanup {cmd:?}: {e}"),
+            }
+        }
         let summary = RunSummary {
             id: self.record.id.clone(),
             run_dir: self.record.run_dir.clone(),

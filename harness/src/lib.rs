@@ -17,6 +17,7 @@
 //! The harness knows nothing of the daemon: a topology names the commands each node runs.
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod capture;
 pub mod client;
 pub mod cluster;
@@ -29,6 +30,7 @@ pub mod process;
 pub mod registry;
 pub mod scenario;
 pub mod shrink;
+pub mod spec;
 pub mod topology;
 
 pub use cluster::{Cluster, Fault, Options};

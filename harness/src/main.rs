@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+use holdfast_harness::adapter::Adapter;
 use holdfast_harness::client::{self, ClientSpec, Service, Workload};
 use holdfast_harness::registry::{self, RunRecord};
 use holdfast_harness::scenario::Scenario;
@@ -38,12 +39,14 @@ const EXAMPLES: &str = "\
 Examples:
   holdfast-harness demo                                   # the main job: a kill/restore, with pcaps
   holdfast-harness check topologies/*.toml
-  RUN=$(holdfast-harness up topologies/two-node.toml)     # prints the run id, leaves it running
+  RUN=$(holdfast-harness up topologies/two-node.toml --adapter adapters/holdfastd)
+                                                          # prints the run id, leaves it running
   holdfast-harness exec $RUN client -- ping -c1 198.18.0.1
   holdfast-harness fault $RUN power-off a
   holdfast-harness fault $RUN power-on a
   holdfast-harness down $RUN
-  holdfast-harness run topologies/two-node.toml --scenario scenarios/demo.toml
+  holdfast-harness run topologies/two-node.toml --adapter adapters/keepalived \
+      --scenario scenarios/demo.toml
   holdfast-harness clean                                  # remove what a killed harness left
 
 Captures land in pcaps/out/RUN/SWITCH.pcapng, one interface per port named SWITCH:NODE.";
@@ -67,9 +70,11 @@ enum Cmd {
         /// Do not capture.
         #[arg(long)]
         no_capture: bool,
-        /// The process profile to run (default: the topology's first, e.g. holdfastd).
-        #[arg(long)]
-        profile: Option<String>,
+        /// Run this implementation on the topology's [cluster]: an adapter directory such as
+        /// adapters/holdfastd or adapters/keepalived (without it, only the topology's own
+        /// processes run).
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
     },
     /// Tear a run down: processes, namespaces, links; the pcaps stay.
     Down {
@@ -113,9 +118,11 @@ enum Cmd {
         /// Where logs and pcaps go (default pcaps/out/RUN).
         #[arg(long)]
         run_dir: Option<PathBuf>,
-        /// The process profile to run (default: the topology's first, e.g. holdfastd).
-        #[arg(long)]
-        profile: Option<String>,
+        /// Run this implementation on the topology's [cluster]: an adapter directory such as
+        /// adapters/holdfastd or adapters/keepalived (without it, only the topology's own
+        /// processes run).
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
     },
     /// Remove what killed harness runs left behind (namespaces, links, processes).
     Clean {
@@ -178,7 +185,7 @@ enum Cmd {
         #[arg(long)]
         no_capture: bool,
         #[arg(long)]
-        profile: Option<String>,
+        adapter: Option<PathBuf>,
     },
 }
 
@@ -218,6 +225,10 @@ fn load_topology(file: &Path) -> Result<Topology> {
     Topology::load(file).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+fn load_adapter(dir: &Path) -> Result<Adapter> {
+    Adapter::load(dir).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Check { files } => {
@@ -246,18 +257,21 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             file,
             run_dir,
             no_capture,
-            profile,
+            adapter,
         } => {
             need_root()?;
             load_topology(&file)?;
-            up(&file, run_dir, no_capture, profile)
+            if let Some(a) = &adapter {
+                load_adapter(a)?;
+            }
+            up(&file, run_dir, no_capture, adapter)
         }
         Cmd::Supervise {
             file,
             run_dir,
             no_capture,
-            profile,
-        } => supervise(&file, run_dir, no_capture, profile),
+            adapter,
+        } => supervise(&file, run_dir, no_capture, adapter),
         Cmd::Down { run } => {
             need_root()?;
             down(&run)?;
@@ -318,12 +332,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             file,
             scenario,
             run_dir,
-            profile,
+            adapter,
         } => {
             need_root()?;
             let topo = load_topology(&file)?;
+            let adapter = adapter.as_deref().map(load_adapter).transpose()?;
             let sc = Scenario::load(&scenario, &topo).map_err(|e| anyhow::anyhow!("{e}"))?;
-            run_scenario(topo, Some(file), &sc, run_dir, "run", profile)
+            run_scenario(topo, Some(file), &sc, run_dir, "run", adapter)
         }
         Cmd::Demo { run_dir } => {
             need_root()?;
@@ -340,7 +355,8 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 "holdfastd runs on a and b; a owns 198.18.0.10, and b snoops a's connections."
             );
             println!("The client streams to 198.18.0.10 while a is powered off and on again.\n");
-            run_scenario(topo, Some(file), &sc, run_dir, "demo", None)
+            let adapter = load_adapter(&root.join("adapters/holdfastd"))?;
+            run_scenario(topo, Some(file), &sc, run_dir, "demo", Some(adapter))
         }
         Cmd::Serve {
             service,
@@ -429,7 +445,7 @@ fn up(
     file: &Path,
     run_dir: Option<PathBuf>,
     no_capture: bool,
-    profile: Option<String>,
+    adapter: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
@@ -440,8 +456,8 @@ fn up(
     if no_capture {
         cmd.arg("--no-capture");
     }
-    if let Some(p) = &profile {
-        cmd.arg("--profile").arg(p);
+    if let Some(a) = &adapter {
+        cmd.arg("--adapter").arg(a.canonicalize()?);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -477,12 +493,12 @@ fn supervise(
     file: &Path,
     run_dir: Option<PathBuf>,
     no_capture: bool,
-    profile: Option<String>,
+    adapter: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let topo = load_topology(file)?;
     let opts = Options {
         run_dir,
-        profile,
+        adapter: adapter.as_deref().map(load_adapter).transpose()?,
         capture: !no_capture,
         topology_file: Some(file.canonicalize()?),
         ..Options::default()

@@ -18,14 +18,14 @@ pub(crate) fn run_scenario(
     sc: &Scenario,
     run_dir: Option<PathBuf>,
     label: &str,
-    profile: Option<String>,
+    adapter: Option<holdfast_harness::adapter::Adapter>,
 ) -> Result<ExitCode> {
     let name = topo.name.clone();
     let start = Instant::now();
     let opts = Options {
         run_dir,
         topology_file: file.clone(),
-        profile,
+        adapter,
         ..Options::default()
     };
     let t0 = Instant::now();

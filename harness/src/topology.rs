@@ -52,8 +52,8 @@ pub struct Topology {
     pub name: String,
     /// The directory of the topology file (for `{topology_dir}`).
     pub dir: PathBuf,
-    /// Process profiles (implementations) the topology can run; the first is the default.
-    pub profiles: Vec<String>,
+    /// The failover cluster the topology describes (`[cluster]`), for adapters to render.
+    pub cluster: Option<crate::spec::ClusterSpec>,
     /// Switches: bridges, each in a namespace of its own.
     pub switches: Vec<Switch>,
     /// Nodes: each is a network namespace.
@@ -150,8 +150,6 @@ pub struct Process {
     pub command: Vec<String>,
     /// Whether the process is started again when the node is powered on after a power-off.
     pub restart: bool,
-    /// The profile (implementation) this process belongs to; `None` runs under every profile.
-    pub profile: Option<String>,
 }
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
@@ -384,8 +382,7 @@ fn expand_one(key: &str, env: &TemplateEnv<'_>) -> Result<String, String> {
 #[serde(deny_unknown_fields)]
 struct RawTopology {
     name: Option<Spanned<String>>,
-    #[serde(default)]
-    profiles: Vec<Spanned<String>>,
+    cluster: Option<crate::spec::RawCluster>,
     #[allow(dead_code)]
     description: Option<String>,
     #[serde(default)]
@@ -439,7 +436,6 @@ struct RawProcess {
     command: Spanned<String>,
     #[serde(default = "yes")]
     restart: bool,
-    profile: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -731,25 +727,12 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                     Vec::new()
                 }
             };
-            if let Some(pr) = &rp.profile
-                && !raw.profiles.iter().any(|x| x.get_ref() == pr.get_ref())
-            {
-                cx.err(
-                    &pr.span(),
-                    f("profile"),
-                    format!(
-                        "profile {:?} is not in the topology's `profiles` list",
-                        pr.get_ref()
-                    ),
-                );
-            }
             processes.push((
                 rp.command.span(),
                 Process {
                     name: pname,
                     command,
                     restart: rp.restart,
-                    profile: rp.profile.as_ref().map(|p| p.get_ref().clone()),
                 },
             ));
         }
@@ -815,10 +798,13 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
     let mut topo = Topology {
         name,
         dir: PathBuf::new(),
-        profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
+        cluster: None,
         switches,
         nodes: nodes.iter().map(|(_, n, _)| n.clone()).collect(),
     };
+    if let Some(rc) = raw.cluster {
+        topo.cluster = Some(crate::spec::validate(cx, rc, &topo.nodes, &topo.switches));
+    }
     // Templates are checked against the finished topology, so they can name any node.
     let dummy = PathBuf::from("/run");
     let mut all_procs = BTreeMap::new();

@@ -67,6 +67,16 @@ fn shipped_topologies_are_valid() {
     assert!(n >= 2);
 }
 
+/// GOOD with a two-member `[cluster]` on line 11: `extra` goes on line 12; the first member
+/// (lines 13-16) is `node`, owning `owns`, backed up by `backups`.
+fn cluster(extra: &str, node: &str, owns: &str, backups: &str) -> String {
+    let pad = if extra.is_empty() { "\n" } else { "" };
+    format!(
+        "{}[cluster]\n{extra}{pad}[[cluster.member]]\nnode = \"{node}\"\nowns = [\"{owns}\"]\nbackups = [{backups}]\n[[cluster.member]]\nnode = \"b\"\nowns = [\"198.18.0.20/24\"]\nbackups = [\"a\"]\n",
+        GOOD.trim_start()
+    )
+}
+
 #[test]
 fn malformed_topologies_name_file_line_and_field() {
     let cases: &[(&str, &str, usize, &str, &str)] = &[
@@ -288,6 +298,49 @@ fn malformed_topologies_name_file_line_and_field() {
             "duplicate process",
         ),
         ("no nodes", "name = \"empty\"\n", 1, "node", "at least one"),
+        // [cluster]: GOOD has nodes a and b on sw0 (lines 1-10), so the cluster starts at 11.
+        (
+            "cluster: unknown failback",
+            &cluster("failback = \"always\"\n", "a", "198.18.0.10/24", "\"b\""),
+            12,
+            "cluster.failback",
+            "not one of: none, new-connections, migrate",
+        ),
+        (
+            "cluster: member is no node",
+            &cluster("", "z", "198.18.0.10/24", "\"b\""),
+            14,
+            "cluster.member[z].node",
+            "no node \"z\"",
+        ),
+        (
+            "cluster: backup is no member",
+            &cluster("", "a", "198.18.0.10/24", "\"c\""),
+            16,
+            "cluster.member[a].backups",
+            "not a member",
+        ),
+        (
+            "cluster: owned address outside the test ranges",
+            &cluster("", "a", "10.0.0.10/24", "\"b\""),
+            15,
+            "cluster.member[a].owns",
+            "outside 198.18.0.0/15",
+        ),
+        (
+            "cluster: owned address is a node's own",
+            &cluster("", "a", "198.18.0.2/24", "\"b\""),
+            15,
+            "cluster.member[a].owns",
+            "a node's own interface address",
+        ),
+        (
+            "cluster: unknown field",
+            &cluster("heartbeat = 10\n", "a", "198.18.0.10/24", "\"b\""),
+            12,
+            "heartbeat",
+            "unknown field",
+        ),
     ];
     assert!(cases.len() >= 15);
     let failures: Vec<String> = cases

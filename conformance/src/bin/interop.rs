@@ -1,5 +1,5 @@
 //! The interop matrix in one command: every case against every implementation installed here
-//! (holdfastd always; keepalived when `keepalived` is on the PATH), one cluster at a time, then
+//! (every adapter in `adapters/` whose programs are on the PATH), one cluster at a time, then
 //! the reports (`pcaps/out/report.{json,junit.xml,md,html}`). Exit status 1 when any verdict
 //! differs from the implementation's expected results.
 //!
@@ -11,13 +11,20 @@ use holdfast_conformance::case::{Case, files};
 use holdfast_conformance::report::{CaseResult, Report, load_all, out_dir, write_reports};
 use holdfast_conformance::run::{Expected, kind_of, root, run_case};
 
+/// Whether the programs the implementation's adapter needs are on the PATH.
 fn installed(imp: &str) -> bool {
-    match imp {
-        "holdfastd" => true,
-        other => std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {other}")])
-            .output()
-            .is_ok_and(|o| o.status.success()),
+    match holdfast_conformance::run::adapter(imp) {
+        Ok(a) => {
+            let missing = a.missing_programs();
+            if !missing.is_empty() {
+                eprintln!("{imp}: skipped, not installed ({})", missing.join(", "));
+            }
+            missing.is_empty()
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
     }
 }
 
@@ -28,9 +35,8 @@ fn main() {
     }
     let asked: Vec<String> = std::env::args().skip(1).collect();
     let imps: Vec<String> = if asked.is_empty() {
-        holdfast_conformance::matrix::IMPLEMENTATIONS
-            .iter()
-            .map(|s| s.to_string())
+        holdfast_conformance::run::implementations()
+            .into_iter()
             .filter(|i| installed(i))
             .collect()
     } else {

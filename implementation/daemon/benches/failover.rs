@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use holdfast_harness::{Cluster, Fault, Options};
+use holdfast_harness::{Cluster, Fault};
 
 const VIP: &str = "198.18.0.10";
 
@@ -84,16 +84,54 @@ vrrp_instance group_b {{
     )
 }
 
-fn topology_toml() -> String {
-    let text = std::fs::read_to_string(root().join("topologies/two-node.toml")).unwrap();
-    text.replace(
-        "{topology_dir}/holdfast/two-node.toml",
-        "{topology_dir}/cluster.toml",
-    )
-    .replace(
-        "{topology_dir}/keepalived/two-node-{node}.conf",
-        "{topology_dir}/keepalived-{node}.conf",
-    )
+/// The shipped two-node topology with the bench's own configurations: holdfastd, or keepalived
+/// and an echo service, on a and b (not the adapters: the bench varies the heartbeat and turns
+/// keepalived's preemption off, so that both implementations fail over and never fail back).
+fn topology(dir: &std::path::Path, implementation: &str) -> holdfast_harness::Topology {
+    let mut t = two_node();
+    let d = dir.display();
+    for n in t
+        .nodes
+        .iter_mut()
+        .filter(|n| n.name == "a" || n.name == "b")
+    {
+        let procs: Vec<(&str, Vec<String>)> = if implementation == "holdfastd" {
+            vec![(
+                "holdfastd",
+                format!("{{bin_dir}}/holdfastd --config {d}/cluster.toml --node {{node}} --run-dir {{node_dir}}")
+                    .split(' ')
+                    .map(String::from)
+                    .collect(),
+            )]
+        } else {
+            vec![
+                (
+                    "keepalived",
+                    vec![
+                        "sh".into(),
+                        "-c".into(),
+                        format!(
+                            "rm -f {{node_dir}}/keepalived.pid {{node_dir}}/vrrp.pid; exec keepalived --dont-fork --log-console --vrrp --use-file {d}/keepalived-{{node}}.conf --pid {{node_dir}}/keepalived.pid --vrrp_pid {{node_dir}}/vrrp.pid"
+                        ),
+                    ],
+                ),
+                (
+                    "echo",
+                    ["{harness}", "serve", "echo", "--listen", "0.0.0.0:7"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+            ]
+        };
+        for (name, command) in procs {
+            n.processes.push(holdfast_harness::topology::Process {
+                name: name.into(),
+                command,
+                restart: true,
+            });
+        }
+    }
+    t
 }
 
 fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -119,8 +157,8 @@ struct Figures {
     missing: usize,
 }
 
-fn run(profile: &str, interval_ms: u32, cycles: usize) -> Option<Figures> {
-    let dir = run_dir(&format!("bench-{profile}-{interval_ms}ms"));
+fn run(implementation: &str, interval_ms: u32, cycles: usize) -> Option<Figures> {
+    let dir = run_dir(&format!("bench-{implementation}-{interval_ms}ms"));
     std::fs::write(dir.join("cluster.toml"), cluster_toml(interval_ms)).unwrap();
     for n in ["a", "b"] {
         std::fs::write(
@@ -129,19 +167,13 @@ fn run(profile: &str, interval_ms: u32, cycles: usize) -> Option<Figures> {
         )
         .unwrap();
     }
-    let p = dir.join("topology.toml");
-    std::fs::write(&p, topology_toml()).unwrap();
-    let topo = holdfast_harness::Topology::load(&p).unwrap();
-    let opts = Options {
-        profile: Some(profile.into()),
-        ..options(&dir)
-    };
-    let mut c = Cluster::up(topo, opts).ok()?;
+    let topo = topology(&dir, implementation);
+    let mut c = Cluster::up(topo, options(&dir)).ok()?;
     let settle = Duration::from_millis((interval_ms as u64 * 15).max(500));
     let ready_deadline = Instant::now() + Duration::from_secs(10);
     while !connects(&c, Duration::from_millis(50)) {
         if Instant::now() > ready_deadline {
-            eprintln!("{profile} {interval_ms} ms: the address never came up");
+            eprintln!("{implementation} {interval_ms} ms: the address never came up");
             return None;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -218,7 +250,7 @@ fn main() {
     };
     if !bin_dir().join("holdfast-harness").is_file() {
         println!(
-            "skipped: build the workspace in this profile first (holdfast-harness is needed for the keepalived echo service)"
+            "skipped: build the workspace in this cargo profile first (holdfast-harness is needed for the keepalived echo service)"
         );
     }
     let have_keepalived = std::process::Command::new("keepalived")
@@ -231,21 +263,21 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for interval in [10u32, 100] {
-        for profile in ["holdfastd", "keepalived"] {
-            if profile == "keepalived" && !have_keepalived {
+        for implementation in ["holdfastd", "keepalived"] {
+            if implementation == "keepalived" && !have_keepalived {
                 println!(
                     "| keepalived | {interval} ms | skipped: keepalived is not installed | | | | | | |"
                 );
                 continue;
             }
-            let Some(f) = run(profile, interval, cycles) else {
-                println!("| {profile} | {interval} ms | failed to come up | | | | | | |");
+            let Some(f) = run(implementation, interval, cycles) else {
+                println!("| {implementation} | {interval} ms | failed to come up | | | | | | |");
                 continue;
             };
             let (g50, g99, gmax) = quantiles(f.garp);
             let (c50, c99, cmax) = quantiles(f.connect);
             println!(
-                "| {profile} | {interval} ms | {g50:.1} ms | {g99:.1} ms | {gmax:.1} ms | {c50:.1} ms | {c99:.1} ms | {cmax:.1} ms | {} |",
+                "| {implementation} | {interval} ms | {g50:.1} ms | {g99:.1} ms | {gmax:.1} ms | {c50:.1} ms | {c99:.1} ms | {cmax:.1} ms | {} |",
                 f.missing
             );
         }

@@ -316,7 +316,7 @@ impl ClusterConfig {
                 get(&s.snoop, &d.snoop).as_ref(),
                 SnoopMode::from_name,
                 SnoopMode::Mirror,
-                "none, mirror",
+                "none, mirror, forward",
             );
             let assignment = cx.pick(
                 &f("assignment"),

@@ -205,7 +205,6 @@ fn vmac_topology(v6: bool) -> String {
     };
     format!(
         r#"
-profiles = ["holdfastd"]
 [[switch]]
 name = "sw0"
 [[node]]
@@ -420,7 +419,7 @@ fn sigterm_hands_over_at_once() {
     );
 }
 
-/// The baseline: the same topology's `keepalived` profile also moves the address (gratuitous
+/// The baseline: keepalived, run on the same topology by its adapter, also moves the address (gratuitous
 /// ARP from b), so both implementations are measured on equal terms.
 #[test]
 fn keepalived_baseline_moves_the_address() {
@@ -441,7 +440,7 @@ fn keepalived_baseline_moves_the_address() {
     }
     let dir = run_dir("keepalived-baseline");
     let opts = holdfast_harness::Options {
-        profile: Some("keepalived".into()),
+        adapter: Some(adapter("keepalived")),
         ..options(&dir)
     };
     let mut c = holdfast_harness::Cluster::up(two_node(), opts).unwrap();

@@ -26,8 +26,7 @@ fn cluster(dir: &Path, nodes: &[&str], assignment: &str, failback: &str) -> Topo
          assignment = \"{assignment}\"\nfailback = \"{failback}\"\napplication = \"echo\"\n\
          ports = [7, 7]\n"
     );
-    let mut topology =
-        String::from("profiles = [\"holdfastd\"]\n[[switch]]\nname = \"sw0\"\nhub = true\n");
+    let mut topology = String::from("[[switch]]\nname = \"sw0\"\nhub = true\n");
     for (i, n) in nodes.iter().enumerate() {
         let backups: Vec<String> = (1..nodes.len())
             .map(|k| format!("\"{}\"", nodes[(i + k) % nodes.len()]))

@@ -858,8 +858,7 @@ backups = ["a", "b"]
 addresses = ["198.18.0.30/24"]
 "#
     );
-    let mut topology =
-        String::from("profiles = [\"holdfastd\"]\n[[switch]]\nname = \"sw0\"\nhub = true\n");
+    let mut topology = String::from("[[switch]]\nname = \"sw0\"\nhub = true\n");
     for (n, ip) in [("a", 1), ("b", 2), ("c", 3)] {
         topology.push_str(&format!(
             "[[node]]\nname = \"{n}\"\ninterface = [{{ name = \"eth0\", switch = \"sw0\", addresses = [\"198.18.0.{ip}/24\"] }}]\nprocess = [{{ name = \"holdfastd\", command = \"{{bin_dir}}/holdfastd --config {{topology_dir}}/cluster.toml --node {{node}} --run-dir {{node_dir}}\" }}]\n"

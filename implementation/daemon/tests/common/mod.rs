@@ -37,7 +37,13 @@ pub fn options(dir: &Path) -> Options {
     }
 }
 
-/// The shipped two-node topology with holdfastd.
+/// An implementation's adapter (`adapters/NAME`).
+pub fn adapter(name: &str) -> holdfast_harness::adapter::Adapter {
+    holdfast_harness::adapter::Adapter::load(root().join("adapters").join(name))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The shipped two-node topology (run with holdfastd by [`up`]).
 pub fn two_node() -> Topology {
     Topology::load(root().join("topologies/two-node.toml")).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -51,11 +57,17 @@ pub fn custom(dir: &Path, topology: &str, cluster: &str) -> Topology {
     Topology::load(&p).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Brings a topology up; a shipped topology's `[cluster]` runs holdfastd (its adapter), a
+/// test's own topology runs the processes it lists.
 pub fn up(dir: &Path, topo: Topology) -> Cluster {
     RUNS.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((std::thread::current().id(), dir.to_owned()));
-    Cluster::up(topo, options(dir)).unwrap_or_else(|e| panic!("up: {e}"))
+    let opts = Options {
+        adapter: topo.cluster.is_some().then(|| adapter("holdfastd")),
+        ..options(dir)
+    };
+    Cluster::up(topo, opts).unwrap_or_else(|e| panic!("up: {e}"))
 }
 
 /// The run directories of clusters brought up by [`up`], by test thread: when the test's
@@ -258,7 +270,6 @@ addresses = ["198.18.0.20/24"]
         Switch::Forward => "",
     };
     let topology = r#"
-profiles = ["holdfastd"]
 [[switch]]
 name = "sw0"
 SWITCH

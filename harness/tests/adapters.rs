@@ -1,0 +1,221 @@
+//! Adapters: every shipped adapter renders every shipped topology it can express, the rendered
+//! configurations are accepted by the implementations' own checkers where one is installed, and
+//! a broken adapter is rejected with the file and line of the mistake.
+
+use std::path::{Path, PathBuf};
+
+use holdfast_harness::Topology;
+use holdfast_harness::adapter::{Adapter, AdapterError};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn adapters() -> Vec<Adapter> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("adapters"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("adapter.toml").is_file())
+        .collect();
+    dirs.sort();
+    dirs.iter()
+        .map(|d| Adapter::load(d).unwrap_or_else(|e| panic!("{}: {e}", d.display())))
+        .collect()
+}
+
+fn topologies() -> Vec<Topology> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("topologies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| Topology::load(f).unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("holdfast-adapters-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn every_adapter_renders_every_topology_it_can_express() {
+    let adapters = adapters();
+    assert!(
+        ["holdfastd", "keepalived"]
+            .iter()
+            .all(|n| adapters.iter().any(|a| a.name == *n)),
+        "the shipped adapters are missing one of holdfastd, keepalived"
+    );
+    let mut rendered = 0;
+    for a in &adapters {
+        for t in topologies() {
+            if let Some(why) = a.cannot_express(&t) {
+                eprintln!("{} on {}: not expressible: {why}", a.name, t.name);
+                continue;
+            }
+            let dir = scratch(&format!("{}-{}", a.name, t.name));
+            let out = a
+                .render(&t, &dir)
+                .unwrap_or_else(|e| panic!("{} on {}: {e}", a.name, t.name));
+            for m in &t.cluster.as_ref().unwrap().members {
+                let before = t.node(&m.node).unwrap().processes.len();
+                let after = out.node(&m.node).unwrap().processes.len();
+                assert!(
+                    after > before,
+                    "{} on {}: no process on {}",
+                    a.name,
+                    t.name,
+                    m.node
+                );
+                for f in &a.files {
+                    assert!(dir.join(&m.node).join(&f.name).is_file());
+                }
+            }
+            // Nodes that are not members (clients) get nothing.
+            for n in &t.nodes {
+                if t.cluster.as_ref().unwrap().member(&n.name).is_none() {
+                    assert_eq!(out.node(&n.name).unwrap().processes, n.processes);
+                }
+            }
+            rendered += 1;
+            if std::env::var_os("HOLDFAST_KEEP_RENDERED").is_none() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    assert!(rendered >= 10, "only {rendered} renderings");
+}
+
+#[test]
+fn keepalived_accepts_every_rendered_configuration() {
+    let a = Adapter::load(root().join("adapters/keepalived")).unwrap();
+    if !a.missing_programs().is_empty() {
+        eprintln!("skipped: keepalived is not installed (.ci/run installs it)");
+        return;
+    }
+    for t in topologies() {
+        if a.cannot_express(&t).is_some() {
+            continue;
+        }
+        let dir = scratch(&format!("kt-{}", t.name));
+        a.render(&t, &dir).unwrap();
+        for m in &t.cluster.as_ref().unwrap().members {
+            let conf = dir.join(&m.node).join("keepalived.conf");
+            let out = std::process::Command::new("keepalived")
+                .arg("--config-test")
+                .arg("--use-file")
+                .arg(&conf)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{}: keepalived --config-test: {}\n{err}",
+                conf.display(),
+                out.status
+            );
+            let text = std::fs::read_to_string(&conf).unwrap();
+            let instances = text.matches("vrrp_instance").count();
+            let groups = holdfast_harness::adapter::groups_of(t.cluster.as_ref().unwrap(), &m.node);
+            assert_eq!(instances, groups.len(), "{}", conf.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// An adapter directory with one file changed.
+fn broken(name: &str, adapter_toml: &str, template: &str) -> Result<Adapter, AdapterError> {
+    let d = scratch(name);
+    std::fs::write(d.join("adapter.toml"), adapter_toml).unwrap();
+    std::fs::write(d.join("conf.j2"), template).unwrap();
+    Adapter::load(&d)
+}
+
+const GOOD: &str = r#"name = "x"
+[[file]]
+name = "x.conf"
+template = "conf.j2"
+[[process]]
+name = "x"
+command = "x --config {{ config_dir }}/x.conf"
+"#;
+
+#[test]
+fn broken_adapters_are_rejected_with_their_line() {
+    let two = Topology::load(root().join("topologies/two-node.toml")).unwrap();
+    // Each: (adapter.toml, template, what the error must say).
+    let cases: &[(&str, &str, &str)] = &[
+        (GOOD, "{{ cluster.heartbeat }}", "undefined"),
+        (GOOD, "{% for m in cluster.members %}", "line 1"),
+        (GOOD, "{{ node.gruops }}", "undefined"),
+        (
+            &GOOD.replace("{{ config_dir }}", "{{ confg_dir }}"),
+            "",
+            "undefined",
+        ),
+        (
+            &GOOD.replace("{{ config_dir }}", "{nod_dir}"),
+            "",
+            "unknown placeholder",
+        ),
+        (
+            &format!("{GOOD}[supports]\nfailbak = [\"none\"]\n"),
+            "",
+            "adapter.toml:9: supports.failbak",
+        ),
+        (
+            &format!("{GOOD}[supports]\nfailback = [\"never\"]\n"),
+            "",
+            "adapter.toml:9: supports.failback",
+        ),
+        (
+            &GOOD.replace("conf.j2", "missing.j2"),
+            "",
+            "adapter.toml:2: file.template: cannot read",
+        ),
+        (
+            &GOOD.replace("name = \"x\"\n[[file]]", "nam = \"x\"\n[[file]]"),
+            "",
+            "adapter.toml:1",
+        ),
+        (
+            &format!("{GOOD}[[process]]\nname = \"x\"\ncommand = \"y\"\n"),
+            "",
+            "already has a process named",
+        ),
+    ];
+    for (i, (toml, tpl, want)) in cases.iter().enumerate() {
+        let err = match broken(&format!("b{i}"), toml, tpl) {
+            Err(e) => e.to_string(),
+            Ok(a) => match a.render(&two, &scratch(&format!("r{i}"))) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("case {i}: the broken adapter was accepted:\n{toml}\n{tpl}"),
+            },
+        };
+        assert!(
+            err.contains(want),
+            "case {i}: {err:?} does not say {want:?}"
+        );
+    }
+    // And the good one works.
+    let a = broken("good", GOOD, "{{ node.node }} {{ cluster.heartbeat_ms }}").unwrap();
+    let d = scratch("good-out");
+    a.render(&two, &d).unwrap();
+    assert_eq!(std::fs::read_to_string(d.join("a/x.conf")).unwrap(), "a 10");
+}
+
+#[test]
+fn an_adapter_says_what_it_cannot_express() {
+    let k = Adapter::load(root().join("adapters/keepalived")).unwrap();
+    let spread = Topology::load(root().join("topologies/three-node-spread.toml")).unwrap();
+    let why = k.cannot_express(&spread).expect("keepalived cannot spread");
+    assert!(why.contains("assignment = \"spread\""), "{why}");
+    let basic = Topology::load(root().join("harness/tests/topologies/basic.toml")).unwrap();
+    assert!(k.cannot_express(&basic).unwrap().contains("no [cluster]"));
+}
