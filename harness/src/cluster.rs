@@ -22,17 +22,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::capture::{Capture, CaptureStats};
 use crate::client::{ClientReport, ClientSpec};
+pub use crate::fault::Fault;
 use crate::loss;
 use crate::netlink::Hook;
 use crate::netns::{self, NetNs};
+use crate::partition::{self, Partition};
 use crate::process::{SpawnSpec, Spawner};
 use crate::registry::{self, RunRecord};
 use crate::topology::{self, Attachment, Node, TemplateEnv, Topology, port_name};
 
 /// The bridge inside each switch namespace.
 pub const BRIDGE: &str = "br0";
-const PRIO_LOSS: u16 = 1;
-const PRIO_MIRROR: u16 = 2;
+const PRIO_PARTITION: u16 = 1;
+const PRIO_LOSS: u16 = 2;
+const PRIO_MIRROR: u16 = 3;
 
 /// How to run a cluster.
 #[derive(Debug, Clone)]
@@ -83,133 +86,6 @@ pub fn default_harness_bin() -> PathBuf {
         }
     }
     "holdfast-harness".into()
-}
-
-/// A fault (or its repair) on a running cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Fault {
-    /// Pull the plug: links down, every process SIGKILLed, the namespace destroyed.
-    PowerOff {
-        /// The node.
-        node: String,
-    },
-    /// Re-create a powered-off node from the topology and start its restartable processes.
-    PowerOn {
-        /// The node.
-        node: String,
-    },
-    /// Take the node's links down; its processes keep running.
-    Isolate {
-        /// The node.
-        node: String,
-    },
-    /// Bring an isolated node's links up again.
-    Heal {
-        /// The node.
-        node: String,
-    },
-    /// SIGSTOP every process of the node.
-    Freeze {
-        /// The node.
-        node: String,
-    },
-    /// SIGCONT every process of the node.
-    Thaw {
-        /// The node.
-        node: String,
-    },
-    /// SIGKILL one named process of the node; its kernel stays up.
-    Crash {
-        /// The node.
-        node: String,
-        /// The process name from the topology.
-        process: String,
-    },
-    /// Drop a percentage of frames in both directions on a node's switch ports
-    /// (`node`, or `switch:node` for one port); 0 removes the loss.
-    Loss {
-        /// `node` or `switch:node`.
-        node: String,
-        /// Percentage, 0 to 100.
-        pct: f64,
-    },
-}
-
-impl Fault {
-    /// The node the fault is about.
-    pub fn node(&self) -> &str {
-        match self {
-            Self::PowerOff { node }
-            | Self::PowerOn { node }
-            | Self::Isolate { node }
-            | Self::Heal { node }
-            | Self::Freeze { node }
-            | Self::Thaw { node }
-            | Self::Crash { node, .. }
-            | Self::Loss { node, .. } => node,
-        }
-    }
-
-    /// The kebab-case name of the fault kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::PowerOff { .. } => "power-off",
-            Self::PowerOn { .. } => "power-on",
-            Self::Isolate { .. } => "isolate",
-            Self::Heal { .. } => "heal",
-            Self::Freeze { .. } => "freeze",
-            Self::Thaw { .. } => "thaw",
-            Self::Crash { .. } => "crash",
-            Self::Loss { .. } => "loss",
-        }
-    }
-
-    /// The fault that undoes this one, if there is one.
-    pub fn restore(&self) -> Option<Self> {
-        let node = self.node().to_owned();
-        Some(match self {
-            Self::PowerOff { .. } => Self::PowerOn { node },
-            Self::Isolate { .. } => Self::Heal { node },
-            Self::Freeze { .. } => Self::Thaw { node },
-            Self::Loss { .. } => Self::Loss { node, pct: 0.0 },
-            _ => return None,
-        })
-    }
-
-    /// Builds a fault from a kind name, a node and an optional argument (the process for
-    /// `crash`, the percentage for `loss`).
-    pub fn parse(kind: &str, node: &str, arg: Option<&str>) -> Result<Self, String> {
-        let node = node.to_owned();
-        Ok(match kind {
-            "power-off" => Self::PowerOff { node },
-            "power-on" => Self::PowerOn { node },
-            "isolate" => Self::Isolate { node },
-            "heal" => Self::Heal { node },
-            "freeze" => Self::Freeze { node },
-            "thaw" => Self::Thaw { node },
-            "crash" => Self::Crash {
-                node,
-                process: arg.ok_or("crash needs the process name")?.to_owned(),
-            },
-            "loss" => {
-                let a = arg.ok_or("loss needs a percentage")?;
-                let pct: f64 = a
-                    .trim_end_matches('%')
-                    .parse()
-                    .map_err(|_| format!("loss: {a:?} is not a percentage"))?;
-                if !(0.0..=100.0).contains(&pct) {
-                    return Err(format!("loss: {pct} is not within 0..=100"));
-                }
-                Self::Loss { node, pct }
-            }
-            _ => {
-                return Err(format!(
-                    "unknown fault {kind:?}; known: power-off power-on isolate heal freeze thaw crash loss"
-                ));
-            }
-        })
-    }
 }
 
 /// One entry of the event log, on the capture clock (`CLOCK_REALTIME`, ns).
@@ -284,6 +160,8 @@ pub struct Cluster {
     nodes: BTreeMap<String, NodeState>,
     /// Loss per (switch, node) port, in percent.
     loss: HashMap<(String, String), f64>,
+    /// Partitions in force, applied on every switch.
+    partitions: Vec<Partition>,
     events: Mutex<Events>,
     spawner: Option<Spawner>,
     /// Commands run in the root namespace after teardown (an adapter's `cleanup`).
@@ -360,6 +238,7 @@ impl Cluster {
             switches: BTreeMap::new(),
             nodes: BTreeMap::new(),
             loss: HashMap::new(),
+            partitions: Vec::new(),
             events: Mutex::new(Events {
                 file: BufWriter::new(events),
                 all: Vec::new(),
@@ -615,6 +494,13 @@ impl Cluster {
     }
 
     /// Re-applies every port filter (loss, then mirrors) on one switch.
+    fn apply_all_filters(&self) -> io::Result<()> {
+        for sw in self.switches.keys() {
+            self.apply_filters(sw)?;
+        }
+        Ok(())
+    }
+
     fn apply_filters(&self, sw: &str) -> io::Result<()> {
         let Some(s) = self.switches.get(sw) else {
             return Ok(());
@@ -651,10 +537,34 @@ impl Cluster {
                 .filter(|m| &m.from == node)
                 .flat_map(|m| m.to.iter().filter_map(|t| port_of(t)))
                 .collect();
-            if loss == 0.0 && mirror_to.is_empty() {
+            let blocked: Vec<i32> = partition::blocked(&self.partitions, node)
+                .iter()
+                .filter_map(|n| port_of(n))
+                .map(|p| nl.link_index(&p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| io::Error::other(format!("switch {sw}: {e}")))?
+                .into_iter()
+                .flatten()
+                .collect();
+            if loss == 0.0 && mirror_to.is_empty() && blocked.is_empty() {
                 continue;
             }
             ctx(nl.add_clsact(port), || format!("switch {sw}"))?;
+            if !blocked.is_empty() {
+                let prog = partition::load(&blocked)
+                    .map_err(|e| io::Error::other(format!("load partition program: {e}")))?;
+                use std::os::fd::AsRawFd;
+                ctx(
+                    nl.add_bpf(
+                        port,
+                        Hook::Egress,
+                        PRIO_PARTITION,
+                        prog.as_raw_fd(),
+                        "holdfast-partition",
+                    ),
+                    || format!("switch {sw} port {port}"),
+                )?;
+            }
             if loss > 0.0 {
                 let prog = loss::load(loss)
                     .map_err(|e| io::Error::other(format!("load loss program: {e}")))?;
@@ -826,10 +736,19 @@ impl Cluster {
                     .join(" ")
             )));
         }
+        if let Fault::Partition { from, to, .. } = fault
+            && let Some(n) = from
+                .iter()
+                .chain(to)
+                .find(|n| self.topology.node(n).is_none())
+        {
+            return Err(io::Error::other(format!("partition: unknown node {n:?}")));
+        }
         let kind = fault.kind();
         let detail = match fault {
             Fault::Crash { process, .. } => process.clone(),
             Fault::Loss { pct, .. } => format!("{pct}%"),
+            Fault::Partition { from, to, .. } => format!("{} | {}", from.join(","), to.join(",")),
             _ => String::new(),
         };
         self.event(kind, Some(&node_name), &detail);
@@ -859,6 +778,20 @@ impl Cluster {
             }
             Fault::Crash { process, .. } => self.crash(&node, process)?,
             Fault::Loss { pct, .. } => self.set_loss(&node, *pct)?,
+            Fault::Partition {
+                from, to, one_way, ..
+            } => {
+                self.partitions.push(Partition {
+                    from: from.clone(),
+                    to: to.clone(),
+                    one_way: *one_way,
+                });
+                self.apply_all_filters()?;
+            }
+            Fault::HealPartition { .. } => {
+                self.partitions.clear();
+                self.apply_all_filters()?;
+            }
         }
         self.event(&format!("{kind}:done"), Some(&node_name), "");
         Ok(())

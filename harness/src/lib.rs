@@ -18,13 +18,16 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod bpf;
 pub mod capture;
 pub mod client;
 pub mod cluster;
 pub mod evidence;
+pub mod fault;
 pub mod loss;
 pub mod netlink;
 pub mod netns;
+pub mod partition;
 pub mod pcapng;
 pub mod process;
 pub mod registry;
@@ -33,7 +36,8 @@ pub mod shrink;
 pub mod spec;
 pub mod topology;
 
-pub use cluster::{Cluster, Fault, Options};
+pub use cluster::{Cluster, Options};
+pub use fault::Fault;
 pub use topology::Topology;
 
 /// Nanoseconds since the Unix epoch on `CLOCK_REALTIME`, the clock of capture timestamps.

@@ -7,32 +7,11 @@
 //! otherwise.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+use crate::bpf::{Insn, TC_ACT_SHOT, TC_ACT_UNSPEC, insn};
+
 const BPF_FUNC_GET_PRANDOM_U32: i32 = 7;
-const TC_ACT_SHOT: i32 = 2;
-const TC_ACT_UNSPEC: i32 = -1;
-
-/// One eBPF instruction (`struct bpf_insn`).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: 0,
-        off,
-        imm,
-    }
-}
 
 /// The loss threshold out of 65536 for a percentage in 0..=100.
 pub fn threshold(pct: f64) -> i32 {
@@ -58,30 +37,7 @@ fn program(pct: f64) -> [Insn; 7] {
 
 /// Loads the loss classifier for `pct` percent loss and returns its program fd.
 pub fn load(pct: f64) -> io::Result<OwnedFd> {
-    let prog = program(pct);
-    let license = c"GPL";
-    // union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log_level,
-    // log_size, log_buf, kern_version, ... (zero beyond what we set).
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
-    attr[4..8].copy_from_slice(&(prog.len() as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&(prog.as_ptr() as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    // SAFETY: bpf(2) reads `attr` and the instruction array and license it points to, all of
-    // which outlive the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_ptr(),
-            attr.len() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a fresh descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    crate::bpf::load(&program(pct))
 }
 
 #[cfg(test)]

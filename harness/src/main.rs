@@ -44,6 +44,8 @@ Examples:
   holdfast-harness exec $RUN client -- ping -c1 198.18.0.1
   holdfast-harness fault $RUN power-off a
   holdfast-harness fault $RUN power-on a
+  holdfast-harness fault $RUN partition a b               # a and b cannot talk; both reach the client
+  holdfast-harness fault $RUN heal-partition a
   holdfast-harness down $RUN
   holdfast-harness run topologies/two-node.toml --adapter adapters/keepalived \
       --scenario scenarios/demo.toml
@@ -96,7 +98,10 @@ enum Cmd {
     /// Apply a fault to a node of a running topology.
     ///
     /// KIND is one of: power-off, power-on, isolate, heal, freeze, thaw, crash (ARG: process
-    /// name), loss (ARG: percent; NODE may be SWITCH:NODE).
+    /// name), loss (ARG: percent; NODE may be SWITCH:NODE), partition (NODE and ARG are the two
+    /// sides, comma-separated: `partition a b,c` drops every frame between a and b or c in the
+    /// switches, both ways), partition-one-way (only from NODE's side to ARG's), heal-partition
+    /// (NODE: any; removes every partition).
     Fault {
         /// The run id.
         run: String,

@@ -145,6 +145,28 @@ impl Cx<'_> {
         crate::topology::expand(text, &env)
     }
 
+    /// A comma-separated list of nodes in field `field`, each checked.
+    fn node_list(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        at: &Spanned<String>,
+        field: &str,
+    ) -> Option<String> {
+        let n = self.need(v, at, field)?.clone();
+        let unknown: Vec<&str> = n
+            .get_ref()
+            .split(',')
+            .map(str::trim)
+            .filter(|x| self.topology.node(x).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            let msg = format!("unknown node(s) {unknown:?} in {:?}", n.get_ref());
+            self.err(n.span(), field, msg);
+            return None;
+        }
+        Some(n.get_ref().clone())
+    }
+
     /// A node named in field `field` (not `node`).
     fn named_node(
         &mut self,
@@ -184,6 +206,18 @@ impl Cx<'_> {
             }
             "fault" => {
                 let kind = self.need(&r.kind, at, "kind")?.clone();
+                if kind.get_ref().starts_with("partition") {
+                    // Two sides, `from` and `to`, each a comma-separated list of nodes.
+                    let from = self.node_list(&r.from, at, "from")?;
+                    let to = self.node_list(&r.to, at, "to")?;
+                    return match Fault::parse(kind.get_ref(), &from, Some(&to)) {
+                        Ok(f) => Some(Step::Fault(f)),
+                        Err(e) => {
+                            self.err(kind.span(), "kind", e);
+                            None
+                        }
+                    };
+                }
                 let node = self.node(&r.node, at)?;
                 let arg = r.process.clone().or_else(|| r.pct.map(|p| p.to_string()));
                 match Fault::parse(kind.get_ref(), &node, arg.as_deref()) {

@@ -33,9 +33,25 @@ fn boot_announce_carries_every_ownership_field() {
     wait_ready(&c, &["a", "b"]);
     let s = c.down().unwrap();
     let frames = read_pcap(&s.captures[0].file);
-    for (port, id, vip, mac, backup) in [
-        ("sw0:a", 1, "198.18.0.10", [2, 0x68, 0x66, 0, 1, 1], 2),
-        ("sw0:b", 2, "198.18.0.20", [2, 0x68, 0x66, 0, 2, 1], 1),
+    // a's port is mirrored to b, so a's backup snoops the wire; b's is not, so b forwards
+    // copies itself (the adapter renders that from the topology).
+    for (port, id, vip, mac, backup, snoop) in [
+        (
+            "sw0:a",
+            1,
+            "198.18.0.10",
+            [2, 0x68, 0x66, 0, 1, 1],
+            2,
+            SnoopMode::Mirror,
+        ),
+        (
+            "sw0:b",
+            2,
+            "198.18.0.20",
+            [2, 0x68, 0x66, 0, 2, 1],
+            1,
+            SnoopMode::Forward,
+        ),
     ] {
         let sent: Vec<Message> = frames
             .iter()
@@ -66,11 +82,7 @@ fn boot_announce_carries_every_ownership_field() {
             FailbackMode::None,
             "fail-over policy: failback"
         );
-        assert_eq!(
-            o.policy.snoop,
-            SnoopMode::Mirror,
-            "fail-over policy: snooping"
-        );
+        assert_eq!(o.policy.snoop, snoop, "fail-over policy: snooping");
         assert_eq!(o.addresses.len(), 1, "owned IP addresses");
         assert_eq!(o.addresses[0].addr, vip.parse::<IpAddr>().unwrap());
         assert_eq!(o.addresses[0].prefix, 24);
@@ -324,7 +336,8 @@ fn forged_and_replayed_datagrams_are_counted_and_ignored() {
     };
     let forged = holdfast_proto::auth::seal(&msg(u64::MAX - 1, b_epoch + 1), b"not the key");
     // Signed with the real key, but older than what b has sent: a replay.
-    let replayed = holdfast_proto::auth::seal(&msg(1, b_epoch), b"holdfast two-node demo key");
+    // The key adapters/holdfastd/cluster.toml.j2 writes for topology two-node.
+    let replayed = holdfast_proto::auth::seal(&msg(1, b_epoch), b"holdfast two-node key");
     c.in_node("client", || {
         let s = UdpSocket::bind("198.18.0.100:0").unwrap();
         let to: SocketAddr = "198.18.0.1:5405".parse().unwrap();
