@@ -373,6 +373,18 @@ impl Cluster {
                 }
             }
         }
+        if node.forward {
+            ns.run(|| {
+                netns::sysctl("net.ipv4.ip_forward", "1")?;
+                netns::sysctl("net.ipv6.conf.all.forwarding", "1")
+            })??;
+        }
+        for r in &node.routes {
+            ctx(
+                ns.nl.add_route(r.dst.map(|d| (d.addr, d.prefix)), r.via),
+                || format!("node {name}: route {r}"),
+            )?;
+        }
         self.nodes.insert(
             name.to_owned(),
             NodeState {

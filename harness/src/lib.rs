@@ -31,6 +31,7 @@ pub mod partition;
 pub mod pcapng;
 pub mod process;
 pub mod registry;
+pub mod route;
 pub mod scenario;
 pub mod shrink;
 pub mod spec;

@@ -25,6 +25,13 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const RTA_DST: u16 = 1;
+const RTA_GATEWAY: u16 = 5;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_STATIC: u8 = 4;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RTN_UNICAST: u8 = 1;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_DELQDISC: u16 = 37;
 const RTM_NEWTFILTER: u16 = 44;
@@ -453,6 +460,38 @@ impl Netlink {
         }
         self.request(&format!("add {addr}/{prefix} to {name}"), m)
             .map(drop)
+    }
+
+    /// Adds a route to `dst` (`None`: the default route of the gateway's family) via a
+    /// gateway on a connected subnet.
+    pub fn add_route(&self, dst: Option<(IpAddr, u8)>, via: IpAddr) -> Result<()> {
+        let bytes = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let family = if via.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        } as u8;
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+        let mut fixed = [0u8; 12];
+        fixed[0] = family;
+        fixed[1] = dst.map_or(0, |(_, len)| len);
+        fixed[4] = RT_TABLE_MAIN;
+        fixed[5] = RTPROT_STATIC;
+        fixed[6] = RT_SCOPE_UNIVERSE;
+        fixed[7] = RTN_UNICAST;
+        let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &fixed);
+        if let Some((d, _)) = dst {
+            m.attr(RTA_DST, &bytes(d));
+        }
+        m.attr(RTA_GATEWAY, &bytes(via));
+        let what = match dst {
+            Some((d, l)) => format!("add route {d}/{l} via {via}"),
+            None => format!("add default route via {via}"),
+        };
+        self.request(&what, m).map(drop)
     }
 
     /// Adds a clsact qdisc (ingress and egress hooks for filters) to a link.

@@ -90,6 +90,10 @@ pub struct Node {
     pub interfaces: Vec<Interface>,
     /// Processes started at boot, in file order.
     pub processes: Vec<Process>,
+    /// Routes, added once the interfaces are up.
+    pub routes: Vec<crate::route::Route>,
+    /// Forwards between its interfaces (a router).
+    pub forward: bool,
 }
 
 /// What the other end of an interface's veth is.
@@ -416,6 +420,10 @@ struct RawNode {
     interface: Vec<RawIface>,
     #[serde(default)]
     process: Vec<RawProcess>,
+    #[serde(default)]
+    routes: Vec<Spanned<String>>,
+    #[serde(default)]
+    forward: bool,
 }
 
 #[derive(Deserialize)]
@@ -736,12 +744,15 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                 },
             ));
         }
+        let routes = crate::route::validate(cx, &nname, &rn.routes, &interfaces);
         nodes.push((
             rn,
             Node {
                 name: nname,
                 interfaces,
                 processes: Vec::new(),
+                routes,
+                forward: rn.forward,
             },
             processes,
         ));

@@ -298,6 +298,16 @@ fn malformed_topologies_name_file_line_and_field() {
             "duplicate process",
         ),
         ("no nodes", "name = \"empty\"\n", 1, "node", "at least one"),
+        (
+            "a route whose gateway is on none of the node's subnets",
+            &format!(
+                "{}routes = [\"default via 198.19.0.1\"]\n",
+                GOOD.trim_start()
+            ),
+            11,
+            "node[b].routes",
+            "on none of the node's subnets",
+        ),
         // [cluster]: GOOD has nodes a and b on sw0 (lines 1-10), so the cluster starts at 11.
         (
             "cluster: unknown failback",

@@ -1,7 +1,7 @@
 //! The cluster configuration file: every node's ownership information in one TOML file, from
 //! which each daemon picks its own (`--node NAME`).
 //!
-//! Read [`ClusterConfig::load`] first; `topologies/holdfast/two-node.toml` is a commented
+//! Read [`ClusterConfig::load`] first; `implementation/daemon/cluster.example.toml` is a commented
 //! example. Every problem is reported as `FILE:LINE: field: what is wrong`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -513,6 +513,17 @@ arp = "vmac"
         assert_eq!(b.arp, ArpPolicy::Vmac);
         assert_eq!(b.addresses[1].mac, virtual_mac(NodeId(2)));
         assert_eq!(c.peers_of("a"), vec![NodeId(2)]);
+    }
+
+    /// The commented example is a valid configuration, with the values its comments give.
+    #[test]
+    fn the_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.example.toml");
+        let c = ClusterConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let a = &c.nodes["a"];
+        assert_eq!(a.garp_interval, Duration::from_millis(5));
+        assert_eq!(a.garp_count, 3);
+        assert_eq!(a.ownership.policy.snoop, SnoopMode::Mirror);
     }
 
     #[test]

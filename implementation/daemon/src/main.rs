@@ -12,7 +12,8 @@ use holdfastd::config::ClusterConfig;
 /// and takes over a failed peer's addresses (and, later, its live TCP connections).
 ///
 /// Run it inside the node (a harness topology does): `holdfastd --config CLUSTER.toml --node a`.
-/// The configuration file describes the whole cluster; see topologies/holdfast/two-node.toml.
+/// The configuration file describes the whole cluster; see
+/// implementation/daemon/cluster.example.toml (every setting, commented).
 #[derive(Parser)]
 #[command(name = "holdfastd", version)]
 struct Cli {

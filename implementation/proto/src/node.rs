@@ -77,6 +77,12 @@ pub enum Event {
         /// Its boot epoch.
         boot_epoch: u32,
     },
+    /// This node's heartbeat timer was served late by `late` (it was frozen, or starved of
+    /// CPU): its peers get a fresh detection window before their silence counts.
+    Resumed {
+        /// How late.
+        late: Duration,
+    },
     /// A peer missed `miss_count` heartbeats.
     PeerDead {
         /// The peer.
@@ -333,6 +339,10 @@ pub struct Node {
     eligible: bool,
     link_up: bool,
     leaving: bool,
+    /// When this node last woke from a pause of its own (its heartbeat timer served more than
+    /// an interval late: frozen, or starved of CPU). Until its peers have had a full detection
+    /// window since then, their silence proves nothing: what they sent may still be unread.
+    resumed: Time,
     members: BTreeMap<NodeId, Member>,
     groups: BTreeMap<NodeId, GroupView>,
     held: BTreeMap<NodeId, Epoch>,
@@ -375,6 +385,7 @@ impl Node {
             eligible: false,
             link_up: true,
             leaving: false,
+            resumed: Time::default(),
             members: BTreeMap::new(),
             groups: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -497,7 +508,7 @@ impl Node {
     /// after it was last heard.
     fn dead_at(&self, id: NodeId, m: &Member) -> Option<Time> {
         let (iv, miss) = self.peer_interval(id);
-        Some(m.last_heard + iv * miss)
+        Some(m.last_heard.max(self.resumed) + iv * miss)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -954,7 +965,13 @@ impl Node {
                 why: Incomplete::Timeout,
             }));
         }
-        if self.timers[Timer::Heartbeat as usize].is_some_and(|t| t <= now) {
+        if let Some(due) = self.timers[Timer::Heartbeat as usize].filter(|t| *t <= now) {
+            // Served more than an interval late: this node was paused, not its peers silent.
+            if now - due > self.cfg.interval() {
+                self.resumed = now;
+                self.actions
+                    .push_back(Action::Event(Event::Resumed { late: now - due }));
+            }
             self.timers[Timer::Heartbeat as usize] = Some(now + self.cfg.interval());
             if self.link_up && !self.leaving {
                 let holdings = self.holdings();

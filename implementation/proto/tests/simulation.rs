@@ -368,6 +368,44 @@ fn spread_grants_the_holders_explicit_split() {
     );
 }
 
+/// A node frozen for 200 ms (SIGSTOP) wakes up with its heartbeat timer long overdue and its
+/// peers' heartbeats still unread: it must not declare them dead for that. Its backup rightly
+/// took its group over meanwhile; after the thaw exactly one node holds each group.
+#[test]
+fn a_thawed_node_does_not_declare_its_live_peers_dead() {
+    for seed in 0..20 {
+        let mut c = ordered(2, FailbackMode::None, seed);
+        settled(&mut c);
+        c.freeze(0);
+        c.drive(200 * MS);
+        let t = c.time;
+        c.thaw(0);
+        c.drive(200 * MS);
+        let woke = c.since(t).any(
+            |x| matches!(x, Trace::Event { node, event: Event::Resumed { .. } } if *node == id(0)),
+        );
+        assert!(woke, "seed {seed}: no Resumed event\n{}", c.story());
+        let false_death = c.since(t).any(|x| {
+            matches!(x, Trace::Event { node, event: Event::PeerDead { node: d } } if *node == id(0) && *d == id(1))
+        });
+        assert!(
+            !false_death,
+            "seed {seed}: a declared b dead on waking\n{}",
+            c.story()
+        );
+        for g in 0..2 {
+            let h = c.holders(id(g));
+            assert_eq!(
+                h.len(),
+                1,
+                "seed {seed}: group {g} held by {h:?}\n{}",
+                c.story()
+            );
+        }
+        assert!(c.double_claims().is_empty());
+    }
+}
+
 #[test]
 fn a_partitioned_then_healed_primary_yields_to_the_higher_epoch() {
     let mut c = ordered(3, FailbackMode::None, 10);

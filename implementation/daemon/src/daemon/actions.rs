@@ -40,6 +40,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 for a in &addresses {
                     io.registry.address(a.addr, true);
                 }
+                io.snooper_caught_up(node, &mut deferred).await;
                 io.go_live(owner);
             }
             Action::ReleaseAddress {
@@ -100,6 +101,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                             .await;
                         let ips = addrs.iter().map(|a| a.addr).collect();
                         io.serve_without_address(owner, ips, false).await;
+                        io.snooper_caught_up(node, &mut deferred).await;
                         io.go_live(owner);
                     }
                 }
@@ -193,6 +195,11 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 Event::PeerDead { .. } | Event::PeerLeft { .. } | Event::Fenced { .. } => {
                     info!(node = name, ?e)
                 }
+                Event::Resumed { late } => warn!(
+                    node = name,
+                    ?late,
+                    "this node was paused (frozen or starved of CPU): its peers get a fresh detection window"
+                ),
                 _ => debug!(node = name, ?e),
             },
         }

@@ -355,6 +355,27 @@ impl Io {
         ));
     }
 
+    /// Waits until the snooper has read every frame queued so far (at most 50 ms), so that
+    /// [`Self::go_live`] finds the packets that arrived during the takeover; in 5 ms steps with
+    /// the protocol kept running between them, because a busy snooper must never stop this
+    /// node's heartbeats long enough for a peer to declare it dead (seen: a 72 ms gap, then a
+    /// false failover, when this wait blocked the event loop).
+    pub(super) async fn snooper_caught_up(
+        &mut self,
+        node: &mut Node,
+        deferred: &mut VecDeque<Action>,
+    ) {
+        let step = Duration::from_millis(5);
+        let mut waited = Duration::ZERO;
+        while let Some(sn) = self.snooper.as_ref() {
+            if sn.catch_up(step) || waited >= Duration::from_millis(50) {
+                break;
+            }
+            waited += step;
+            self.keep_alive(node, deferred).await;
+        }
+    }
+
     /// The owner's address exists now: the repaired connections go live and their
     /// applications continue.
     pub(super) fn go_live(&mut self, owner: NodeId) {
@@ -424,7 +445,8 @@ impl Io {
         let (addrs, announce) = self.assuming.remove(&owner).unwrap_or_default();
         let held = match &self.snooper {
             Some(sn) => {
-                if !sn.catch_up(Duration::from_millis(50)) {
+                // Waited for already (`snooper_caught_up`); only a last look here.
+                if !sn.catch_up(Duration::from_millis(1)) {
                     warn!(
                         "the snooper is behind: some packets of the takeover may not be put back"
                     );

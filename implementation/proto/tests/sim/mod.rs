@@ -75,6 +75,9 @@ pub struct SimNode {
     pub cut: bool,
     /// Link down: nothing in or out, and the node is told.
     pub link_down: bool,
+    /// Frozen (SIGSTOP): its timers are not served and what reaches it waits here, as in a
+    /// socket buffer, until it is thawed.
+    pub frozen: Option<Vec<Vec<u8>>>,
     /// Groups this node holds, from its Claim/Release actions.
     pub holding: BTreeMap<NodeId, Epoch>,
     /// Client bytes this node keeps per connection, from sequence number 0, as a daemon keeps
@@ -155,6 +158,7 @@ impl Cluster {
                 node: None,
                 cut: false,
                 link_down: false,
+                frozen: None,
                 holding: BTreeMap::new(),
                 history: BTreeMap::new(),
                 fetched: Vec::new(),
@@ -231,6 +235,32 @@ impl Cluster {
             n.handle_link_event(now, up);
         }
         self.drain(i);
+    }
+
+    /// Freezes node `i` (as SIGSTOP would): nothing it would do happens until [`Self::thaw`].
+    pub fn freeze(&mut self, i: usize) {
+        self.nodes[i].frozen.get_or_insert_with(Vec::new);
+    }
+
+    /// Thaws node `i` the way a daemon wakes up at worst: its overdue timer is served first,
+    /// then the datagrams that waited in its socket buffer.
+    pub fn thaw(&mut self, i: usize) {
+        let Some(queued) = self.nodes[i].frozen.take() else {
+            return;
+        };
+        let now = self.time;
+        if let Some(n) = self.nodes[i].node.as_mut() {
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                n.handle_timeout(now);
+            }
+        }
+        self.drain(i);
+        for data in queued {
+            if let Some(n) = self.nodes[i].node.as_mut() {
+                n.handle_datagram(now, &data);
+            }
+            self.drain(i);
+        }
     }
 
     fn connected(&self, i: usize) -> bool {
@@ -402,6 +432,7 @@ impl Cluster {
         let n = self
             .nodes
             .iter()
+            .filter(|s| s.frozen.is_none())
             .filter_map(|s| s.node.as_ref().and_then(Node::poll_timeout))
             .min();
         match (q, n) {
@@ -425,17 +456,22 @@ impl Cluster {
             if !self.connected(to) {
                 continue;
             }
+            if let Some(q) = self.nodes[to].frozen.as_mut() {
+                q.push(data);
+                continue;
+            }
             if let Some(n) = self.nodes[to].node.as_mut() {
                 n.handle_datagram(now, &data);
                 self.drain(to);
             }
         }
         for i in 0..self.nodes.len() {
-            let due = self.nodes[i]
-                .node
-                .as_ref()
-                .and_then(Node::poll_timeout)
-                .is_some_and(|d| d <= now);
+            let due = self.nodes[i].frozen.is_none()
+                && self.nodes[i]
+                    .node
+                    .as_ref()
+                    .and_then(Node::poll_timeout)
+                    .is_some_and(|d| d <= now);
             if due {
                 self.nodes[i]
                     .node
