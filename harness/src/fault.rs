@@ -65,6 +65,15 @@ pub enum Fault {
         #[serde(default)]
         one_way: bool,
     },
+    /// Impair a node's switch ports (`node`, or `switch:node` for one port): delay, jitter,
+    /// loss, duplication, reordering, a rate limit, both ways (`crate::impair`); an empty
+    /// impairment removes it.
+    Impair {
+        /// `node` or `switch:node`.
+        node: String,
+        /// What happens to the frames.
+        impairment: crate::impair::Impairment,
+    },
     /// Remove every partition.
     HealPartition {
         /// The node named when the partition was made (for the event log).
@@ -85,6 +94,7 @@ impl Fault {
             | Self::Crash { node, .. }
             | Self::Loss { node, .. }
             | Self::Partition { node, .. }
+            | Self::Impair { node, .. }
             | Self::HealPartition { node } => node,
         }
     }
@@ -103,6 +113,7 @@ impl Fault {
             Self::Partition { one_way: false, .. } => "partition",
             Self::Partition { one_way: true, .. } => "partition-one-way",
             Self::HealPartition { .. } => "heal-partition",
+            Self::Impair { .. } => "impair",
         }
     }
 
@@ -115,6 +126,10 @@ impl Fault {
             Self::Freeze { .. } => Self::Thaw { node },
             Self::Loss { .. } => Self::Loss { node, pct: 0.0 },
             Self::Partition { .. } => Self::HealPartition { node },
+            Self::Impair { .. } => Self::Impair {
+                node,
+                impairment: Default::default(),
+            },
             _ => return None,
         })
     }
@@ -159,6 +174,12 @@ impl Fault {
             "freeze" => Self::Freeze { node },
             "thaw" => Self::Thaw { node },
             "heal-partition" => Self::HealPartition { node },
+            "impair" => Self::Impair {
+                node,
+                impairment: crate::impair::Impairment::parse(arg.ok_or(
+                    "impair needs a specification such as \"delay=20ms rate=100mbit\" (or none)",
+                )?)?,
+            },
             "crash" => Self::Crash {
                 node,
                 process: arg.ok_or("crash needs the process name")?.to_owned(),
@@ -176,7 +197,7 @@ impl Fault {
             }
             _ => {
                 return Err(format!(
-                    "unknown fault {kind:?}; known: power-off power-on isolate heal freeze thaw crash loss partition partition-one-way heal-partition"
+                    "unknown fault {kind:?}; known: power-off power-on isolate heal freeze thaw crash loss partition partition-one-way heal-partition impair"
                 ));
             }
         })

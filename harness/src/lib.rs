@@ -24,6 +24,7 @@ pub mod client;
 pub mod cluster;
 pub mod evidence;
 pub mod fault;
+pub mod impair;
 pub mod loss;
 pub mod netlink;
 pub mod netns;

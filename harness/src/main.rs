@@ -46,6 +46,7 @@ Examples:
   holdfast-harness fault $RUN power-on a
   holdfast-harness fault $RUN partition a b               # a and b cannot talk; both reach the client
   holdfast-harness fault $RUN heal-partition a
+  holdfast-harness fault $RUN impair client 'delay=20ms rate=100mbit'
   holdfast-harness down $RUN
   holdfast-harness run topologies/two-node.toml --adapter adapters/keepalived \
       --scenario scenarios/demo.toml
@@ -101,7 +102,9 @@ enum Cmd {
     /// name), loss (ARG: percent; NODE may be SWITCH:NODE), partition (NODE and ARG are the two
     /// sides, comma-separated: `partition a b,c` drops every frame between a and b or c in the
     /// switches, both ways), partition-one-way (only from NODE's side to ARG's), heal-partition
-    /// (NODE: any; removes every partition).
+    /// (NODE: any; removes every partition), impair (NODE may be SWITCH:NODE; ARG: "delay=20ms
+    /// jitter=5ms loss=1% duplicate=1% reorder=10% rate=100mbit", any subset, or "none"; a
+    /// delay line in the switch, both ways: this kernel has no netem).
     Fault {
         /// The run id.
         run: String,

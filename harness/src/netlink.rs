@@ -425,6 +425,15 @@ impl Netlink {
             .map(drop)
     }
 
+    /// Takes `name` out of its bridge.
+    pub fn set_nomaster(&self, name: &str) -> Result<()> {
+        let idx = self.index(name)?;
+        let mut m = Msg::new(RTM_NEWLINK, 0, &ifinfomsg(idx, 0, 0));
+        m.u32(IFLA_MASTER, 0);
+        self.request(&format!("detach {name} from its bridge"), m)
+            .map(drop)
+    }
+
     /// Sets a link administratively up or down.
     pub fn set_up(&self, name: &str, up: bool) -> Result<()> {
         let idx = self.index(name)?;

@@ -126,3 +126,122 @@ fn a_partition_names_known_nodes_and_two_sides() {
     assert_eq!(f.kind(), "partition-one-way");
     assert_eq!(f.restore().unwrap().kind(), "heal-partition");
 }
+
+/// The median of ten request/response round trips from the client to a's echo service.
+fn rtt_ms(c: &Cluster) -> f64 {
+    use std::io::{Read, Write};
+    c.in_node("client", || {
+        let mut s = std::net::TcpStream::connect("198.18.0.1:7").unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            let t = std::time::Instant::now();
+            s.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        v.sort_by(f64::total_cmp);
+        v[5]
+    })
+    .unwrap()
+}
+
+/// Bytes per second of a 3 MB download from a's stream service to the client.
+fn download_rate(c: &Cluster) -> f64 {
+    use std::io::{Read, Write};
+    c.in_node("client", || {
+        let len: u64 = 3_000_000;
+        let mut s = std::net::TcpStream::connect("198.18.0.1:19").unwrap();
+        let mut req = 7u64.to_be_bytes().to_vec();
+        req.extend_from_slice(&len.to_be_bytes());
+        s.write_all(&req).unwrap();
+        let t = std::time::Instant::now();
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 65536];
+        while got < len {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "EOF after {got} bytes");
+            got += n as u64;
+        }
+        len as f64 / t.elapsed().as_secs_f64()
+    })
+    .unwrap()
+}
+
+#[test]
+fn impairments_delay_rate_and_duplicate_a_link() {
+    need_root!();
+    let mut c = up("impair", basic());
+    let base = rtt_ms(&c);
+    fault(&mut c, "impair", "client", Some("delay=20ms"));
+    let delayed = rtt_ms(&c);
+    eprintln!("round trip: {base:.2} ms, with 20 ms each way: {delayed:.2} ms");
+    assert!(
+        (32.0..=48.0).contains(&delayed),
+        "round trip {delayed:.2} ms, wanted 40 ms +- 20 %"
+    );
+
+    fault(&mut c, "impair", "client", Some("rate=20mbit"));
+    let rate = download_rate(&c);
+    let want = 20e6 / 8.0;
+    eprintln!(
+        "download at rate=20mbit: {:.2} MB/s (the limit: {:.2} MB/s)",
+        rate / 1e6,
+        want / 1e6
+    );
+    assert!(
+        (0.8 * want..=1.2 * want).contains(&rate),
+        "{rate:.0} B/s, wanted {want:.0} +- 20 %"
+    );
+
+    fault(&mut c, "impair", "client", Some("duplicate=50%"));
+    let got = c
+        .in_node("client", || {
+            let rx = UdpSocket::bind("198.18.0.100:9100").unwrap();
+            rx.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            rx
+        })
+        .unwrap();
+    let tx = c
+        .in_node("a", || UdpSocket::bind("198.18.0.1:0"))
+        .unwrap()
+        .unwrap();
+    // Read while they come (a socket buffer holds about 256 of them).
+    let reader = std::thread::spawn(move || {
+        let mut received = 0;
+        let mut buf = [0u8; 16];
+        while got.recv_from(&mut buf).is_ok() {
+            received += 1;
+        }
+        received
+    });
+    for i in 0u32..200 {
+        tx.send_to(&i.to_be_bytes(), "198.18.0.100:9100").unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let received = reader.join().unwrap();
+    eprintln!("200 datagrams sent, {received} received with duplicate=50%");
+    assert!(
+        (240..=360).contains(&received),
+        "{received} datagrams received of 200 sent with 50 % duplicated"
+    );
+
+    fault(&mut c, "impair", "client", Some("none"));
+    let after = rtt_ms(&c);
+    assert!(
+        after < 10.0,
+        "round trip {after:.2} ms after the impairment was removed"
+    );
+
+    let s = c.down().unwrap();
+    let dups = read_pcap(&s.captures[0].file)
+        .iter()
+        .filter(|f| f.iface == "sw0:client" && !f.inbound && f.is_udp_to_port(9100))
+        .count();
+    assert!(
+        (240..=360).contains(&dups),
+        "the pcap shows {dups} datagrams to the client on its port, for 200 sent with 50 % duplicated"
+    );
+}

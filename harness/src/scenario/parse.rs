@@ -41,6 +41,7 @@ struct RawStep {
     node: Option<Spanned<String>>,
     process: Option<String>,
     pct: Option<f64>,
+    impair: Option<String>,
     id: Option<Spanned<String>>,
     client: Option<Spanned<toml::Table>>,
     expect: Option<Spanned<String>>,
@@ -219,7 +220,11 @@ impl Cx<'_> {
                     };
                 }
                 let node = self.node(&r.node, at)?;
-                let arg = r.process.clone().or_else(|| r.pct.map(|p| p.to_string()));
+                let arg = r
+                    .process
+                    .clone()
+                    .or_else(|| r.pct.map(|p| p.to_string()))
+                    .or_else(|| r.impair.clone());
                 match Fault::parse(kind.get_ref(), &node, arg.as_deref()) {
                     Ok(f) => Some(Step::Fault(f)),
                     Err(e) => {

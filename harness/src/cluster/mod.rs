@@ -27,6 +27,8 @@ use crate::loss;
 use crate::netlink::Hook;
 use crate::netns::{self, NetNs};
 use crate::partition::{self, Partition};
+
+mod impairments;
 use crate::process::{SpawnSpec, Spawner};
 use crate::registry::{self, RunRecord};
 use crate::topology::{self, Attachment, Node, TemplateEnv, Topology, port_name};
@@ -162,6 +164,10 @@ pub struct Cluster {
     loss: HashMap<(String, String), f64>,
     /// Partitions in force, applied on every switch.
     partitions: Vec<Partition>,
+    /// Impairments per (switch, node) port, kept across power cycles.
+    impairments: HashMap<(String, String), crate::impair::Impairment>,
+    /// The running delay lines of impaired ports.
+    lines: HashMap<(String, String), crate::impair::DelayLine>,
     events: Mutex<Events>,
     spawner: Option<Spawner>,
     /// Commands run in the root namespace after teardown (an adapter's `cleanup`).
@@ -239,6 +245,8 @@ impl Cluster {
             nodes: BTreeMap::new(),
             loss: HashMap::new(),
             partitions: Vec::new(),
+            impairments: HashMap::new(),
+            lines: HashMap::new(),
             events: Mutex::new(Events {
                 file: BufWriter::new(events),
                 all: Vec::new(),
@@ -403,6 +411,12 @@ impl Cluster {
             })
             .collect();
         for sw in switches {
+            if self
+                .impairments
+                .contains_key(&(sw.clone(), name.to_owned()))
+            {
+                self.apply_impairment(&sw, name)?;
+            }
             self.apply_filters(&sw)?;
         }
         // Ready means carrier: wait until every switch-side link of the node is running, so its
@@ -549,15 +563,20 @@ impl Cluster {
                 .filter(|m| &m.from == node)
                 .flat_map(|m| m.to.iter().filter_map(|t| port_of(t)))
                 .collect();
+            // Frames from an impaired node enter the bridge on its delay line's port.
             let blocked: Vec<i32> = partition::blocked(&self.partitions, node)
                 .iter()
-                .filter_map(|n| port_of(n))
+                .filter_map(|n| port_of(n).map(|p| self.bridge_port(sw, n, &p)))
                 .map(|p| nl.link_index(&p))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| io::Error::other(format!("switch {sw}: {e}")))?
                 .into_iter()
                 .flatten()
                 .collect();
+            let bport = self.bridge_port(sw, node, port);
+            if bport != *port {
+                ctx(nl.del_clsact(&bport), || format!("switch {sw}"))?;
+            }
             if loss == 0.0 && mirror_to.is_empty() && blocked.is_empty() {
                 continue;
             }
@@ -566,9 +585,13 @@ impl Cluster {
                 let prog = partition::load(&blocked)
                     .map_err(|e| io::Error::other(format!("load partition program: {e}")))?;
                 use std::os::fd::AsRawFd;
+                // On the way to the node: out of the bridge, on its (delay line's) port.
+                if bport != *port {
+                    ctx(nl.add_clsact(&bport), || format!("switch {sw}"))?;
+                }
                 ctx(
                     nl.add_bpf(
-                        port,
+                        &bport,
                         Hook::Egress,
                         PRIO_PARTITION,
                         prog.as_raw_fd(),
@@ -761,6 +784,7 @@ impl Cluster {
             Fault::Crash { process, .. } => process.clone(),
             Fault::Loss { pct, .. } => format!("{pct}%"),
             Fault::Partition { from, to, .. } => format!("{} | {}", from.join(","), to.join(",")),
+            Fault::Impair { impairment, .. } => format!("{impairment:?}"),
             _ => String::new(),
         };
         self.event(kind, Some(&node_name), &detail);
@@ -804,6 +828,7 @@ impl Cluster {
                 self.partitions.clear();
                 self.apply_all_filters()?;
             }
+            Fault::Impair { impairment, .. } => self.set_impairment(&node, *impairment)?,
         }
         self.event(&format!("{kind}:done"), Some(&node_name), "");
         Ok(())
@@ -811,8 +836,9 @@ impl Cluster {
 
     fn power_off(&mut self, node: &str) -> io::Result<()> {
         let inode = self.node_inode(node)?;
-        // 1. The plug: no frame leaves the node after this.
+        // 1. The plug: no frame leaves the node after this (its delay lines stop too).
         self.set_links(node, false)?;
+        self.stop_lines(node);
         self.event("power-off:links-down", Some(node), "");
         // 2. Every process in the namespace, ours or not.
         netns::kill_all(&[inode], Duration::from_secs(5))?;
@@ -931,6 +957,8 @@ impl Cluster {
 
     fn teardown(&mut self) -> io::Result<RunSummary> {
         self.down = true;
+        // Delay lines hold sockets in the switch namespaces: gone before the namespaces.
+        self.lines.clear();
         self.event("down", None, "");
         let inodes: Vec<u64> = self
             .nodes
