@@ -1,6 +1,7 @@
 //! Benchmark (reports figures, never fails on time): power-off to first gratuitous ARP, and to
 //! the first successful new client connection, for holdfastd and keepalived with equal
-//! settings, at 10 ms and 100 ms heartbeat intervals, in one run.
+//! settings, at 10 ms and 100 ms heartbeat intervals, and at 0 and 10 ms of client round trip
+//! (a delay line on the client's link), in one run.
 //!
 //! `cargo bench -p holdfastd --bench failover [-- CYCLES]` as root (default 20 cycles each).
 //! Needs `holdfast-harness` and `holdfastd` built in the same profile (`cargo build --release
@@ -157,8 +158,10 @@ struct Figures {
     missing: usize,
 }
 
-fn run(implementation: &str, interval_ms: u32, cycles: usize) -> Option<Figures> {
-    let dir = run_dir(&format!("bench-{implementation}-{interval_ms}ms"));
+fn run(implementation: &str, interval_ms: u32, rtt_ms: u64, cycles: usize) -> Option<Figures> {
+    let dir = run_dir(&format!(
+        "bench-{implementation}-{interval_ms}ms-rtt{rtt_ms}"
+    ));
     std::fs::write(dir.join("cluster.toml"), cluster_toml(interval_ms)).unwrap();
     for n in ["a", "b"] {
         std::fs::write(
@@ -169,9 +172,23 @@ fn run(implementation: &str, interval_ms: u32, cycles: usize) -> Option<Figures>
     }
     let topo = topology(&dir, implementation);
     let mut c = Cluster::up(topo, options(&dir)).ok()?;
+    // The client's round trip: a delay line on its link, half each way.
+    if rtt_ms > 0 {
+        c.fault(&Fault::Impair {
+            node: "client".into(),
+            impairment: holdfast_harness::impair::Impairment::parse(&format!(
+                "delay={}us",
+                rtt_ms * 500
+            ))
+            .ok()?,
+        })
+        .ok()?;
+    }
+    // A connection attempt must be able to complete its handshake.
+    let attempt = Duration::from_millis(10 + 2 * rtt_ms);
     let settle = Duration::from_millis((interval_ms as u64 * 15).max(500));
     let ready_deadline = Instant::now() + Duration::from_secs(10);
-    while !connects(&c, Duration::from_millis(50)) {
+    while !connects(&c, attempt.max(Duration::from_millis(50))) {
         if Instant::now() > ready_deadline {
             eprintln!("{implementation} {interval_ms} ms: the address never came up");
             return None;
@@ -201,7 +218,7 @@ fn run(implementation: &str, interval_ms: u32, cycles: usize) -> Option<Figures>
             let to: SocketAddr = format!("{VIP}:7").parse().unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if TcpStream::connect_timeout(&to, Duration::from_millis(10)).is_ok() {
+                if TcpStream::connect_timeout(&to, attempt).is_ok() {
                     return Some(ms(holdfast_harness::now_ns() - t0));
                 }
             }
@@ -259,25 +276,27 @@ fn main() {
         .is_ok();
     println!("power-off to first GARP and to first new connection, {cycles} cycles each");
     println!(
-        "| implementation | heartbeat | GARP p50 | GARP p99 | GARP max | connect p50 | connect p99 | connect max | cycles missed |"
+        "| implementation | heartbeat | client round trip | GARP p50 | GARP p99 | GARP max | connect p50 | connect p99 | connect max | cycles missed |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for interval in [10u32, 100] {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (interval, rtt) in [(10u32, 0u64), (10, 10), (100, 0)] {
         for implementation in ["holdfastd", "keepalived"] {
             if implementation == "keepalived" && !have_keepalived {
                 println!(
-                    "| keepalived | {interval} ms | skipped: keepalived is not installed | | | | | | |"
+                    "| keepalived | {interval} ms | {rtt} ms | skipped: keepalived is not installed | | | | | | |"
                 );
                 continue;
             }
-            let Some(f) = run(implementation, interval, cycles) else {
-                println!("| {implementation} | {interval} ms | failed to come up | | | | | | |");
+            let Some(f) = run(implementation, interval, rtt, cycles) else {
+                println!(
+                    "| {implementation} | {interval} ms | {rtt} ms | failed to come up | | | | | | |"
+                );
                 continue;
             };
             let (g50, g99, gmax) = quantiles(f.garp);
             let (c50, c99, cmax) = quantiles(f.connect);
             println!(
-                "| {implementation} | {interval} ms | {g50:.1} ms | {g99:.1} ms | {gmax:.1} ms | {c50:.1} ms | {c99:.1} ms | {cmax:.1} ms | {} |",
+                "| {implementation} | {interval} ms | {rtt} ms | {g50:.1} ms | {g99:.1} ms | {gmax:.1} ms | {c50:.1} ms | {c99:.1} ms | {cmax:.1} ms | {} |",
                 f.missing
             );
         }

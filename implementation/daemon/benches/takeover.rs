@@ -1,11 +1,14 @@
 //! Benchmarks of connection takeover (figures, never pass/fail):
-//! 1. the client's stall per failover: p50/p99/max over CYCLES power-off cycles (10 ms heartbeat);
+//! 1. the client's stall per failover: p50/p99/max over CYCLES power-off cycles (10 ms heartbeat),
+//!    at 0 and 10 ms of client round trip;
 //! 2. the time to assume 1, 100, 1,000 and 10,000 connections, phase by phase;
 //! 3. client throughput with a snooping backup (`mirror` and `forward`), against none, in the
 //!    same run.
 //!
 //! `cargo build --release --workspace && cargo bench -p holdfastd --bench takeover [-- CYCLES]`
-//! as root (default 50 cycles); `-- 0 throughput` runs only the third.
+//! as root (default 50 cycles); `-- 0 throughput` runs only the third, `-- N stall` only the
+//! first. The stall is measured at 0 and at 10 ms of client round trip (a delay line on the
+//! client's link), side by side.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -32,10 +35,24 @@ fn q(mut v: Vec<f64>) -> (f64, f64, f64) {
     (at(0.5), at(0.99), v[v.len() - 1])
 }
 
-fn stalls(cycles: usize) {
-    let dir = run_dir("bench-stall");
+/// The client's stall per power-off over `cycles` cycles, with `rtt_ms` of round trip added on
+/// the client's link (a delay line in the switch, half each way). Returns (intact, broken,
+/// p50, p99, max).
+fn stalls(cycles: usize, rtt_ms: u64) -> (usize, usize, f64, f64, f64) {
+    let dir = run_dir(&format!("bench-stall-rtt{rtt_ms}"));
     let mut c = up(&dir, takeover_cluster_on(&dir, "echo", 7, true));
     wait_ready(&c, &["a", "b"]);
+    if rtt_ms > 0 {
+        c.fault(&Fault::Impair {
+            node: "client".into(),
+            impairment: holdfast_harness::impair::Impairment::parse(&format!(
+                "delay={}us",
+                rtt_ms * 500
+            ))
+            .unwrap(),
+        })
+        .unwrap();
+    }
     let mut stall = Vec::new();
     let mut broken = 0;
     for _ in 0..cycles {
@@ -67,16 +84,22 @@ fn stalls(cycles: usize) {
     }
     c.down().unwrap();
     let (p50, p99, max) = q(stall.clone());
+    (stall.len(), broken, p50, p99, max)
+}
+
+fn stall_table(cycles: usize) {
     println!(
         "\n## Client stall per power-off (10 ms heartbeat, miss count 3, echo stream paced at 16 MB/s)\n"
     );
-    println!("| cycles | intact | p50 | p99 | max |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {} | {} | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |",
-        stall.len() + broken,
-        stall.len()
-    );
+    println!("| client round trip | cycles | intact | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    for rtt in [0, 10] {
+        let (ok, broken, p50, p99, max) = stalls(cycles, rtt);
+        println!(
+            "| {rtt} ms | {} | {ok} | {p50:.1} ms | {p99:.1} ms | {max:.1} ms |",
+            ok + broken
+        );
+    }
 }
 
 fn assume(n: usize) -> Option<(serde_json::Value, usize, usize)> {
@@ -163,10 +186,14 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let only_throughput = std::env::args().any(|a| a == "throughput");
+    if std::env::args().any(|a| a == "stall") {
+        stall_table(cycles);
+        return;
+    }
     let sizes = if only_throughput {
         Vec::new()
     } else if only.is_empty() {
-        stalls(cycles);
+        stall_table(cycles);
         vec![1usize, 100, 1000, 10_000]
     } else {
         only.clone()
