@@ -30,6 +30,7 @@ pub mod netlink;
 pub mod netns;
 pub mod partition;
 pub mod pcapng;
+pub mod picture;
 pub mod process;
 pub mod registry;
 pub mod route;

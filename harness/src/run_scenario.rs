@@ -93,6 +93,17 @@ pub(crate) fn run_scenario(
         );
     }
     println!("report: {}", path.display());
+    match holdfast_harness::picture::write(
+        &summary,
+        &report.clients,
+        &format!("{label} {id}: {}", topology.name),
+    ) {
+        Ok(p) => println!(
+            "picture: {} (a timeline; open it in a browser)",
+            p.display()
+        ),
+        Err(e) => eprintln!("picture: not written: {e}"),
+    }
     if label == "demo" {
         // The timeline, as the network saw it: announcements and resets, first of each kind
         // per port, relative to the first event.
