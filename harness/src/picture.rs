@@ -205,8 +205,7 @@ pub fn render(
         }
     }
     // Events across every lane.
-    let mut labels = 0;
-    for e in events.iter().filter(|e| drawn(&e.kind)) {
+    for (labels, e) in events.iter().filter(|e| drawn(&e.kind)).enumerate() {
         let xx = x(e.t_ns);
         let label = format!("{} {}", e.kind, e.node.as_deref().unwrap_or_default());
         let _ = writeln!(
@@ -220,7 +219,6 @@ pub fn render(
             esc(label.trim()),
             esc(&e.detail)
         );
-        labels += 1;
     }
     svg.push_str("</svg>\n");
     format!(
