@@ -117,6 +117,7 @@ mod tests {
                 parse_ifaddr("198.18.0.1/24").unwrap(),
                 parse_ifaddr("2001:db8::1/64").unwrap(),
             ],
+            impair: None,
         }]
     }
 

@@ -136,6 +136,9 @@ pub struct Interface {
     pub mac: [u8; 6],
     /// Addresses, IPv4 and IPv6.
     pub addresses: Vec<IfAddr>,
+    /// The impairment of its switch port from the start (`crate::impair::Impairment::parse`
+    /// accepted it), such as `delay=5ms rate=100mbit`.
+    pub impair: Option<String>,
 }
 
 impl Interface {
@@ -435,6 +438,7 @@ struct RawIface {
     mac: Option<Spanned<String>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    impair: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -694,11 +698,29 @@ fn validate(cx: &mut Cx<'_>, raw: RawTopology, default_name: String) -> Topology
                 }
                 addresses.push(parsed);
             }
+            let impair = ri.impair.as_ref().and_then(|imp| {
+                if ri.switch.is_none() {
+                    cx.err(
+                        &imp.span(),
+                        f("impair"),
+                        "only a switch port can be impaired (a point-to-point link cannot)",
+                    );
+                    return None;
+                }
+                match crate::impair::Impairment::parse(imp.get_ref()) {
+                    Ok(_) => Some(imp.get_ref().clone()),
+                    Err(e) => {
+                        cx.err(&imp.span(), f("impair"), e);
+                        None
+                    }
+                }
+            });
             interfaces.push(Interface {
                 name: iname,
                 attach,
                 mac,
                 addresses,
+                impair,
             });
         }
         let mut processes = Vec::new();

@@ -245,3 +245,27 @@ fn impairments_delay_rate_and_duplicate_a_link() {
         "the pcap shows {dups} datagrams to the client on its port, for 200 sent with 50 % duplicated"
     );
 }
+
+#[test]
+fn a_topology_impairs_a_port_from_the_start() {
+    need_root!();
+    let text = r#"
+[[switch]]
+name = "sw0"
+[[node]]
+name = "a"
+interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.1/24"] }]
+process = [{ name = "echo", command = "{harness} serve echo --listen {ip}:7" }]
+[[node]]
+name = "client"
+interface = [{ name = "eth0", switch = "sw0", addresses = ["198.18.0.100/24"], impair = "delay=10ms" }]
+"#;
+    let c = up("impair-topology", topology("impaired.toml", text));
+    std::thread::sleep(Duration::from_millis(200));
+    let rtt = rtt_ms(&c);
+    eprintln!("round trip with impair = \"delay=10ms\" in the topology: {rtt:.2} ms");
+    assert!(
+        (16.0..=24.0).contains(&rtt),
+        "round trip {rtt:.2} ms, wanted 20 ms +- 20 %"
+    );
+}

@@ -308,6 +308,13 @@ fn malformed_topologies_name_file_line_and_field() {
             "node[b].routes",
             "on none of the node's subnets",
         ),
+        (
+            "a bad impairment on an interface",
+            "[[switch]]\nname = \"sw0\"\n[[node]]\nname = \"a\"\ninterface = [{ name = \"eth0\", switch = \"sw0\", impair = \"delay=20\" }]\n",
+            5,
+            "node[a].interface[eth0].impair",
+            "not a duration",
+        ),
         // [cluster]: GOOD has nodes a and b on sw0 (lines 1-10), so the cluster starts at 11.
         (
             "cluster: unknown failback",

@@ -255,6 +255,17 @@ impl Cluster {
             after_teardown: Vec::new(),
             down: false,
         };
+        // Impairments the topology gives its ports from the start (checked at load).
+        for n in &c.topology.nodes {
+            for i in &n.interfaces {
+                if let (Attachment::Switch(sw), Some(spec)) = (&i.attach, &i.impair)
+                    && let Ok(imp) = crate::impair::Impairment::parse(spec)
+                    && !imp.is_none()
+                {
+                    c.impairments.insert((sw.clone(), n.name.clone()), imp);
+                }
+            }
+        }
         if let Some(a) = &opts.adapter {
             if let Some(cmd) = a.cleanup_command(&c.record.id, &c.record.run_dir) {
                 c.after_teardown.push(cmd);
