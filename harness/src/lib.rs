@@ -24,6 +24,7 @@ pub mod client;
 pub mod cluster;
 pub mod evidence;
 pub mod fault;
+pub mod graph;
 pub mod impair;
 pub mod loss;
 pub mod netlink;

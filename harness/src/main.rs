@@ -39,6 +39,7 @@ const EXAMPLES: &str = "\
 Examples:
   holdfast-harness demo                                   # the main job: a kill/restore, with pcaps
   holdfast-harness check topologies/*.toml
+  holdfast-harness graph topologies/two-node-routed.toml --svg /tmp/routed.svg
   RUN=$(holdfast-harness up topologies/two-node.toml --adapter adapters/holdfastd)
                                                           # prints the run id, leaves it running
   holdfast-harness exec $RUN client -- ping -c1 198.18.0.1
@@ -78,6 +79,16 @@ enum Cmd {
         /// processes run).
         #[arg(long, value_name = "DIR")]
         adapter: Option<PathBuf>,
+    },
+    /// Draw a topology: Graphviz DOT on stdout, or an SVG file with --svg (needs Graphviz's
+    /// `dot`): switches, nodes with their addresses and owned addresses, links with their
+    /// impairments, mirrors, routers.
+    Graph {
+        /// The topology file.
+        file: PathBuf,
+        /// Write an SVG here (runs `dot -Tsvg`) instead of printing DOT.
+        #[arg(long, value_name = "OUT")]
+        svg: Option<PathBuf>,
     },
     /// Tear a run down: processes, namespaces, links; the pcaps stay.
     Down {
@@ -280,6 +291,33 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             no_capture,
             adapter,
         } => supervise(&file, run_dir, no_capture, adapter),
+        Cmd::Graph { file, svg } => {
+            let topo = load_topology(&file)?;
+            let dot = holdfast_harness::graph::dot(&topo);
+            match svg {
+                None => print!("{dot}"),
+                Some(out) => {
+                    let mut child = std::process::Command::new("dot")
+                        .arg("-Tsvg")
+                        .arg("-o")
+                        .arg(&out)
+                        .stdin(Stdio::piped())
+                        .spawn()
+                        .context("run Graphviz's `dot` (apt-get install graphviz), or leave out --svg for DOT")?;
+                    child
+                        .stdin
+                        .take()
+                        .expect("piped")
+                        .write_all(dot.as_bytes())?;
+                    let st = child.wait()?;
+                    if !st.success() {
+                        bail!("dot failed: {st}");
+                    }
+                    println!("{}", out.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Down { run } => {
             need_root()?;
             down(&run)?;

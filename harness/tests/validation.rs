@@ -470,3 +470,71 @@ fn demo_scenario_is_valid() {
     let topo = Topology::load(root.join("topologies/two-node.toml")).unwrap();
     Scenario::load(&root.join("scenarios/demo.toml"), &topo).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `holdfast-harness graph`: every shipped topology draws, with a node per node, an edge per
+/// link and per mirror; with Graphviz installed, the SVG names them all.
+#[test]
+fn every_shipped_topology_draws() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
+    let have_dot = std::process::Command::new("dot").arg("-V").output().is_ok();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let t = Topology::load(&p).unwrap();
+        let dot = holdfast_harness::graph::dot(&t);
+        for n in &t.nodes {
+            assert!(
+                dot.contains(&format!("  \"{}\" [", n.name)),
+                "{}: {}",
+                p.display(),
+                n.name
+            );
+        }
+        let links: usize = t.nodes.iter().map(|n| n.interfaces.len()).sum();
+        let mirrors: usize = t
+            .switches
+            .iter()
+            .flat_map(|s| s.mirrors.iter())
+            .map(|m| m.to.len())
+            .sum();
+        assert_eq!(
+            dot.matches(" -- ").count(),
+            links + mirrors,
+            "{}",
+            p.display()
+        );
+        if have_dot {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast-harness"))
+                .arg("graph")
+                .arg(&p)
+                .arg("--svg")
+                .arg(std::env::temp_dir().join(format!("holdfast-{}.svg", t.name)))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let svg = std::fs::read_to_string(
+                std::env::temp_dir().join(format!("holdfast-{}.svg", t.name)),
+            )
+            .unwrap();
+            for n in &t.nodes {
+                assert!(
+                    svg.contains(&format!(">{}</text>", n.name)),
+                    "{}: {} not drawn",
+                    p.display(),
+                    n.name
+                );
+            }
+        }
+    }
+    if !have_dot {
+        holdfast_harness::report_skip(
+            "graph: Graphviz's dot is not installed: DOT checked, no SVG drawn",
+        );
+    }
+}
