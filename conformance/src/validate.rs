@@ -18,7 +18,7 @@ use crate::expect::{Expect, Match};
 pub const TCP_FLAGS: &str = "FSRPAUEC";
 
 /// Harness event kinds (a fault's kind may carry `:done`; `power-off` also `:links-down`).
-const FAULTS: [&str; 8] = [
+const FAULTS: [&str; 12] = [
     "power-off",
     "power-on",
     "isolate",
@@ -27,6 +27,10 @@ const FAULTS: [&str; 8] = [
     "thaw",
     "crash",
     "loss",
+    "partition",
+    "partition-one-way",
+    "heal-partition",
+    "impair",
 ];
 const PLAIN_EVENTS: [&str; 4] = ["up", "steps", "down", "client-done"];
 
@@ -131,8 +135,11 @@ impl V<'_, '_, '_> {
                         ),
                     );
                 }
-                if result != "intact" && result != "broken" {
-                    self.err("result", format!("{result:?}: `intact` or `broken`"));
+                if !["intact", "broken", "not-hung"].contains(&result.as_str()) {
+                    self.err(
+                        "result",
+                        format!("{result:?}: `intact`, `broken` or `not-hung`"),
+                    );
                 }
             }
             Expect::Continuity { service, after, .. } => {
