@@ -106,17 +106,12 @@ fn headless_chromium_shows_the_matrix() {
     let d = dir("html");
     write_reports(&sample(), &d).unwrap();
     let page = d.join("report.html");
-    let out = std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("file://{}", page.display()))
-        .output();
-    let Some(out) = out.ok().filter(|o| o.status.success()) else {
+    let Some(dom) = holdfast_harness::headless_dom(&page) else {
         holdfast_harness::report_skip(
             "skipped: chromium is not installed (.ci/run installs it): the report was not opened",
         );
         return;
     };
-    let dom = String::from_utf8_lossy(&out.stdout);
     assert!(dom.contains("<table id=\"matrix\">"), "{dom}");
     for cell in [
         "<th>holdfastd</th>",

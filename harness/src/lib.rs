@@ -96,6 +96,18 @@ pub fn report_skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "{name}: {why}");
 }
 
+/// A page as headless Chromium renders it (`--dump-dom`), or `None` when Chromium is not
+/// installed (tests then say they skipped). For the reports' tests.
+pub fn headless_dom(page: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Returns early from a test, saying on stderr that it skipped and why, when this process may not
 /// build clusters (see [`privileged`]). For tests of anything built on the harness:
 ///

@@ -26,25 +26,8 @@ impl Cluster {
     /// Sets (or, with an empty impairment, removes) the impairment of `target` (`node` or
     /// `switch:node`).
     pub(super) fn set_impairment(&mut self, target: &str, imp: Impairment) -> io::Result<()> {
-        let (sw, node) = match target.split_once(':') {
-            Some((s, n)) => (Some(s), n),
-            None => (None, target),
-        };
-        let n = self
-            .topology
-            .node(node)
-            .ok_or_else(|| io::Error::other(format!("unknown node {node:?}")))?;
-        let switches: Vec<String> = n
-            .interfaces
-            .iter()
-            .filter_map(|i| match &i.attach {
-                Attachment::Switch(s) if sw.is_none_or(|x| x == s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect();
-        if switches.is_empty() {
-            return Err(io::Error::other(format!("{target}: no such switch port")));
-        }
+        let (node, switches) = self.ports_of(target)?;
+        let node = node.as_str();
         for s in switches {
             let key = (s.clone(), node.to_owned());
             if imp.is_none() {

@@ -904,7 +904,8 @@ impl Cluster {
         }
     }
 
-    fn set_loss(&mut self, target: &str, pct: f64) -> io::Result<()> {
+    /// The node and the switches of its ports that `target` (`node` or `switch:node`) names.
+    fn ports_of(&self, target: &str) -> io::Result<(String, Vec<String>)> {
         let (sw, node) = match target.split_once(':') {
             Some((s, n)) => (Some(s), n),
             None => (None, target),
@@ -924,8 +925,13 @@ impl Cluster {
         if switches.is_empty() {
             return Err(io::Error::other(format!("{target}: no such switch port")));
         }
+        Ok((node.to_owned(), switches))
+    }
+
+    fn set_loss(&mut self, target: &str, pct: f64) -> io::Result<()> {
+        let (node, switches) = self.ports_of(target)?;
         for s in switches {
-            self.loss.insert((s.clone(), node.to_owned()), pct);
+            self.loss.insert((s.clone(), node.clone()), pct);
             self.apply_filters(&s)?;
         }
         Ok(())

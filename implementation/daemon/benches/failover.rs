@@ -172,18 +172,7 @@ fn run(implementation: &str, interval_ms: u32, rtt_ms: u64, cycles: usize) -> Op
     }
     let topo = topology(&dir, implementation);
     let mut c = Cluster::up(topo, options(&dir)).ok()?;
-    // The client's round trip: a delay line on its link, half each way.
-    if rtt_ms > 0 {
-        c.fault(&Fault::Impair {
-            node: "client".into(),
-            impairment: holdfast_harness::impair::Impairment::parse(&format!(
-                "delay={}us",
-                rtt_ms * 500
-            ))
-            .ok()?,
-        })
-        .ok()?;
-    }
+    client_rtt(&mut c, rtt_ms).ok()?;
     // A connection attempt must be able to complete its handshake.
     let attempt = Duration::from_millis(10 + 2 * rtt_ms);
     let settle = Duration::from_millis((interval_ms as u64 * 15).max(500));

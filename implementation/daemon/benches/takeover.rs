@@ -42,17 +42,7 @@ fn stalls(cycles: usize, rtt_ms: u64) -> (usize, usize, f64, f64, f64) {
     let dir = run_dir(&format!("bench-stall-rtt{rtt_ms}"));
     let mut c = up(&dir, takeover_cluster_on(&dir, "echo", 7, true));
     wait_ready(&c, &["a", "b"]);
-    if rtt_ms > 0 {
-        c.fault(&Fault::Impair {
-            node: "client".into(),
-            impairment: holdfast_harness::impair::Impairment::parse(&format!(
-                "delay={}us",
-                rtt_ms * 500
-            ))
-            .unwrap(),
-        })
-        .unwrap();
-    }
+    client_rtt(&mut c, rtt_ms).unwrap();
     let mut stall = Vec::new();
     let mut broken = 0;
     for _ in 0..cycles {

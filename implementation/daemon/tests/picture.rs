@@ -30,17 +30,12 @@ fn the_picture_of_a_takeover_shows_the_fault_the_announcement_and_the_client() {
     let s = c.down().unwrap();
     let clients = BTreeMap::from([("stream".to_string(), rep)]);
     let page = holdfast_harness::picture::write(&s, &clients, "takeover").unwrap();
-    let out = std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("file://{}", page.display()))
-        .output();
-    let Some(out) = out.ok().filter(|o| o.status.success()) else {
+    let Some(dom) = holdfast_harness::headless_dom(&page) else {
         holdfast_harness::report_skip(
             "skipped: chromium is not installed (.ci/run installs it): the picture was not opened",
         );
         return;
     };
-    let dom = String::from_utf8_lossy(&out.stdout);
     let svg = &dom[dom.find("<svg id=\"timeline\"").expect("an SVG timeline")..];
     for want in [
         // The fault, as a line across the lanes.

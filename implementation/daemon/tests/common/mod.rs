@@ -94,6 +94,21 @@ pub fn status(c: &Cluster, node: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&out).ok()
 }
 
+/// Puts `rtt_ms` of round trip on the client's link: a delay line in the switch, half each
+/// way (`fault impair client delay=...`). Zero changes nothing.
+pub fn client_rtt(c: &mut Cluster, rtt_ms: u64) -> std::io::Result<()> {
+    if rtt_ms == 0 {
+        return Ok(());
+    }
+    let impairment =
+        holdfast_harness::impair::Impairment::parse(&format!("delay={}us", rtt_ms * 500))
+            .map_err(std::io::Error::other)?;
+    c.fault(&Fault::Impair {
+        node: "client".into(),
+        impairment,
+    })
+}
+
 /// Waits until every listed node's daemon is eligible and holds its own group.
 pub fn wait_ready(c: &Cluster, nodes: &[&str]) {
     for n in nodes {
