@@ -39,6 +39,7 @@ const EXAMPLES: &str = "\
 Examples:
   holdfast-harness demo                                   # the main job: a kill/restore, with pcaps
   holdfast-harness check topologies/*.toml
+  holdfast-harness check --adapter adapters/keepalived topologies/*.toml   # render it for each
   holdfast-harness graph topologies/two-node-routed.toml --svg /tmp/routed.svg
   RUN=$(holdfast-harness up topologies/two-node.toml --adapter adapters/holdfastd)
                                                           # prints the run id, leaves it running
@@ -62,6 +63,11 @@ enum Cmd {
         /// Topology files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also check an adapter (adapters/NAME): its adapter.toml and templates, and its
+        /// rendering of each topology's [cluster] (into a scratch directory), or why it cannot
+        /// express one.
+        #[arg(long, value_name = "DIR")]
+        adapter: Option<PathBuf>,
     },
     /// Build a topology, start its processes, and return once it is ready. Prints the run id;
     /// the run stays up (held by a background supervisor) until `down`.
@@ -250,16 +256,48 @@ fn load_adapter(dir: &Path) -> Result<Adapter> {
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Check { files } => {
+        Cmd::Check { files, adapter } => {
             let mut bad = 0;
+            let adapter = adapter.as_deref().map(load_adapter).transpose()?;
+            let scratch =
+                std::env::temp_dir().join(format!("holdfast-check-{}", std::process::id()));
             for f in &files {
                 match Topology::load(f) {
-                    Ok(t) => println!(
-                        "{}: ok ({} nodes, {} switch(es))",
-                        f.display(),
-                        t.nodes.len(),
-                        t.switches.len()
-                    ),
+                    Ok(t) => {
+                        println!(
+                            "{}: ok ({} nodes, {} switch(es))",
+                            f.display(),
+                            t.nodes.len(),
+                            t.switches.len()
+                        );
+                        if let Some(a) = &adapter {
+                            match a.cannot_express(&t) {
+                                Some(why) => println!("  {}: not expressible: {why}", a.name),
+                                None => match a.render(&t, &scratch.join(&t.name)) {
+                                    Ok(r) => {
+                                        let added: usize = r
+                                            .nodes
+                                            .iter()
+                                            .map(|n| n.processes.len())
+                                            .sum::<usize>()
+                                            - t.nodes
+                                                .iter()
+                                                .map(|n| n.processes.len())
+                                                .sum::<usize>();
+                                        println!(
+                                            "  {}: renders ({added} processes, files in {})",
+                                            a.name,
+                                            scratch.join(&t.name).display()
+                                        );
+                                    }
+                                    Err(e) => {
+                                        eprintln!("{}: adapter {}: {e}", f.display(), a.name);
+                                        bad += 1;
+                                    }
+                                },
+                            }
+                        }
+                    }
                     Err(e) => {
                         eprintln!("{e}");
                         bad += 1;

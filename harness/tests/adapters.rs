@@ -219,3 +219,55 @@ fn an_adapter_says_what_it_cannot_express() {
     let basic = Topology::load(root().join("harness/tests/topologies/basic.toml")).unwrap();
     assert!(k.cannot_express(&basic).unwrap().contains("no [cluster]"));
 }
+
+/// `holdfast-harness check --adapter DIR TOPOLOGIES`: what an adapter's author runs; every shipped
+/// adapter renders every topology it can express (or says why not), a broken one is refused
+/// with its line.
+#[test]
+fn check_renders_an_adapter_for_each_topology() {
+    let bin = env!("CARGO_BIN_EXE_holdfast-harness");
+    let files: Vec<PathBuf> = topologies()
+        .iter()
+        .map(|t| root().join("topologies").join(format!("{}.toml", t.name)))
+        .collect();
+    for a in adapters() {
+        let out = std::process::Command::new(bin)
+            .arg("check")
+            .arg("--adapter")
+            .arg(&a.dir)
+            .args(&files)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}\n{text}",
+            a.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = text.matches(&format!("  {}: ", a.name)).count();
+        assert_eq!(
+            said,
+            files.len(),
+            "{}: one line per topology\n{text}",
+            a.name
+        );
+    }
+    let d = scratch("check-broken");
+    std::fs::write(
+        d.join("adapter.toml"),
+        GOOD.replace("name = \"x\"\n[[file]]", "nam = \"x\"\n[[file]]"),
+    )
+    .unwrap();
+    std::fs::write(d.join("conf.j2"), "").unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check")
+        .arg("--adapter")
+        .arg(&d)
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("adapter.toml:1"), "{err}");
+}
