@@ -567,8 +567,7 @@ fn vmac_every_frame_from_the_address_leaves_from_the_virtual_mac() {
     need_root!();
     let _serial = serial();
     let dir = run_dir("vmac-data");
-    let topo = holdfast_harness::Topology::load(root().join("topologies/two-node-vmac.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let topo = shipped("two-node-vmac.toml");
     let mut c = up(&dir, topo);
     wait_ready(&c, &["a", "b"]);
     let target: SocketAddr = format!("{VIP}:7").parse().unwrap();

@@ -28,20 +28,7 @@ fn lossy(
     let mut c = up(&dir, two_node());
     wait_ready(&c, &["a", "b"]);
     let json = dir.join("client.json");
-    let args = strings(&[
-        "stream",
-        "--target",
-        VIP,
-        "--bytes",
-        "20000000",
-        "--pace-us",
-        "3000",
-        "--deadline",
-        "30",
-        "--timeout",
-        "5",
-        "--progress",
-    ]);
+    let args = strings(PY_STREAM_20MB);
     let mut child = py_start(&c, "client", &args, &json);
     let progress = py_progress_stream(&mut child);
     let reached = |n: u64| loop {

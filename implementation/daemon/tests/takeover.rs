@@ -664,8 +664,7 @@ fn a_third_node_takes_over_when_the_assumer_dies_mid_takeover() {
     }
     let _serial = serial();
     let dir = run_dir("assumer-dies");
-    let topo = holdfast_harness::Topology::load(root().join("topologies/three-node.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let topo = shipped("three-node.toml");
     let b_mac = topo.node("b").expect("b").interfaces[0].mac;
     let mut c = up(&dir, topo);
     wait_ready(&c, &["a", "b", "c"]);
@@ -768,25 +767,11 @@ fn a_copy_behind_what_the_client_saw_is_reset_not_corrupted() {
     }
     let _serial = serial();
     let dir = run_dir("copy-behind");
-    let topo = holdfast_harness::Topology::load(root().join("topologies/three-node.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let topo = shipped("three-node.toml");
     let mut c = up(&dir, topo);
     wait_ready(&c, &["a", "b", "c"]);
     let json = dir.join("client.json");
-    let args = strings(&[
-        "stream",
-        "--target",
-        VIP,
-        "--bytes",
-        "20000000",
-        "--pace-us",
-        "3000",
-        "--deadline",
-        "30",
-        "--timeout",
-        "5",
-        "--progress",
-    ]);
+    let args = strings(PY_STREAM_20MB);
     let mut child = py_start(&c, "client1", &args, &json);
     py_progress(&mut child, |p| {
         p.parse::<u64>().is_ok_and(|n| n >= 6_000_000)

@@ -45,8 +45,30 @@ pub fn adapter(name: &str) -> holdfast_harness::adapter::Adapter {
 
 /// The shipped two-node topology (run with holdfastd by [`up`]).
 pub fn two_node() -> Topology {
-    Topology::load(root().join("topologies/two-node.toml")).unwrap_or_else(|e| panic!("{e}"))
+    shipped("two-node.toml")
 }
+
+/// A shipped topology by file name (run with holdfastd by [`up`]).
+pub fn shipped(name: &str) -> Topology {
+    Topology::load(root().join("topologies").join(name)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The Python client's arguments for a 20 MB echo stream to 198.18.0.10:7, 64 kB every 3 ms,
+/// given 30 s, failing after 5 s without progress, printing its progress.
+pub const PY_STREAM_20MB: &[&str] = &[
+    "stream",
+    "--target",
+    "198.18.0.10:7",
+    "--bytes",
+    "20000000",
+    "--pace-us",
+    "3000",
+    "--deadline",
+    "30",
+    "--timeout",
+    "5",
+    "--progress",
+];
 
 /// A topology and a holdfastd cluster configuration written into `dir` (so that
 /// `{topology_dir}/cluster.toml` names the configuration).
