@@ -141,7 +141,10 @@ fn every_message() -> Vec<holdfast_proto::wire::Body> {
             relayed: vec![relayed],
         }),
         Body::Solicit { target: None },
-        Body::Heartbeat { holdings: vec![h] },
+        Body::Heartbeat {
+            holdings: vec![h],
+            heard: vec![],
+        },
         Body::AssumeRequest(AssumeRequest {
             owner: NodeId(7),
             request_id: 1,

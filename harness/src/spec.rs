@@ -62,6 +62,9 @@ pub struct Member {
     /// Whether every backup sees this member's traffic on the wire (a hub, or a switch port
     /// mirrored to each backup); without it, a snooping backup needs the holder to forward.
     pub snooped: bool,
+    /// A witness: it owns nothing and backs nobody up; it tells the others whom it hears, so
+    /// that two members cut off from each other know it is a partition, not a death.
+    pub witness: bool,
 }
 
 /// Raw `[cluster]` table, with spans for error messages.
@@ -98,6 +101,8 @@ pub(crate) struct RawMember {
     owns: Vec<Spanned<String>>,
     #[serde(default)]
     backups: Vec<Spanned<String>>,
+    #[serde(default)]
+    witness: bool,
 }
 
 fn one() -> u32 {
@@ -144,6 +149,7 @@ pub const SUPPORTS: &[(&str, &[&str])] = &[
     ("arp", &["garp", "vmac"]),
     ("application", &["echo", "stream", "kv"]),
     ("family", &["ipv4", "ipv6", "dual"]),
+    ("witness", &["no", "yes"]),
 ];
 
 type Cx<'a> = holdfast_tomlcheck::Checker<'a>;
@@ -263,11 +269,18 @@ pub(crate) fn validate(
                 }
             },
         };
-        if rm.owns.is_empty() {
+        if rm.witness {
+            if let Some(o) = rm.owns.first() {
+                cx.err(&o.span(), f("owns"), "a witness owns no service address");
+            }
+            if let Some(b) = rm.backups.first() {
+                cx.err(&b.span(), f("backups"), "a witness backs nobody up");
+            }
+        } else if rm.owns.is_empty() {
             cx.err(
                 &rm.node.span(),
                 f("owns"),
-                "a member owns at least one service address",
+                "a member owns at least one service address (or is a `witness = true`)",
             );
         }
         let mut owns = Vec::new();
@@ -325,10 +338,20 @@ pub(crate) fn validate(
                 );
             } else if backups.contains(bn) {
                 cx.err(&b.span(), f("backups"), format!("{bn:?} is listed twice"));
+            } else if raw
+                .member
+                .iter()
+                .any(|m| m.witness && m.node.get_ref() == bn)
+            {
+                cx.err(
+                    &b.span(),
+                    f("backups"),
+                    format!("{bn:?} is a witness: it takes nothing over"),
+                );
             }
             backups.push(bn.clone());
         }
-        if rm.backups.is_empty() {
+        if rm.backups.is_empty() && !rm.witness {
             cx.err(
                 &rm.node.span(),
                 f("backups"),
@@ -345,6 +368,7 @@ pub(crate) fn validate(
             backups,
             address: addr.map(|a| a.addr.to_string()).unwrap_or_default(),
             snooped,
+            witness: rm.witness,
         });
     }
     ClusterSpec {
@@ -400,6 +424,14 @@ impl ClusterSpec {
             "assignment" => Some(self.assignment.clone()),
             "arp" => Some(self.arp.clone()),
             "application" => Some(self.application.clone()),
+            "witness" => Some(
+                if self.members.iter().any(|m| m.witness) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+            ),
             "family" => {
                 let all = || self.members.iter().flat_map(|m| m.owns.iter());
                 let v6 = all().any(|a| a.contains(':'));

@@ -25,8 +25,8 @@ use crate::sync::{Assembled, Assembler, Incomplete, PART_CHUNK};
 use crate::time::Time;
 use crate::wire::{
     Announce, AssumeReply, AssumeRequest, Body, ConnState, ConnStatePart, DenyReason,
-    FLAG_ELIGIBLE, FLAG_LEAVING, Fetch, Fetched, FourTuple, Handback, Holding, Message, MsgType,
-    Reclaim, Scope, TakeoverNotice,
+    FLAG_ELIGIBLE, FLAG_LEAVING, Fetch, Fetched, FourTuple, Handback, Heard, Holding, Message,
+    MsgType, Reclaim, Scope, TakeoverNotice,
 };
 
 /// A node's configuration.
@@ -83,7 +83,20 @@ pub enum Event {
         /// How late.
         late: Duration,
     },
-    /// A peer missed `miss_count` heartbeats.
+    /// A peer missed `miss_count` of its heartbeats here, but another live peer still hears
+    /// it: it is cut off from this node (a partition), not dead, and nothing of it is assumed.
+    CutOff {
+        /// The peer.
+        node: NodeId,
+        /// A peer that reported hearing it.
+        heard_by: NodeId,
+    },
+    /// A peer that was cut off is heard directly again.
+    Reachable {
+        /// The peer.
+        node: NodeId,
+    },
+    /// A peer missed `miss_count` heartbeats, and no live peer reported hearing it since.
     PeerDead {
         /// The peer.
         node: NodeId,
@@ -263,6 +276,12 @@ pub struct Member {
     pub boot_epoch: u32,
     /// When it was last heard.
     pub last_heard: Time,
+    /// The latest instant another live peer reported hearing it directly (its HEARTBEAT's
+    /// list of peers heard): a peer we cannot hear but others can is cut off from us, not dead.
+    pub vouched: Time,
+    /// Our own detection window for it has passed while others still hear it (reported once
+    /// per episode, as [`Event::CutOff`]).
+    pub cut_off: bool,
     /// Whether it is considered alive.
     pub alive: bool,
     /// Whether it said it is eligible to assume.
@@ -505,10 +524,62 @@ impl Node {
     }
 
     /// When a member is declared dead if nothing more is heard: `miss_count` of *its* intervals
-    /// after it was last heard.
+    /// after it was last heard, by us or by a live peer that reported hearing it.
     fn dead_at(&self, id: NodeId, m: &Member) -> Option<Time> {
         let (iv, miss) = self.peer_interval(id);
-        Some(m.last_heard.max(self.resumed) + iv * miss)
+        Some(m.last_heard.max(m.vouched).max(self.resumed) + iv * miss)
+    }
+
+    /// The live peers this node heard itself, for its HEARTBEAT.
+    fn heard_list(&self, now: Time) -> Vec<Heard> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.alive)
+            .map(|(id, m)| Heard {
+                node: *id,
+                boot_epoch: m.boot_epoch,
+                // Rounded up: a report never makes a peer look fresher than it is.
+                age_ms: u32::try_from((now - m.last_heard).as_micros().div_ceil(1000))
+                    .unwrap_or(u32::MAX),
+            })
+            .collect()
+    }
+
+    /// A live peer's HEARTBEAT says whom it hears: each report (of the boot we know) moves that
+    /// member's `vouched` instant, so it is not declared dead while someone still hears it. Only
+    /// direct hearing is reported, so a dead node's name cannot circulate forever.
+    fn vouch(&mut self, now: Time, from: NodeId, heard: &[Heard]) {
+        let me = self.id();
+        for h in heard {
+            if h.node == me || h.node == from {
+                continue;
+            }
+            let at = Time(
+                now.as_nanos()
+                    .saturating_sub(u64::from(h.age_ms) * 1_000_000),
+            );
+            let (iv, miss) = self.peer_interval(h.node);
+            // A report about the same datagram we heard last is no news (and the transit time
+            // would stretch a dead node's window): only a report at least half an interval
+            // fresher than our own hearing counts.
+            if let Some(m) = self.members.get_mut(&h.node)
+                && m.alive
+                && m.boot_epoch == h.boot_epoch
+                && at > m.vouched
+                && at > m.last_heard + iv / 2
+            {
+                m.vouched = at;
+                // Our own window has passed: the peer is alive but we cannot hear it.
+                let m = &self.members[&h.node];
+                if !m.cut_off && m.last_heard.max(self.resumed) + iv * miss <= now {
+                    self.members.get_mut(&h.node).expect("present").cut_off = true;
+                    self.actions.push_back(Action::Event(Event::CutOff {
+                        node: h.node,
+                        heard_by: from,
+                    }));
+                }
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -661,6 +732,8 @@ impl Node {
                         ownership: None,
                         boot_epoch: 0,
                         last_heard: now,
+                        vouched: Time::default(),
+                        cut_off: false,
                         alive: false,
                         eligible: false,
                     });
@@ -679,7 +752,8 @@ impl Node {
                     self.send_announce(Dest::All);
                 }
             }
-            Body::Heartbeat { holdings } => {
+            Body::Heartbeat { holdings, heard } => {
+                self.vouch(now, from, &heard);
                 let held_now: BTreeSet<NodeId> = holdings
                     .iter()
                     .filter(|h| h.epoch.holder == from)
@@ -810,6 +884,8 @@ impl Node {
             ownership: None,
             boot_epoch: msg.boot_epoch,
             last_heard: now,
+            vouched: Time::default(),
+            cut_off: false,
             alive: false,
             eligible: false,
         });
@@ -817,6 +893,12 @@ impl Node {
         let was_alive = m.alive;
         m.boot_epoch = msg.boot_epoch;
         m.last_heard = now;
+        if m.cut_off {
+            m.cut_off = false;
+            self.actions
+                .push_back(Action::Event(Event::Reachable { node: from }));
+        }
+        let m = self.members.get_mut(&from).expect("inserted above");
         m.eligible = msg.flags & FLAG_ELIGIBLE != 0;
         m.alive = msg.flags & FLAG_LEAVING == 0;
         if rebooted {
@@ -975,7 +1057,8 @@ impl Node {
             self.timers[Timer::Heartbeat as usize] = Some(now + self.cfg.interval());
             if self.link_up && !self.leaving {
                 let holdings = self.holdings();
-                self.send(Dest::All, Body::Heartbeat { holdings });
+                let heard = self.heard_list(now);
+                self.send(Dest::All, Body::Heartbeat { holdings, heard });
             }
             // Periodic re-evaluation makes every decision robust to a lost message.
             self.evaluate_all(now);
@@ -994,6 +1077,7 @@ impl Node {
         for id in &dead {
             if let Some(m) = self.members.get_mut(id) {
                 m.alive = false;
+                m.cut_off = false;
             }
             self.actions
                 .push_back(Action::Event(Event::PeerDead { node: *id }));
@@ -1055,6 +1139,7 @@ impl Node {
                     Dest::All,
                     Body::Heartbeat {
                         holdings: Vec::new(),
+                        heard: Vec::new(),
                     },
                 );
                 self.timers = [None; TIMERS];

@@ -315,6 +315,18 @@ pub struct Holding {
     pub holder_boot: u32,
 }
 
+/// One peer the sender of a HEARTBEAT heard itself: how long ago, by the sender's clock. A peer
+/// that hears nobody directly can learn from it that a silent peer is cut off from it, not dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Heard {
+    /// The peer.
+    pub node: NodeId,
+    /// Its boot epoch, as the sender knows it.
+    pub boot_epoch: u32,
+    /// Milliseconds since the sender last received a datagram from it (saturating).
+    pub age_ms: u32,
+}
+
 /// Flag: the sender is eligible to assume (it has heard its peers or its boot wait passed).
 pub const FLAG_ELIGIBLE: u16 = 0x0001;
 /// Flag: the sender is leaving (graceful shutdown); treat it as failed at once.
@@ -626,10 +638,12 @@ pub enum Body {
         /// The node asked, or every node.
         target: Option<NodeId>,
     },
-    /// HEARTBEAT, with the sender's holdings.
+    /// HEARTBEAT, with the sender's holdings and the peers it hears.
     Heartbeat {
         /// Groups the sender holds.
         holdings: Vec<Holding>,
+        /// The live peers the sender heard itself, and how long ago.
+        heard: Vec<Heard>,
     },
     /// ASSUME-REQUEST.
     AssumeRequest(AssumeRequest),
@@ -1004,9 +1018,17 @@ impl Body {
                     target: (t != 0).then_some(NodeId(t)),
                 }
             }
-            MsgType::Heartbeat => Self::Heartbeat {
-                holdings: read_holdings(&mut r)?,
-            },
+            MsgType::Heartbeat => {
+                let holdings = read_holdings(&mut r)?;
+                let heard = r.list(12, |r| {
+                    Ok(Heard {
+                        node: r.node()?,
+                        boot_epoch: r.u32()?,
+                        age_ms: r.u32()?,
+                    })
+                })?;
+                Self::Heartbeat { holdings, heard }
+            }
             MsgType::AssumeRequest => {
                 let owner = r.node()?;
                 let request_id = r.u32()?;
@@ -1143,7 +1165,15 @@ impl Body {
                 }
             }
             Self::Solicit { target } => w.u32(target.map_or(0, |t| t.0)),
-            Self::Heartbeat { holdings } => write_holdings(&mut w, holdings),
+            Self::Heartbeat { holdings, heard } => {
+                write_holdings(&mut w, holdings);
+                w.count(heard.len());
+                for h in heard.iter().take(u16::MAX as usize) {
+                    w.node(h.node);
+                    w.u32(h.boot_epoch);
+                    w.u32(h.age_ms);
+                }
+            }
             Self::AssumeRequest(a) => {
                 w.node(a.owner);
                 w.u32(a.request_id);
@@ -1348,6 +1378,15 @@ pub(crate) mod tests {
             },
             Body::Heartbeat {
                 holdings: vec![h, h],
+                heard: vec![],
+            },
+            Body::Heartbeat {
+                holdings: vec![],
+                heard: vec![Heard {
+                    node: NodeId(3),
+                    boot_epoch: 7,
+                    age_ms: 12,
+                }],
             },
             Body::AssumeRequest(AssumeRequest {
                 owner: NodeId(1),
@@ -1507,11 +1546,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// A HEARTBEAT from node 2 holding node 1's group, field by field.
+    /// A HEARTBEAT from node 2 holding node 1's group and hearing node 1, field by field.
     // captured from: this crate's encoder (seal with key b"key"), then checked by hand against
     // PROTOCOL.md; the tag was recomputed independently with Python's hmac module.
     #[rustfmt::skip]
-    const GOLDEN_HEARTBEAT: [u8; 32 + 18 + 32] = [
+    const GOLDEN_HEARTBEAT: [u8; 32 + 32 + 32] = [
         0x48, 0x46, 0x53, 0x54,             // magic "HFST"
         0x01,                               // version 1
         0x03,                               // type HEARTBEAT
@@ -1520,16 +1559,20 @@ pub(crate) mod tests {
         0x00, 0x00, 0x00, 0x02,             // sender node 2
         0x00, 0x00, 0x00, 0x2a,             // boot epoch 42
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, // seq 9
-        0x00, 0x00, 0x00, 0x12,             // body length 18
+        0x00, 0x00, 0x00, 0x20,             // body length 32
         // body
         0x00, 0x01,                         // 1 holding
         0x00, 0x00, 0x00, 0x01,             //   owner node 1
         0x00, 0x00, 0x00, 0x07,             //   epoch counter 7
         0x00, 0x00, 0x00, 0x02,             //   epoch holder node 2
         0x00, 0x00, 0x00, 0x2a,             //   holder boot epoch 42
+        0x00, 0x01,                         // 1 peer heard
+        0x00, 0x00, 0x00, 0x01,             //   node 1
+        0x00, 0x00, 0x00, 0x2a,             //   its boot epoch 42
+        0x00, 0x00, 0x00, 0x07,             //   last heard 7 ms ago
         // HMAC-SHA256(key = "key", header || body)
-        0x1d, 0xbf, 0x2b, 0xe9, 0x36, 0xd8, 0x1a, 0xa0, 0xba, 0xdc, 0x9c, 0x4d, 0x60, 0x29, 0x0c, 0xe8,
-        0x8a, 0x5f, 0x5a, 0x2f, 0x95, 0x6c, 0x7b, 0xf9, 0x3a, 0x14, 0xc3, 0x93, 0xec, 0xfe, 0x83, 0x03,
+        0x55, 0x43, 0x38, 0x49, 0x4c, 0xf9, 0x41, 0x05, 0x4b, 0x6e, 0xa0, 0x27, 0x04, 0x66, 0x60, 0xbd,
+        0xff, 0x8f, 0x7a, 0x9a, 0x1d, 0x47, 0x8d, 0x8c, 0x4b, 0x83, 0xb2, 0x30, 0xd8, 0xd9, 0x49, 0x00,
     ];
 
     fn golden_repr() -> Message {
@@ -1548,6 +1591,11 @@ pub(crate) mod tests {
                     },
                     holder_boot: 42,
                 }],
+                heard: vec![Heard {
+                    node: NodeId(1),
+                    boot_epoch: 42,
+                    age_ms: 7,
+                }],
             },
         }
     }
@@ -1563,7 +1611,7 @@ pub(crate) mod tests {
         assert_eq!(p.sender(), NodeId(2));
         assert_eq!(p.boot_epoch(), 42);
         assert_eq!(p.seq(), 9);
-        assert_eq!(p.length(), 18);
+        assert_eq!(p.length(), 32);
         assert_eq!(Message::parse(&p).unwrap(), golden_repr());
     }
 

@@ -32,7 +32,10 @@ fn heartbeat(sender: u32, boot_epoch: u32, seq: u64) -> Message {
         sender: NodeId(sender),
         boot_epoch,
         seq,
-        body: Body::Heartbeat { holdings: vec![] },
+        body: Body::Heartbeat {
+            holdings: vec![],
+            heard: vec![],
+        },
     }
 }
 

@@ -192,7 +192,11 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                     .or_default() += 1;
             }
             Action::Event(e) => match e {
-                Event::PeerDead { .. } | Event::PeerLeft { .. } | Event::Fenced { .. } => {
+                Event::PeerDead { .. }
+                | Event::PeerLeft { .. }
+                | Event::Fenced { .. }
+                | Event::CutOff { .. }
+                | Event::Reachable { .. } => {
                     info!(node = name, ?e)
                 }
                 Event::Resumed { late } => warn!(

@@ -135,12 +135,16 @@ pub struct MemberStatus {
     pub id: u32,
     /// Boot epoch.
     pub boot_epoch: u32,
-    /// Alive?
+    /// Whether it is alive: heard within its detection window, by this node or by a live peer
+    /// that reported hearing it.
     pub alive: bool,
-    /// Eligible?
+    /// Whether it says it may assume groups (it has heard its peers, or its boot wait passed).
     pub eligible: bool,
-    /// Milliseconds since last heard.
+    /// Milliseconds since this node last heard it.
     pub last_heard_ms_ago: f64,
+    /// This node cannot hear it but another live peer can (a partition between the two): it
+    /// is kept alive on that peer's word, and nothing of it is assumed.
+    pub cut_off: bool,
     /// Its application, from its ANNOUNCE.
     pub application: Option<String>,
 }
@@ -187,6 +191,7 @@ pub(super) fn status(name: &str, node: &Node, now: Time, conns: ConnCounters) ->
                 alive: m.alive,
                 eligible: m.eligible,
                 last_heard_ms_ago: (now - m.last_heard).as_secs_f64() * 1000.0,
+                cut_off: m.cut_off,
                 application: m.ownership.as_ref().map(|o| o.application.clone()),
             })
             .collect(),

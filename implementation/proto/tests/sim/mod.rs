@@ -117,6 +117,9 @@ pub struct Cluster {
     pub split: Option<Vec<Vec<holdfast_proto::wire::FourTuple>>>,
     /// (sender, type) of every datagram sent, decoded from its bytes.
     pub sent: Vec<(NodeId, holdfast_proto::wire::MsgType)>,
+    /// Directed cuts between two nodes (from, to): a partition between them, each still
+    /// reaching everyone else, and neither told.
+    pub cuts: BTreeSet<(usize, usize)>,
 }
 
 pub fn id(i: usize) -> NodeId {
@@ -180,6 +183,7 @@ impl Cluster {
             draining: Vec::new(),
             split: None,
             sent: Vec::new(),
+            cuts: BTreeSet::new(),
         };
         for i in 0..n {
             c.boot(i);
@@ -222,6 +226,41 @@ impl Cluster {
 
     pub fn alive(&self, i: usize) -> bool {
         self.nodes[i].node.is_some()
+    }
+
+    /// A cluster of `n - 1` serving nodes and a witness, the last: it owns nothing and backs
+    /// nobody up, it only hears and is heard.
+    pub fn with_witness(n: usize, policy: FailoverPolicy, seed: u64) -> Self {
+        let mut c = Self::new(n, policy, seed);
+        let w = n - 1;
+        for i in 0..n {
+            c.crash(i);
+            let o = &mut c.nodes[i].cfg.ownership;
+            if i == w {
+                o.addresses.clear();
+                o.policy.backups.clear();
+            } else {
+                o.policy.backups.retain(|b| *b != id(w));
+            }
+        }
+        for i in 0..n {
+            c.boot(i);
+        }
+        c
+    }
+
+    /// Partitions `a` from `b` (both ways, or only `a` to `b`), or heals it.
+    pub fn set_partition(&mut self, a: usize, b: usize, both_ways: bool, cut: bool) {
+        for pair in [(a, b), (b, a)]
+            .into_iter()
+            .take(if both_ways { 2 } else { 1 })
+        {
+            if cut {
+                self.cuts.insert(pair);
+            } else {
+                self.cuts.remove(&pair);
+            }
+        }
     }
 
     pub fn set_cut(&mut self, i: usize, cut: bool) {
@@ -297,6 +336,9 @@ impl Cluster {
                         Dest::Node(_) => vec![],
                     };
                     for t in targets {
+                        if self.cuts.contains(&(i, t)) {
+                            continue;
+                        }
                         if self.rand_f64() < self.links.loss {
                             continue;
                         }
