@@ -143,7 +143,11 @@ fn every_message() -> Vec<holdfast_proto::wire::Body> {
         Body::Solicit { target: None },
         Body::Heartbeat {
             holdings: vec![h],
-            heard: vec![],
+            heard: vec![holdfast_proto::wire::Heard {
+                node: NodeId(3),
+                boot_epoch: 2,
+                age_ms: 9,
+            }],
         },
         Body::AssumeRequest(AssumeRequest {
             owner: NodeId(7),

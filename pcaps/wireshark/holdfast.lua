@@ -63,6 +63,10 @@ local f = {
   epoch_counter = ProtoField.uint32("holdfast.epoch.counter", "Epoch counter"),
   epoch_holder = ProtoField.uint32("holdfast.epoch.holder", "Epoch holder"),
   holder_boot = ProtoField.uint32("holdfast.holder_boot", "Holder boot epoch"),
+  heard = ProtoField.none("holdfast.heard", "Peer heard"),
+  heard_node = ProtoField.uint32("holdfast.heard.node", "Node"),
+  heard_boot = ProtoField.uint32("holdfast.heard.boot", "Its boot epoch"),
+  heard_age = ProtoField.uint32("holdfast.heard.age_ms", "Last heard (ms ago)"),
   target = ProtoField.uint32("holdfast.target", "Target node (0: all)"),
   request_id = ProtoField.uint32("holdfast.request_id", "Request id"),
   reason = ProtoField.uint8("holdfast.reason", "Reason", base.DEC, REASON),
@@ -159,6 +163,13 @@ function R:holding(tree)
   self:u32(t, f.holder_boot)
 end
 
+function R:heard(tree)
+  local t = tree:add(f.heard, self.buf(self.at, 12))
+  self:u32(t, f.heard_node)
+  self:u32(t, f.heard_boot)
+  self:u32(t, f.heard_age)
+end
+
 function R:scope(tree)
   local k = self:u8(tree, f.scope)
   if k == 1 then
@@ -203,7 +214,10 @@ local BODY = {
     r:list(t, function(rr, tt) rr:ownership(tt, f.relayed) end)
   end,
   [2] = function(r, t) r:u32(t, f.target) end,
-  [3] = function(r, t) r:list(t, function(rr, tt) rr:holding(tt) end) end,
+  [3] = function(r, t)
+    r:list(t, function(rr, tt) rr:holding(tt) end)
+    r:list(t, function(rr, tt) rr:heard(tt) end)
+  end,
   [4] = function(r, t)
     r:u32(t, f.owner); r:u32(t, f.request_id); r:epoch(t); r:u32(t, f.holder_boot); r:scope(t)
   end,
