@@ -143,7 +143,7 @@ fn every_message() -> Vec<holdfast_proto::wire::Body> {
         Body::Solicit { target: None },
         Body::Heartbeat {
             holdings: vec![h],
-            heard: vec![holdfast_proto::wire::Heard {
+            heard: vec![Heard {
                 node: NodeId(3),
                 boot_epoch: 2,
                 age_ms: 9,
