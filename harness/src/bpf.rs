@@ -1,9 +1,11 @@
-//! Loading hand-assembled eBPF classifiers (`BPF_PROG_TYPE_SCHED_CLS`, direct action) for the
-//! switch ports: random loss ([`crate::loss`]) and partitions ([`crate::partition`]).
+//! Hand-assembled classifiers for the switch ports (`cls_bpf`, direct action): random loss
+//! ([`crate::loss`]) and partitions ([`crate::partition`]).
 //!
-//! The programs are a few instructions each, written out with their meaning beside them, so no
-//! compiler, object file or BPF library is needed: the kernel's `cls_bpf` and the `bpf(2)`
-//! syscall are enough.
+//! Two kinds: eBPF, loaded with the `bpf(2)` syscall (which needs `CAP_BPF` in the initial user
+//! namespace, so root), and classic BPF, which `cls_bpf` takes inside the netlink request itself
+//! and which therefore works in a rootless sandbox too ([`crate::rootless`]). The programs are a
+//! few instructions each, written out with their meaning beside them, so no compiler, object
+//! file or BPF library is needed.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -14,6 +16,59 @@ const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const TC_ACT_SHOT: i32 = 2;
 /// No verdict: the next filter (a mirror, say) decides.
 pub const TC_ACT_UNSPEC: i32 = -1;
+
+/// A classifier to attach to a port.
+#[derive(Debug)]
+pub enum Program {
+    /// An eBPF program loaded with `bpf(2)` (its fd).
+    Loaded(OwnedFd),
+    /// A classic BPF program, handed to `cls_bpf` in the request (return values are the same
+    /// `TC_ACT_*` verdicts as eBPF's in direct-action mode).
+    Classic(Vec<SockFilter>),
+}
+
+/// One classic BPF instruction (`struct sock_filter`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockFilter {
+    /// Opcode.
+    pub code: u16,
+    /// Jump offset if true.
+    pub jt: u8,
+    /// Jump offset if false.
+    pub jf: u8,
+    /// Constant operand.
+    pub k: u32,
+}
+
+/// A classic statement.
+pub const fn stmt(code: u16, k: u32) -> SockFilter {
+    SockFilter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// A classic conditional jump.
+pub const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> SockFilter {
+    SockFilter { code, jt, jf, k }
+}
+
+/// The bytes of a classic program as `TCA_BPF_OPS` carries them.
+pub fn classic_bytes(p: &[SockFilter]) -> Vec<u8> {
+    p.iter()
+        .flat_map(|f| {
+            let mut b = [0u8; 8];
+            b[0..2].copy_from_slice(&f.code.to_ne_bytes());
+            b[2] = f.jt;
+            b[3] = f.jf;
+            b[4..8].copy_from_slice(&f.k.to_ne_bytes());
+            b
+        })
+        .collect()
+}
 
 /// One eBPF instruction (`struct bpf_insn`).
 #[repr(C)]

@@ -34,6 +34,7 @@ pub mod pcapng;
 pub mod picture;
 pub mod process;
 pub mod registry;
+pub mod rootless;
 pub mod route;
 pub mod scenario;
 pub mod shrink;
@@ -108,8 +109,10 @@ pub fn headless_dom(page: &std::path::Path) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Returns early from a test, saying on stderr that it skipped and why, when this process may not
-/// build clusters (see [`privileged`]). For tests of anything built on the harness:
+/// When this process may not build clusters (see [`privileged`]), runs the calling test again in
+/// a rootless sandbox of its own ([`rootless`]) and returns with its verdict (a failure there
+/// fails the test here); where no sandbox can be made, returns early saying on stderr that it
+/// skipped and why. For tests of anything built on the harness:
 ///
 /// ```no_run
 /// #[test]
@@ -122,8 +125,19 @@ pub fn headless_dom(page: &std::path::Path) -> Option<String> {
 macro_rules! need_root {
     () => {
         if !$crate::privileged() {
-            $crate::report_skip($crate::SKIP_UNPRIVILEGED);
-            return;
+            // Not root: run this test again in a user namespace where it is (or skip, saying
+            // why, where the machine forbids that).
+            match $crate::rootless::rerun_this_test() {
+                Some(Ok(out)) => {
+                    print!("{out}");
+                    return;
+                }
+                Some(Err(e)) => panic!("{e}"),
+                None => {
+                    $crate::report_skip($crate::SKIP_UNPRIVILEGED);
+                    return;
+                }
+            }
         }
     };
 }

@@ -1,43 +1,40 @@
 //! Random frame loss on a link, without netem.
 //!
 //! netem and the `gact` random action are not built into this kernel, but `cls_bpf` is. So loss
-//! is a seven-instruction eBPF classifier in direct-action mode, attached to both hooks of the
-//! switch-side port: it draws `bpf_get_prandom_u32()` and returns `TC_ACT_SHOT` for the chosen
+//! is a five-instruction classic BPF classifier in direct-action mode (so it needs no `bpf(2)`
+//! and works rootless too), attached to both hooks of the switch-side port: it draws the
+//! kernel's per-packet random number (`SKF_AD_RANDOM`) and returns `TC_ACT_SHOT` for the chosen
 //! fraction of frames and `TC_ACT_UNSPEC` (continue to the next filter, such as a mirror)
 //! otherwise.
 
-use std::io;
-use std::os::fd::OwnedFd;
+use crate::bpf::{Program, SockFilter, TC_ACT_SHOT, TC_ACT_UNSPEC, jump, stmt};
 
-use crate::bpf::{Insn, TC_ACT_SHOT, TC_ACT_UNSPEC, insn};
-
-const BPF_FUNC_GET_PRANDOM_U32: i32 = 7;
+/// `SKF_AD_OFF + SKF_AD_RANDOM`: classic BPF's load of a random `u32`.
+const AD_RANDOM: u32 = 0xffff_f000 + 56;
 
 /// The loss threshold out of 65536 for a percentage in 0..=100.
 pub fn threshold(pct: f64) -> i32 {
     (pct.clamp(0.0, 100.0) / 100.0 * 65536.0).round() as i32
 }
 
-fn program(pct: f64) -> [Insn; 7] {
+fn program(pct: f64) -> [SockFilter; 5] {
     [
-        // call bpf_get_prandom_u32          (BPF_JMP | BPF_CALL)
-        insn(0x85, 0, BPF_FUNC_GET_PRANDOM_U32),
-        // r0 &= 0xffff                      (BPF_ALU64 | BPF_AND | BPF_K)
-        insn(0x57, 0, 0xffff),
-        // if r0 >= threshold goto pass      (BPF_JMP | BPF_JGE | BPF_K)
-        insn(0x35, 2, threshold(pct)),
-        // r0 = TC_ACT_SHOT; exit            (BPF_ALU64 | BPF_MOV | BPF_K), (BPF_JMP | BPF_EXIT)
-        insn(0xb7, 0, TC_ACT_SHOT),
-        insn(0x95, 0, 0),
-        // pass: r0 = TC_ACT_UNSPEC; exit
-        insn(0xb7, 0, TC_ACT_UNSPEC),
-        insn(0x95, 0, 0),
+        // A = random u32                    (BPF_LD | BPF_W | BPF_ABS, ancillary)
+        stmt(0x20, AD_RANDOM),
+        // A &= 0xffff                       (BPF_ALU | BPF_AND | BPF_K)
+        stmt(0x54, 0xffff),
+        // if A >= threshold goto pass       (BPF_JMP | BPF_JGE | BPF_K)
+        jump(0x35, threshold(pct) as u32, 1, 0),
+        // return TC_ACT_SHOT                (BPF_RET | BPF_K)
+        stmt(0x06, TC_ACT_SHOT as u32),
+        // pass: return TC_ACT_UNSPEC
+        stmt(0x06, TC_ACT_UNSPEC as u32),
     ]
 }
 
-/// Loads the loss classifier for `pct` percent loss and returns its program fd.
-pub fn load(pct: f64) -> io::Result<OwnedFd> {
-    crate::bpf::load(&program(pct))
+/// The loss classifier for `pct` percent loss.
+pub fn load(pct: f64) -> Program {
+    Program::Classic(program(pct).to_vec())
 }
 
 #[cfg(test)]

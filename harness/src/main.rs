@@ -241,9 +241,31 @@ fn main() -> ExitCode {
 
 fn need_root() -> Result<()> {
     if !holdfast_harness::privileged() {
-        bail!("this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo");
+        bail!(
+            "this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo. Without root, \
+             `run` and `demo` run in a user namespace of their own; `up` cannot, since its run \
+             would vanish with the command"
+        );
     }
     Ok(())
+}
+
+/// For the one-shot commands (`run`, `demo`): without root, runs this very command again in a
+/// rootless sandbox ([`holdfast_harness::rootless`]) and exits with its status.
+fn root_or_sandbox() -> Result<()> {
+    use holdfast_harness::rootless;
+    if holdfast_harness::privileged() {
+        return Ok(());
+    }
+    if rootless::inside() {
+        bail!("not root even inside the rootless sandbox: the kernel withheld capabilities");
+    }
+    if let Some(why) = rootless::unavailable() {
+        bail!("this needs root (run it with sudo): not root, and {why}");
+    }
+    eprintln!("holdfast-harness: not root: running in a user namespace of its own (rootless)");
+    let code = rootless::rerun_cli().context("make the rootless sandbox")?;
+    std::process::exit(code);
 }
 
 fn load_topology(file: &Path) -> Result<Topology> {
@@ -418,14 +440,14 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             run_dir,
             adapter,
         } => {
-            need_root()?;
+            root_or_sandbox()?;
             let topo = load_topology(&file)?;
             let adapter = adapter.as_deref().map(load_adapter).transpose()?;
             let sc = Scenario::load(&scenario, &topo).map_err(|e| anyhow::anyhow!("{e}"))?;
             run_scenario(topo, Some(file), &sc, run_dir, "run", adapter)
         }
         Cmd::Demo { run_dir } => {
-            need_root()?;
+            root_or_sandbox()?;
             let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
             let file = root.join("topologies/two-node.toml");
             ensure_daemon_built()?;

@@ -60,6 +60,8 @@ const TCA_U32_ACT: u16 = 7;
 const TCA_ACT_KIND: u16 = 1;
 const TCA_ACT_OPTIONS: u16 = 2;
 const TCA_MIRRED_PARMS: u16 = 2;
+const TCA_BPF_OPS_LEN: u16 = 4;
+const TCA_BPF_OPS: u16 = 5;
 const TCA_BPF_FD: u16 = 6;
 const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_FLAGS: u16 = 8;
@@ -573,14 +575,14 @@ impl Netlink {
             .map(drop)
     }
 
-    /// Attaches a direct-action BPF classifier (by program fd) at the given priority, replacing
-    /// whatever filter was there.
+    /// Attaches a direct-action BPF classifier (a loaded eBPF program, or classic BPF carried in
+    /// the request) at the given priority, replacing whatever filter was there.
     pub fn add_bpf(
         &self,
         name: &str,
         hook: Hook,
         prio: u16,
-        prog: RawFd,
+        prog: &crate::bpf::Program,
         label: &str,
     ) -> Result<()> {
         let idx = self.index(name)?;
@@ -590,10 +592,18 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_REPLACE,
             &tcmsg(idx, 1, hook.parent(), info),
         );
-        m.str(TCA_KIND, "bpf")
-            .begin(TCA_OPTIONS)
-            .u32(TCA_BPF_FD, prog as u32)
-            .str(TCA_BPF_NAME, label)
+        m.str(TCA_KIND, "bpf").begin(TCA_OPTIONS);
+        match prog {
+            crate::bpf::Program::Loaded(fd) => {
+                use std::os::fd::AsRawFd;
+                m.u32(TCA_BPF_FD, fd.as_raw_fd() as u32);
+            }
+            crate::bpf::Program::Classic(ops) => {
+                m.attr(TCA_BPF_OPS_LEN, &(ops.len() as u16).to_ne_bytes())
+                    .attr(TCA_BPF_OPS, &crate::bpf::classic_bytes(ops));
+            }
+        }
+        m.str(TCA_BPF_NAME, label)
             .u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
             .end();
         self.request(&format!("attach bpf filter to {name} {hook:?}"), m)

@@ -5,12 +5,18 @@
 //! the frame when that is a port of the other side. Both directions are two such sets; a one-way
 //! partition is one. Mirror copies carry the ingress port of the frame they copy, so a
 //! partitioned backup stops snooping too. The nodes themselves are untouched.
+//!
+//! Without root (in a rootless sandbox, where `bpf(2)` is refused) the classifier is classic
+//! BPF, which cannot read the ingress port: it drops frames by their source MAC instead, the
+//! MACs of the cut-off nodes' interfaces on that switch. A frame a node sends from another MAC
+//! (a virtual MAC under `arp = "vmac"`) then still passes.
 
 use std::collections::BTreeSet;
 use std::io;
-use std::os::fd::OwnedFd;
 
-use crate::bpf::{Insn, TC_ACT_SHOT, TC_ACT_UNSPEC, insn, insn_regs};
+use crate::bpf::{
+    Insn, Program, SockFilter, TC_ACT_SHOT, TC_ACT_UNSPEC, insn, insn_regs, jump, stmt,
+};
 
 /// `offsetof(struct __sk_buff, ingress_ifindex)`.
 const SKB_INGRESS_IFINDEX: i16 = 36;
@@ -69,9 +75,47 @@ fn program(ifindexes: &[i32]) -> Vec<Insn> {
     p
 }
 
-/// Loads the classifier that drops frames from the given ingress ports.
-pub fn load(ifindexes: &[i32]) -> io::Result<OwnedFd> {
-    crate::bpf::load(&program(ifindexes))
+/// The classic classifier: drop a frame whose source MAC is one of `macs`.
+fn by_mac(macs: &[[u8; 6]]) -> Vec<SockFilter> {
+    let n = macs.len();
+    let mut p = Vec::with_capacity(4 * n + 2);
+    for (i, m) in macs.iter().enumerate() {
+        let hi = u32::from_be_bytes([m[0], m[1], m[2], m[3]]);
+        let lo = u32::from(u16::from_be_bytes([m[4], m[5]]));
+        // A = bytes 6..10 of the frame (source MAC, high part)   (BPF_LD | BPF_W | BPF_ABS)
+        p.push(stmt(0x20, 6));
+        // if A != hi skip this MAC's last two                    (BPF_JMP | BPF_JEQ | BPF_K)
+        p.push(jump(0x15, hi, 0, 2));
+        // A = bytes 10..12 (source MAC, low part)                (BPF_LD | BPF_H | BPF_ABS)
+        p.push(stmt(0x28, 10));
+        // if A == lo goto drop
+        let to_drop = (4 * (n - i - 1) + 1) as u8;
+        p.push(jump(0x15, lo, to_drop, 0));
+    }
+    // return TC_ACT_UNSPEC                                       (BPF_RET | BPF_K)
+    p.push(stmt(0x06, TC_ACT_UNSPEC as u32));
+    // drop: return TC_ACT_SHOT
+    p.push(stmt(0x06, TC_ACT_SHOT as u32));
+    p
+}
+
+/// The classifier that drops frames from the given ingress ports: eBPF where `bpf(2)` is
+/// allowed; else (no `CAP_BPF`, as in a rootless sandbox) classic BPF on the senders' source
+/// MACs.
+pub fn load(ifindexes: &[i32], macs: &[[u8; 6]]) -> io::Result<Program> {
+    match crate::bpf::load(&program(ifindexes)) {
+        Ok(fd) => Ok(Program::Loaded(fd)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => {
+            if macs.len() > 60 {
+                return Err(io::Error::other(format!(
+                    "{} source MACs on one side of a partition: a classic classifier holds 60",
+                    macs.len()
+                )));
+            }
+            Ok(Program::Classic(by_mac(macs)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +144,23 @@ mod tests {
             ["a".to_string()].into()
         );
         assert!(blocked(&[one], "a").is_empty());
+    }
+
+    #[test]
+    fn mac_jumps_land_on_drop() {
+        let macs = [[2, 0x68, 0x66, 0, 1, 1], [2, 0x68, 0x66, 0, 2, 1]];
+        let p = by_mac(&macs);
+        assert_eq!(p.len(), 10);
+        let drop = p.len() - 1;
+        for i in 0..2 {
+            let last = 4 * i + 3;
+            assert_eq!(last + 1 + p[last].jt as usize, drop, "mac {i}");
+            // A mismatch on the high part skips to the next MAC (or to pass).
+            let first = 4 * i + 1;
+            assert_eq!(first + 1 + p[first].jf as usize, 4 * (i + 1));
+        }
+        assert_eq!(p[drop].k, TC_ACT_SHOT as u32);
+        assert_eq!(p[drop - 1].k, TC_ACT_UNSPEC as u32);
     }
 
     #[test]

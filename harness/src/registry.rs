@@ -48,10 +48,13 @@ impl RunRecord {
 
     /// Writes (or rewrites) the record.
     pub fn save(&self) -> io::Result<()> {
-        std::fs::create_dir_all(REGISTRY_DIR)?;
+        let at = |e: io::Error, what: &Path| {
+            io::Error::new(e.kind(), format!("run record {}: {e}", what.display()))
+        };
+        std::fs::create_dir_all(REGISTRY_DIR).map_err(|e| at(e, Path::new(REGISTRY_DIR)))?;
         let tmp = Path::new(REGISTRY_DIR).join(format!(".{}.tmp", self.id));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(tmp, Self::path(&self.id))
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?).map_err(|e| at(e, &tmp))?;
+        std::fs::rename(&tmp, Self::path(&self.id)).map_err(|e| at(e, &tmp))
     }
 
     /// Loads the record of a run.

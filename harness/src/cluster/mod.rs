@@ -575,7 +575,8 @@ impl Cluster {
                 .flat_map(|m| m.to.iter().filter_map(|t| port_of(t)))
                 .collect();
             // Frames from an impaired node enter the bridge on its delay line's port.
-            let blocked: Vec<i32> = partition::blocked(&self.partitions, node)
+            let blocked_nodes = partition::blocked(&self.partitions, node);
+            let blocked: Vec<i32> = blocked_nodes
                 .iter()
                 .filter_map(|n| port_of(n).map(|p| self.bridge_port(sw, n, &p)))
                 .map(|p| nl.link_index(&p))
@@ -593,9 +594,14 @@ impl Cluster {
             }
             ctx(nl.add_clsact(port), || format!("switch {sw}"))?;
             if !blocked.is_empty() {
-                let prog = partition::load(&blocked)
+                let macs: Vec<[u8; 6]> = self
+                    .topology
+                    .ports()
+                    .filter(|(x, n, _)| *x == sw && blocked_nodes.contains(&n.name))
+                    .map(|(_, _, i)| i.mac)
+                    .collect();
+                let prog = partition::load(&blocked, &macs)
                     .map_err(|e| io::Error::other(format!("load partition program: {e}")))?;
-                use std::os::fd::AsRawFd;
                 // On the way to the node: out of the bridge, on its (delay line's) port.
                 if bport != *port {
                     ctx(nl.add_clsact(&bport), || format!("switch {sw}"))?;
@@ -605,19 +611,17 @@ impl Cluster {
                         &bport,
                         Hook::Egress,
                         PRIO_PARTITION,
-                        prog.as_raw_fd(),
+                        &prog,
                         "holdfast-partition",
                     ),
                     || format!("switch {sw} port {port}"),
                 )?;
             }
             if loss > 0.0 {
-                let prog = loss::load(loss)
-                    .map_err(|e| io::Error::other(format!("load loss program: {e}")))?;
-                use std::os::fd::AsRawFd;
+                let prog = loss::load(loss);
                 for hook in [Hook::Ingress, Hook::Egress] {
                     ctx(
-                        nl.add_bpf(port, hook, PRIO_LOSS, prog.as_raw_fd(), "holdfast-loss"),
+                        nl.add_bpf(port, hook, PRIO_LOSS, &prog, "holdfast-loss"),
                         || format!("switch {sw} port {port}"),
                     )?;
                 }

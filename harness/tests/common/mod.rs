@@ -14,8 +14,13 @@ pub fn harness_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_holdfast-harness"))
 }
 
+/// `pcaps/out/harness-tests/TEST`, or `$HOLDFAST_TEST_OUT/TEST` (for a user who cannot write
+/// the checkout, as in the test that runs as nobody).
 pub fn run_dir(test: &str) -> PathBuf {
-    let d = root().join("pcaps/out/harness-tests").join(test);
+    let base = std::env::var_os("HOLDFAST_TEST_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("pcaps/out/harness-tests"));
+    let d = base.join(test);
     let _ = std::fs::remove_dir_all(&d);
     d
 }
