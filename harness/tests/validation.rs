@@ -477,6 +477,9 @@ fn demo_scenario_is_valid() {
 fn every_shipped_topology_draws() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies");
     let have_dot = std::process::Command::new("dot").arg("-V").output().is_ok();
+    // This run's own directory: another user's run may have left its drawings in /tmp.
+    let out_dir = std::env::temp_dir().join(format!("holdfast-graphs-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_none_or(|x| x != "toml") {
@@ -510,7 +513,7 @@ fn every_shipped_topology_draws() {
                 .arg("graph")
                 .arg(&p)
                 .arg("--svg")
-                .arg(std::env::temp_dir().join(format!("holdfast-{}.svg", t.name)))
+                .arg(out_dir.join(format!("{}.svg", t.name)))
                 .output()
                 .unwrap();
             assert!(
@@ -518,10 +521,7 @@ fn every_shipped_topology_draws() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let svg = std::fs::read_to_string(
-                std::env::temp_dir().join(format!("holdfast-{}.svg", t.name)),
-            )
-            .unwrap();
+            let svg = std::fs::read_to_string(out_dir.join(format!("{}.svg", t.name))).unwrap();
             for n in &t.nodes {
                 assert!(
                     svg.contains(&format!(">{}</text>", n.name)),
@@ -532,6 +532,7 @@ fn every_shipped_topology_draws() {
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&out_dir);
     if !have_dot {
         holdfast_harness::report_skip(
             "graph: Graphviz's dot is not installed: DOT checked, no SVG drawn",
