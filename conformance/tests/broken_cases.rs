@@ -1,8 +1,6 @@
 //! Case files with one mistake each are rejected at load, with the line and the field of the
 //! mistake: no typo can make an expectation hold by matching nothing.
 
-use std::path::PathBuf;
-
 use holdfast_conformance::case::Case;
 
 /// A valid case on `two-node` to break: `EXPECT` is replaced by the expectation under test.
@@ -163,10 +161,8 @@ const BROKEN: &[(&str, &str, usize, &str)] = &[
     ),
 ];
 
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("holdfast-broken-cases-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir() -> holdfast_harness::ScratchDir {
+    holdfast_harness::ScratchDir::new("holdfast-broken-cases").unwrap()
 }
 
 #[test]

@@ -49,10 +49,8 @@ fn sample() -> Report {
     ])
 }
 
-fn dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("holdfast-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+fn dir(name: &str) -> holdfast_harness::ScratchDir {
+    holdfast_harness::ScratchDir::new(&format!("holdfast-report-{name}")).unwrap()
 }
 
 #[test]

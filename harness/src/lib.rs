@@ -86,6 +86,67 @@ pub fn privileged() -> bool {
         .is_some_and(|caps| caps & (1 << 12) != 0 && caps & (1 << 21) != 0)
 }
 
+/// A directory under the system's temp directory that is this process's alone (its pid and a
+/// counter; never one another user or an earlier run left there), removed with everything in it
+/// when dropped, also when a panic unwinds. For tests and scratch rendering.
+#[derive(Debug)]
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    /// Creates `TMP/PREFIX-PID-N` for the first free N.
+    pub fn new(prefix: &str) -> std::io::Result<Self> {
+        let base = std::env::temp_dir();
+        for n in 0..10_000 {
+            let p = base.join(format!("{prefix}-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&p) {
+                Ok(()) => return Ok(Self(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", p.display()),
+                    ));
+                }
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "no free {prefix}-{}-N in {}",
+            std::process::id(),
+            base.display()
+        )))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for ScratchDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for ScratchDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The message tests print when they cannot run unprivileged.
 pub const SKIP_UNPRIVILEGED: &str = "skipped: needs CAP_NET_ADMIN (run with sudo)";
 

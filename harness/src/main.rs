@@ -64,10 +64,13 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Also check an adapter (adapters/NAME): its adapter.toml and templates, and its
-        /// rendering of each topology's [cluster] (into a scratch directory), or why it cannot
-        /// express one.
+        /// rendering of each topology's [cluster] (into a scratch directory, removed afterwards
+        /// unless --out says where to keep it), or why it cannot express one.
         #[arg(long, value_name = "DIR")]
         adapter: Option<PathBuf>,
+        /// Keep the adapter's rendered files here (OUT/TOPOLOGY/NODE/...).
+        #[arg(long, value_name = "OUT", requires = "adapter")]
+        out: Option<PathBuf>,
     },
     /// Build a topology, start its processes, and return once it is ready. Prints the run id;
     /// the run stays up (held by a background supervisor) until `down`.
@@ -278,11 +281,23 @@ fn load_adapter(dir: &Path) -> Result<Adapter> {
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Check { files, adapter } => {
+        Cmd::Check {
+            files,
+            adapter,
+            out,
+        } => {
             let mut bad = 0;
             let adapter = adapter.as_deref().map(load_adapter).transpose()?;
-            let scratch =
-                std::env::temp_dir().join(format!("holdfast-check-{}", std::process::id()));
+            let tmp = match &out {
+                Some(_) => None,
+                None => Some(
+                    holdfast_harness::ScratchDir::new("holdfast-check")
+                        .context("a scratch directory for the rendering")?,
+                ),
+            };
+            let scratch = out
+                .clone()
+                .unwrap_or_else(|| tmp.as_ref().map(|t| t.to_path_buf()).unwrap_or_default());
             for f in &files {
                 match Topology::load(f) {
                     Ok(t) => {
@@ -306,11 +321,17 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                                                 .iter()
                                                 .map(|n| n.processes.len())
                                                 .sum::<usize>();
-                                        println!(
-                                            "  {}: renders ({added} processes, files in {})",
-                                            a.name,
-                                            scratch.join(&t.name).display()
-                                        );
+                                        match &out {
+                                            Some(_) => println!(
+                                                "  {}: renders ({added} processes, files in {})",
+                                                a.name,
+                                                scratch.join(&t.name).display()
+                                            ),
+                                            None => println!(
+                                                "  {}: renders ({added} processes; --out DIR keeps the files)",
+                                                a.name
+                                            ),
+                                        }
                                     }
                                     Err(e) => {
                                         eprintln!("{}: adapter {}: {e}", f.display(), a.name);

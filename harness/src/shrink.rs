@@ -124,8 +124,7 @@ mod tests {
 
     #[test]
     fn tcp_frames_are_cut_and_everything_else_kept() {
-        let dir = std::env::temp_dir().join(format!("holdfast-shrink-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::ScratchDir::new("holdfast-shrink").unwrap();
         let p = dir.join("t.pcapng");
         let mut tcp = vec![0u8; 9000];
         tcp[12..14].copy_from_slice(&[0x08, 0x00]);

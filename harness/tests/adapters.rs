@@ -36,11 +36,8 @@ fn topologies() -> Vec<Topology> {
         .collect()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("holdfast-adapters-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn scratch(name: &str) -> holdfast_harness::ScratchDir {
+    holdfast_harness::ScratchDir::new(&format!("holdfast-adapters-{name}")).unwrap()
 }
 
 #[test]
@@ -130,11 +127,17 @@ fn keepalived_accepts_every_rendered_configuration() {
 }
 
 /// An adapter directory with one file changed.
-fn broken(name: &str, adapter_toml: &str, template: &str) -> Result<Adapter, AdapterError> {
+/// An adapter from these files, and the directory that holds them (templates are read at
+/// render time: keep it until then).
+fn broken(
+    name: &str,
+    adapter_toml: &str,
+    template: &str,
+) -> (Result<Adapter, AdapterError>, holdfast_harness::ScratchDir) {
     let d = scratch(name);
     std::fs::write(d.join("adapter.toml"), adapter_toml).unwrap();
     std::fs::write(d.join("conf.j2"), template).unwrap();
-    Adapter::load(&d)
+    (Adapter::load(&d), d)
 }
 
 const GOOD: &str = r#"name = "x"
@@ -191,7 +194,8 @@ fn broken_adapters_are_rejected_with_their_line() {
         ),
     ];
     for (i, (toml, tpl, want)) in cases.iter().enumerate() {
-        let err = match broken(&format!("b{i}"), toml, tpl) {
+        let (adapter, _dir) = broken(&format!("b{i}"), toml, tpl);
+        let err = match adapter {
             Err(e) => e.to_string(),
             Ok(a) => match a.render(&two, &scratch(&format!("r{i}"))) {
                 Err(e) => e.to_string(),
@@ -204,7 +208,8 @@ fn broken_adapters_are_rejected_with_their_line() {
         );
     }
     // And the good one works.
-    let a = broken("good", GOOD, "{{ node.node }} {{ cluster.heartbeat_ms }}").unwrap();
+    let (a, _dir) = broken("good", GOOD, "{{ node.node }} {{ cluster.heartbeat_ms }}");
+    let a = a.unwrap();
     let d = scratch("good-out");
     a.render(&two, &d).unwrap();
     assert_eq!(std::fs::read_to_string(d.join("a/x.conf")).unwrap(), "a 10");
@@ -253,6 +258,43 @@ fn check_renders_an_adapter_for_each_topology() {
             a.name
         );
     }
+    // Nothing of the scratch rendering is left; --out keeps the files.
+    let left = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let child_of_ours = n.starts_with("holdfast-check-")
+                    && !n.starts_with(&format!("holdfast-check-{}-", std::process::id()));
+                child_of_ours
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|d| d.as_secs() < 60))
+            })
+            .count()
+    };
+    assert_eq!(
+        left(),
+        0,
+        "`check` left its scratch rendering in the temp directory"
+    );
+    let kept = scratch("check-out");
+    let out = std::process::Command::new(bin)
+        .arg("check")
+        .arg("--adapter")
+        .arg(root().join("adapters/holdfastd"))
+        .arg("--out")
+        .arg(&kept)
+        .arg(root().join("topologies/two-node.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        kept.join("two-node/a/cluster.toml").is_file(),
+        "--out kept nothing: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let d = scratch("check-broken");
     std::fs::write(
         d.join("adapter.toml"),
