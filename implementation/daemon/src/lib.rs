@@ -17,5 +17,6 @@ pub mod netio;
 pub mod nft;
 pub mod repair;
 pub mod snoop;
+pub mod sockbuf;
 pub mod steer;
 pub mod tee;

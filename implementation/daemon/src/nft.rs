@@ -197,12 +197,8 @@ impl Socket {
         // SAFETY: fd is a fresh descriptor we own.
         let s = Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         let size = (sndbuf + 65536).min(i32::MAX as usize) as i32;
-        for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
-            // SAFETY: setsockopt with an int.
-            unsafe {
-                libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&size as *const i32).cast(), 4);
-            }
-        }
+        crate::sockbuf::send(fd, size, "nf_tables socket");
+        crate::sockbuf::receive(fd, size, "nf_tables socket");
         let tv = libc::timeval {
             tv_sec: 2,
             tv_usec: 0,

@@ -107,17 +107,7 @@ impl Snooper {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        let big: libc::c_int = 64 << 20;
-        // SAFETY: setsockopt with an int; failure only means a smaller buffer.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                (&big as *const libc::c_int).cast(),
-                4,
-            );
-        }
+        crate::sockbuf::receive(fd.as_raw_fd(), 64 << 20, "snooper");
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 100_000,

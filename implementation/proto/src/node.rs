@@ -91,6 +91,13 @@ pub enum Event {
         /// A peer that reported hearing it.
         heard_by: NodeId,
     },
+    /// This node hears no peer at all while the cluster has a witness: it is cut off from the
+    /// majority, which may assume its groups, so it released them (and assumes nothing until
+    /// it hears a peer again).
+    SteppedDown {
+        /// The groups it let go.
+        released: Vec<NodeId>,
+    },
     /// A peer that was cut off is heard directly again.
     Reachable {
         /// The peer.
@@ -357,6 +364,9 @@ pub struct Node {
     booted: Time,
     eligible: bool,
     link_up: bool,
+    /// It heard nobody while the cluster has a witness, and let go of what it held: a minority
+    /// of one assumes nothing until it hears a peer again.
+    stepped_down: bool,
     leaving: bool,
     /// When this node last woke from a pause of its own (its heartbeat timer served more than
     /// an interval late: frozen, or starved of CPU). Until its peers have had a full detection
@@ -403,6 +413,7 @@ impl Node {
             booted: now,
             eligible: false,
             link_up: true,
+            stepped_down: false,
             leaving: false,
             resumed: Time::default(),
             members: BTreeMap::new(),
@@ -910,6 +921,12 @@ impl Node {
                 node: from,
                 boot_epoch: msg.boot_epoch,
             }));
+            if self.stepped_down {
+                // Back in touch: re-synchronise as at boot before assuming anything.
+                self.stepped_down = false;
+                self.send(Dest::All, Body::Solicit { target: None });
+                self.timers[Timer::BootWait as usize] = Some(now + self.cfg.boot_wait);
+            }
             // A higher epoch we knew of may have a live holder now.
             let owners: Vec<NodeId> = self.held.keys().copied().collect();
             for o in owners {
@@ -1083,6 +1100,7 @@ impl Node {
                 .push_back(Action::Event(Event::PeerDead { node: *id }));
         }
         if !dead.is_empty() {
+            self.check_quorum();
             self.evaluate_all(now);
             for d in &dead {
                 self.ask_late(now, *d);
@@ -1251,7 +1269,7 @@ impl Node {
     }
 
     fn become_eligible(&mut self, now: Time) {
-        if self.eligible || !self.link_up || self.leaving {
+        if self.eligible || !self.link_up || self.leaving || self.stepped_down {
             return;
         }
         self.eligible = true;
@@ -1262,7 +1280,49 @@ impl Node {
     }
 
     fn can_assume(&self) -> bool {
-        self.eligible && self.link_up && !self.leaving
+        self.eligible && self.link_up && !self.leaving && !self.stepped_down
+    }
+
+    /// With a witness in the cluster (a member that owns nothing and backs nobody up), a node
+    /// that hears nobody, directly or through a peer's report, is a minority of one: the others
+    /// may well be assuming its groups right now. It lets them go (silently, as when fenced)
+    /// and assumes nothing until it hears a peer again. Without a witness, a lone node keeps
+    /// what it holds: it cannot tell that it is the one cut off.
+    fn check_quorum(&mut self) {
+        if self.stepped_down
+            || !self.link_up
+            || self.leaving
+            || self.cfg.ownership.addresses.is_empty()
+            || self.members.values().any(|m| m.alive)
+        {
+            return;
+        }
+        let witness = self.members.values().any(|m| {
+            m.ownership
+                .as_ref()
+                .is_some_and(|o| o.addresses.is_empty() && o.policy.backups.is_empty())
+        });
+        if !witness {
+            return;
+        }
+        self.stepped_down = true;
+        self.eligible = false;
+        self.pending.clear();
+        let mut released = Vec::new();
+        for (owner, epoch) in std::mem::take(&mut self.held) {
+            self.assignments.remove(&owner);
+            self.handing_back.remove(&owner);
+            let addresses = self.addresses_of(owner);
+            self.actions.push_back(Action::ReleaseAddress {
+                owner,
+                epoch,
+                addresses,
+            });
+            self.actions.push_back(Action::DiscardStale { owner, epoch });
+            released.push(owner);
+        }
+        self.actions
+            .push_back(Action::Event(Event::SteppedDown { released }));
     }
 
     fn ownership_of(&self, owner: NodeId) -> Option<&Ownership> {

@@ -138,3 +138,46 @@ fn without_a_witness_both_sides_of_a_two_node_partition_assume_and_the_heal_keep
     let h: Vec<_> = c.holders(id(0)).iter().map(|h| h.0).collect();
     assert_eq!(h, [id(1)], "the higher epoch wins\n{}", c.story());
 }
+
+#[test]
+fn a_primary_cut_off_from_its_backup_and_the_witness_steps_down_and_the_backup_alone_serves() {
+    for seed in 0..20 {
+        let mut c = with_witness(seed);
+        let t = c.time;
+        // Node 0 hears neither node 1 nor the witness (nor they it).
+        c.set_partition(0, 1, true, true);
+        c.set_partition(0, 2, true, true);
+        c.drive(300 * MS);
+        assert!(
+            events_since(&c, t, 0)
+                .iter()
+                .any(|e| matches!(e, Event::SteppedDown { released } if released.contains(&id(0)))),
+            "seed {seed}: node 0 did not step down\n{}",
+            c.story()
+        );
+        let h: Vec<_> = c.holders(id(0)).iter().map(|h| h.0).collect();
+        assert_eq!(h, [id(1)], "seed {seed}: group 0\n{}", c.story());
+        // Healed, the returning node re-synchronises and takes nothing back (failback none).
+        c.set_partition(0, 1, true, false);
+        c.set_partition(0, 2, true, false);
+        c.drive(300 * MS);
+        let h: Vec<_> = c.holders(id(0)).iter().map(|h| h.0).collect();
+        assert_eq!(h, [id(1)], "seed {seed}: after the heal\n{}", c.story());
+        assert_eq!(c.holders(id(1)).len(), 1, "seed {seed}\n{}", c.story());
+    }
+}
+
+#[test]
+fn without_a_witness_a_lone_survivor_keeps_serving() {
+    // Three serving nodes, two of them dead: the last one cannot tell it is not the one cut
+    // off, and with no witness it keeps every group.
+    let mut c = Cluster::new(3, policy(10, FailbackMode::None, Assignment::Ordered), 5);
+    c.drive(200 * MS);
+    c.crash(1);
+    c.crash(2);
+    c.drive(300 * MS);
+    for g in 0..3 {
+        let h: Vec<_> = c.holders(id(g)).iter().map(|h| h.0).collect();
+        assert_eq!(h, [id(0)], "group {g}\n{}", c.story());
+    }
+}

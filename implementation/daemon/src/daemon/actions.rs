@@ -199,6 +199,11 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 | Event::Reachable { .. } => {
                     info!(node = name, ?e)
                 }
+                Event::SteppedDown { ref released } => warn!(
+                    node = name,
+                    ?released,
+                    "this node hears no peer and no witness: it let its groups go and assumes nothing until it hears one"
+                ),
                 Event::Resumed { late } => warn!(
                     node = name,
                     ?late,

@@ -112,8 +112,8 @@ fn multicast_socket(group: SocketAddrV4, local: Ipv4Addr) -> Result<std::net::Ud
     sock.set_multicast_ttl_v4(1)?;
     // A peer that comes up is sent one CONN-STATE per live connection at once (a thousand and
     // more): the default receive buffer (about 200 kB) would drop most of them.
-    // Failing leaves the default buffer (drops are counted in status).
-    let _ = setopt(&sock, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &(16 << 20));
+    // Drops are counted in status.
+    crate::sockbuf::receive(sock.as_raw_fd(), 16 << 20, "control socket");
     let ifaddr = libc::in_addr {
         s_addr: u32::from_ne_bytes(local.octets()),
     };
