@@ -35,6 +35,21 @@ fn ensure_built() {
 }
 
 fn main() -> ExitCode {
+    // Not root: the whole suite runs again in a user namespace where it is (where the machine
+    // allows one; else every case says it skipped).
+    if !holdfast_harness::privileged()
+        && !holdfast_harness::rootless::inside()
+        && holdfast_harness::rootless::unavailable().is_none()
+    {
+        eprintln!("not root: the suite runs in a user namespace of its own (rootless)");
+        return match holdfast_harness::rootless::rerun_self() {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("cannot make the rootless sandbox: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let mut args = Arguments::from_args();
     // One cluster at a time unless asked otherwise: the cases use 10 ms heartbeats, and on a
     // 2-core machine several clusters at once can starve a daemon long enough to be declared

@@ -267,7 +267,7 @@ fn root_or_sandbox() -> Result<()> {
         bail!("this needs root (run it with sudo): not root, and {why}");
     }
     eprintln!("holdfast-harness: not root: running in a user namespace of its own (rootless)");
-    let code = rootless::rerun_cli().context("make the rootless sandbox")?;
+    let code = rootless::rerun_self().context("make the rootless sandbox")?;
     std::process::exit(code);
 }
 

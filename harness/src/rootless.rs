@@ -1,5 +1,5 @@
 //! Running without root, as patchbay does: a process that is not root re-runs itself (one test,
-//! or the CLI's `run` and `demo`) inside new user, mount, network and PID namespaces, where it
+//! the conformance suite, or the CLI's `run` and `demo`) inside new user, mount, network and PID namespaces, where it
 //! is root over everything it creates.
 //!
 //! Read [`run`] first. The sandbox is made between `fork` and `exec` of the re-run:
@@ -203,9 +203,10 @@ pub fn rerun_this_test() -> Option<Result<String, String>> {
     Some(Ok(text))
 }
 
-/// The CLI's re-run of itself (`run`, `demo`): the same arguments inside a sandbox, output
-/// passed through as it comes. Returns the exit code to leave with.
-pub fn rerun_cli() -> io::Result<i32> {
+/// A whole program's re-run of itself (the CLI's `run` and `demo`, the conformance suite): the
+/// same arguments inside a sandbox, output passed through as it comes. Returns the exit code to
+/// leave with.
+pub fn rerun_self() -> io::Result<i32> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1))
