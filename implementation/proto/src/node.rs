@@ -1318,7 +1318,8 @@ impl Node {
                 epoch,
                 addresses,
             });
-            self.actions.push_back(Action::DiscardStale { owner, epoch });
+            self.actions
+                .push_back(Action::DiscardStale { owner, epoch });
             released.push(owner);
         }
         self.actions
