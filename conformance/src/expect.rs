@@ -21,13 +21,12 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use holdfast_harness::client::ClientReport;
 use holdfast_harness::cluster::Event;
 use serde::Deserialize;
 
-use crate::decode::{Pkt, mac};
+use crate::decode::Pkt;
 
 #[cfg(test)]
 mod tests;
@@ -757,14 +756,4 @@ pub fn slack() -> f64 {
         .and_then(|s| s.parse().ok())
         .filter(|x: &f64| *x >= 1.0)
         .unwrap_or(1.0)
-}
-
-/// Parses a duration for `within` (re-exported for cases).
-pub fn duration(s: &str) -> Option<Duration> {
-    holdfast_harness::scenario::parse_duration(s)
-}
-
-/// Formats a MAC (re-exported for messages).
-pub fn fmt_mac(m: &[u8; 6]) -> String {
-    mac(m)
 }

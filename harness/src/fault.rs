@@ -9,37 +9,37 @@ use serde::{Deserialize, Serialize};
 pub enum Fault {
     /// Pull the plug: links down, every process SIGKILLed, the namespace destroyed.
     PowerOff {
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
     },
     /// Re-create a powered-off node from the topology and start its restartable processes.
     PowerOn {
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
     },
     /// Take the node's links down; its processes keep running.
     Isolate {
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
     },
     /// Bring an isolated node's links up again.
     Heal {
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
     },
     /// SIGSTOP every process of the node.
     Freeze {
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
     },
     /// SIGCONT every process of the node.
     Thaw {
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
     },
     /// SIGKILL one named process of the node; its kernel stays up.
     Crash {
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
         /// The process name from the topology.
         process: String,

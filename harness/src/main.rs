@@ -110,7 +110,7 @@ enum Cmd {
     Exec {
         /// The run id.
         run: String,
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
         /// The program and its arguments (after `--`).
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
@@ -130,7 +130,7 @@ enum Cmd {
         run: String,
         /// The fault kind.
         kind: String,
-        /// The node.
+        /// The node, by its name in the topology.
         node: String,
         /// The process (crash) or percentage (loss).
         arg: Option<String>,

@@ -35,7 +35,6 @@ const RTN_UNICAST: u8 = 1;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_DELQDISC: u16 = 37;
 const RTM_NEWTFILTER: u16 = 44;
-const RTM_DELTFILTER: u16 = 45;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -608,19 +607,6 @@ impl Netlink {
             .end();
         self.request(&format!("attach bpf filter to {name} {hook:?}"), m)
             .map(drop)
-    }
-
-    /// Deletes every filter at a priority on a hook. Missing is fine.
-    pub fn del_filters(&self, name: &str, hook: Hook, prio: u16) -> Result<()> {
-        let Some(idx) = self.link_index(name)? else {
-            return Ok(());
-        };
-        let info = ((prio as u32) << 16) | (ETH_P_ALL.to_be() as u32);
-        let m = Msg::new(RTM_DELTFILTER, 0, &tcmsg(idx, 0, hook.parent(), info));
-        match self.request(&format!("delete filters of {name}"), m) {
-            Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::EINVAL)) => Ok(()),
-            r => r.map(drop),
-        }
     }
 }
 

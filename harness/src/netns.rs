@@ -111,29 +111,6 @@ impl NetNs {
         })
     }
 
-    /// Opens an existing named namespace.
-    pub fn open(name: &str) -> io::Result<Self> {
-        let path = Path::new(NETNS_DIR).join(name);
-        let file = fs::File::open(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let fd = file.as_raw_fd();
-        let nl = std::thread::scope(|s| {
-            s.spawn(|| {
-                enter(fd)?;
-                Netlink::open()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
-        })?;
-        let inode = file.metadata()?.ino();
-        Ok(Self {
-            name: name.to_owned(),
-            fd: OwnedFd::from(file),
-            inode,
-            nl,
-        })
-    }
-
     /// The namespace's name (its file in `/run/netns`).
     pub fn name(&self) -> &str {
         &self.name

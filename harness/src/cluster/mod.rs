@@ -305,7 +305,7 @@ impl Cluster {
                     .filter(|(s, _, _)| *s == sw.name)
                     .map(|(s, n, i)| {
                         (
-                            self.idb_name(s, &n.name, &i.name),
+                            Self::idb_name(s, &n.name),
                             format!("port of node {} interface {} on switch {s}", n.name, i.name),
                         )
                     })
@@ -324,9 +324,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// The IDB name of a port: `switch:node`, or `switch:node.iface` when the node has more
-    /// than one interface on that switch (validation forbids that today).
-    fn idb_name(&self, switch: &str, node: &str, _iface: &str) -> String {
+    /// The capture's name for a port: `switch:node` (a node has at most one interface on a
+    /// switch, so that names it).
+    fn idb_name(switch: &str, node: &str) -> String {
         format!("{switch}:{node}")
     }
 
@@ -359,7 +359,7 @@ impl Cluster {
                     if let Some(cap) = &s.capture
                         && let Some(idx) = ctx(s.ns.nl.link_index(&port), what)?
                     {
-                        cap.bind(idx, &self.idb_name(sw, name, &iface.name));
+                        cap.bind(idx, &Self::idb_name(sw, name));
                     }
                     configure_iface(&ns, iface)?;
                 }

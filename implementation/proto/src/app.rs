@@ -295,11 +295,6 @@ impl Replica {
     pub fn checkpoint(&self) -> Vec<u8> {
         self.app.checkpoint()
     }
-
-    /// The application, to continue the connection live.
-    pub fn into_app(self) -> Box<dyn App> {
-        self.app
-    }
 }
 
 #[cfg(test)]

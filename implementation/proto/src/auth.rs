@@ -140,11 +140,6 @@ impl ReplayWindow {
             }
         }
     }
-
-    /// The newest boot epoch seen from a sender.
-    pub fn epoch_of(&self, sender: NodeId) -> Option<u32> {
-        self.latest.get(&sender).map(|(e, ..)| *e)
-    }
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ pub enum Event {
         owner: NodeId,
         /// Who answered.
         from: NodeId,
-        /// Granted?
+        /// Whether it granted the request (else it denied it).
         granted: bool,
     },
     /// A CONN-STATE sent in parts was not adopted: this node cannot take that connection over
@@ -753,7 +753,7 @@ impl Node {
                     }
                 }
                 for h in a.holdings {
-                    self.observe(now, h.owner, h.epoch, h.holder_boot);
+                    self.observe(h.owner, h.epoch, h.holder_boot);
                 }
                 self.check_eligible(now);
             }
@@ -774,7 +774,7 @@ impl Node {
                 for h in holdings {
                     behind |= h.epoch.holder == from
                         && self.groups.get(&h.owner).is_some_and(|g| g.epoch > h.epoch);
-                    self.observe(now, h.owner, h.epoch, h.holder_boot);
+                    self.observe(h.owner, h.epoch, h.holder_boot);
                 }
                 // Groups we think the sender holds but its heartbeat omits: it let them go.
                 let listed: BTreeSet<NodeId> = self
@@ -801,7 +801,7 @@ impl Node {
             Body::TakeoverNotice(t) => {
                 if !t.addresses.is_empty() || t.scope == Scope::All {
                     let prev = self.groups.get(&t.owner).map(|g| g.epoch);
-                    self.observe(now, t.owner, t.epoch, boot);
+                    self.observe(t.owner, t.epoch, boot);
                     // The sender assumed a group whose holder failed: if we wanted it too, we
                     // ask the assumer (claim 10).
                     if let Some(prev) = prev
@@ -812,7 +812,7 @@ impl Node {
                     }
                 }
             }
-            Body::Reclaim(r) => self.on_reclaim(now, from, r),
+            Body::Reclaim(r) => self.on_reclaim(from, r),
             body @ (Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_) | Body::Handback(_)) => {
                 self.order_free(now, from, body)
             }
@@ -844,7 +844,7 @@ impl Node {
         match body {
             Body::Handback(h) => {
                 if let Some(whole) = self.handback_parts.part(from, h) {
-                    self.on_handback(now, from, whole);
+                    self.on_handback(from, whole);
                 }
             }
             Body::ConnState(part) => {
@@ -941,7 +941,7 @@ impl Node {
 
     /// A new epoch for a group was seen. Higher epochs win; if we hold the group at a lower
     /// one, we are fenced: release and discard.
-    fn observe(&mut self, now: Time, owner: NodeId, epoch: Epoch, holder_boot: u32) {
+    fn observe(&mut self, owner: NodeId, epoch: Epoch, holder_boot: u32) {
         let cur = self.groups.get(&owner).copied();
         if cur.is_some_and(|g| g.epoch > epoch) {
             return;
@@ -965,7 +965,6 @@ impl Node {
         {
             self.shares.remove(&owner);
         }
-        let _ = now;
     }
 
     /// Whether `holder` is alive and has not rebooted since it took a group.
@@ -1140,8 +1139,9 @@ impl Node {
         }
     }
 
-    /// A command from the IO layer.
-    pub fn command(&mut self, now: Time, cmd: Command) {
+    /// A command from the IO layer. Like every input it carries the time, which no command
+    /// needs today.
+    pub fn command(&mut self, _now: Time, cmd: Command) {
         match cmd {
             Command::Shutdown => {
                 self.leaving = true;
@@ -1164,17 +1164,16 @@ impl Node {
             }
             Command::Solicit => self.send(Dest::All, Body::Solicit { target: None }),
         }
-        let _ = now;
     }
 
     /// The IO layer is ready to hand `owner`'s group back: under `Migrate` it has frozen and
     /// sent every connection; under `NewConnections`, `draining` are the connections it keeps
     /// serving (the owner forwards their packets here).
-    pub fn handback_ready(&mut self, now: Time, owner: NodeId, draining: Vec<FourTuple>) {
+    pub fn handback_ready(&mut self, _now: Time, owner: NodeId, draining: Vec<FourTuple>) {
         let Some((new_epoch, mode)) = self.handing_back.remove(&owner) else {
             return;
         };
-        self.finish_handback(now, owner, new_epoch, mode, draining);
+        self.finish_handback(owner, new_epoch, mode, draining);
     }
 
     /// The IO layer has split `owner`'s connections into shares (`spread`, as the node with
@@ -1428,7 +1427,7 @@ impl Node {
             if self.granted.get(&owner).is_some_and(|g| g.1 == Scope::All) {
                 return;
             }
-            self.assume(now, owner, scope);
+            self.assume(owner, scope);
         } else {
             let prev = self.groups.get(&owner).map(|g| g.epoch).unwrap_or_default();
             self.want(now, owner, prev);
@@ -1521,7 +1520,7 @@ impl Node {
         );
     }
 
-    fn assume(&mut self, now: Time, owner: NodeId, scope: Scope) {
+    fn assume(&mut self, owner: NodeId, scope: Scope) {
         let counter = self.groups.get(&owner).map_or(0, |g| g.epoch.counter) + 1;
         let epoch = Epoch {
             counter,
@@ -1581,13 +1580,12 @@ impl Node {
                 addresses,
             }),
         );
-        let _ = now;
     }
 
     fn on_assume_request(&mut self, now: Time, from: NodeId, r: AssumeRequest) {
         let owner = r.owner;
         if r.known.owner == owner {
-            self.observe(now, owner, r.known.epoch, r.known.holder_boot);
+            self.observe(owner, r.known.epoch, r.known.holder_boot);
         }
         // We may hold it below an epoch whose holder the requester says is gone.
         self.reassert(owner);
@@ -1670,7 +1668,7 @@ impl Node {
             if self.can_assume()
                 && (self.orphaned(r.owner) || matches!(p.scope, Scope::Share { .. }))
             {
-                self.assume(now, r.owner, scope);
+                self.assume(r.owner, scope);
             }
         } else {
             // Denied: do not ask again before the replier would have noticed a failure.
@@ -1716,7 +1714,7 @@ impl Node {
         );
     }
 
-    fn on_reclaim(&mut self, now: Time, from: NodeId, r: Reclaim) {
+    fn on_reclaim(&mut self, from: NodeId, r: Reclaim) {
         if r.owner != from {
             return;
         }
@@ -1746,12 +1744,10 @@ impl Node {
                 }
             }
         }
-        let _ = now;
     }
 
     fn finish_handback(
         &mut self,
-        now: Time,
         owner: NodeId,
         epoch: Epoch,
         mode: FailbackMode,
@@ -1787,10 +1783,9 @@ impl Node {
         };
         self.handed_back.insert(owner, h.clone());
         self.send_handback(&h);
-        let _ = now;
     }
 
-    fn on_handback(&mut self, now: Time, from: NodeId, h: Handback) {
+    fn on_handback(&mut self, from: NodeId, h: Handback) {
         let me = self.id();
         if h.owner != me || h.epoch.holder != me {
             return;
@@ -1854,6 +1849,5 @@ impl Node {
                 addresses: rec.addresses.iter().map(|a| a.addr).collect(),
             }),
         );
-        let _ = now;
     }
 }
