@@ -1,12 +1,11 @@
 //! `holdfast-harness`: build clusters from TOML topologies, fault them, capture every link.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -16,11 +15,13 @@ use holdfast_harness::adapter::Adapter;
 use holdfast_harness::client::{self, ClientSpec, Service, Workload};
 use holdfast_harness::registry::{self, RunRecord};
 use holdfast_harness::scenario::Scenario;
-use holdfast_harness::{Cluster, Fault, Options, Topology, netns};
+use holdfast_harness::{Fault, Topology, netns};
 
 mod run_scenario;
+mod supervisor;
 
 use run_scenario::run_scenario;
+use supervisor::{call, down, supervise, up};
 
 /// Builds multi-node clusters from TOML topologies in network namespaces, runs any
 /// implementation on the nodes, injects faults (power-off, isolate, freeze, crash, loss), drives
@@ -285,74 +286,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             files,
             adapter,
             out,
-        } => {
-            let mut bad = 0;
-            let adapter = adapter.as_deref().map(load_adapter).transpose()?;
-            let tmp = match &out {
-                Some(_) => None,
-                None => Some(
-                    holdfast_harness::ScratchDir::new("holdfast-check")
-                        .context("a scratch directory for the rendering")?,
-                ),
-            };
-            let scratch = out
-                .clone()
-                .unwrap_or_else(|| tmp.as_ref().map(|t| t.to_path_buf()).unwrap_or_default());
-            for f in &files {
-                match Topology::load(f) {
-                    Ok(t) => {
-                        println!(
-                            "{}: ok ({} nodes, {} switch(es))",
-                            f.display(),
-                            t.nodes.len(),
-                            t.switches.len()
-                        );
-                        if let Some(a) = &adapter {
-                            match a.cannot_express(&t) {
-                                Some(why) => println!("  {}: not expressible: {why}", a.name),
-                                None => match a.render(&t, &scratch.join(&t.name)) {
-                                    Ok(r) => {
-                                        let added: usize = r
-                                            .nodes
-                                            .iter()
-                                            .map(|n| n.processes.len())
-                                            .sum::<usize>()
-                                            - t.nodes
-                                                .iter()
-                                                .map(|n| n.processes.len())
-                                                .sum::<usize>();
-                                        match &out {
-                                            Some(_) => println!(
-                                                "  {}: renders ({added} processes, files in {})",
-                                                a.name,
-                                                scratch.join(&t.name).display()
-                                            ),
-                                            None => println!(
-                                                "  {}: renders ({added} processes; --out DIR keeps the files)",
-                                                a.name
-                                            ),
-                                        }
-                                    }
-                                    Err(e) => {
-                                        eprintln!("{}: adapter {}: {e}", f.display(), a.name);
-                                        bad += 1;
-                                    }
-                                },
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("{e}");
-                        bad += 1;
-                    }
-                }
-            }
-            Ok(if bad == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => check(&files, adapter, out),
         Cmd::Up {
             file,
             run_dir,
@@ -372,58 +306,13 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             no_capture,
             adapter,
         } => supervise(&file, run_dir, no_capture, adapter),
-        Cmd::Graph { file, svg } => {
-            let topo = load_topology(&file)?;
-            let dot = holdfast_harness::graph::dot(&topo);
-            match svg {
-                None => print!("{dot}"),
-                Some(out) => {
-                    let mut child = std::process::Command::new("dot")
-                        .arg("-Tsvg")
-                        .arg("-o")
-                        .arg(&out)
-                        .stdin(Stdio::piped())
-                        .spawn()
-                        .context("run Graphviz's `dot` (apt-get install graphviz), or leave out --svg for DOT")?;
-                    child
-                        .stdin
-                        .take()
-                        .expect("piped")
-                        .write_all(dot.as_bytes())?;
-                    let st = child.wait()?;
-                    if !st.success() {
-                        bail!("dot failed: {st}");
-                    }
-                    println!("{}", out.display());
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Graph { file, svg } => graph(&file, svg),
         Cmd::Down { run } => {
             need_root()?;
             down(&run)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::List => {
-            for r in registry::list() {
-                println!(
-                    "{}  {}  owner {} ({})  {}",
-                    r.id,
-                    r.topology
-                        .as_deref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    r.owner_pid,
-                    if r.owner_alive() {
-                        "alive"
-                    } else {
-                        "dead: run `holdfast-harness clean`"
-                    },
-                    r.run_dir.display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::List => list(),
         Cmd::Exec { run, node, cmd } => {
             need_root()?;
             let ns = RunRecord::ns_name(&run, &node);
@@ -467,24 +356,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let sc = Scenario::load(&scenario, &topo).map_err(|e| anyhow::anyhow!("{e}"))?;
             run_scenario(topo, Some(file), &sc, run_dir, "run", adapter)
         }
-        Cmd::Demo { run_dir } => {
-            root_or_sandbox()?;
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let file = root.join("topologies/two-node.toml");
-            ensure_daemon_built()?;
-            let topo = load_topology(&file)?;
-            let sc = Scenario::load(&root.join("scenarios/demo.toml"), &topo)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "Holdfast demo: topology two-node (nodes a, b and a client on switch sw0; a mirrored to b)."
-            );
-            println!(
-                "holdfastd runs on a and b; a owns 198.18.0.10, and b snoops a's connections."
-            );
-            println!("The client streams to 198.18.0.10 while a is powered off and on again.\n");
-            let adapter = load_adapter(&root.join("adapters/holdfastd"))?;
-            run_scenario(topo, Some(file), &sc, run_dir, "demo", Some(adapter))
-        }
+        Cmd::Demo { run_dir } => demo(run_dir),
         Cmd::Serve {
             service,
             listen,
@@ -517,33 +389,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             spec.connections = connections;
             spec.count = count;
             spec.rate = rate;
-            let rep = client::run_blocking(spec)?;
-            let out = serde_json::to_string_pretty(&rep)?;
-            match json {
-                Some(p) => std::fs::write(&p, out).with_context(|| p.display().to_string())?,
-                None => println!("{out}"),
-            }
-            eprintln!("{}", rep.summary());
-            Ok(if rep.intact() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            client_run(spec, json)
         }
-        Cmd::Clean { run, force } => {
-            need_root()?;
-            let c = registry::clean(run.as_deref(), force || run.is_some())?;
-            for r in &c.runs {
-                println!("removed run {r}");
-            }
-            for n in &c.orphans {
-                println!("removed orphan namespace {n}");
-            }
-            if c.runs.is_empty() && c.orphans.is_empty() {
-                println!("nothing to clean");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Clean { run, force } => clean(run, force),
     }
 }
 
@@ -567,155 +415,171 @@ fn ensure_daemon_built() -> Result<()> {
     Ok(())
 }
 
-/// Starts the supervisor in the background and waits for its "ready" line.
-fn up(
-    file: &Path,
-    run_dir: Option<PathBuf>,
-    no_capture: bool,
-    adapter: Option<PathBuf>,
-) -> Result<ExitCode> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("supervise").arg(file);
-    if let Some(d) = &run_dir {
-        cmd.arg("--run-dir").arg(d);
-    }
-    if no_capture {
-        cmd.arg("--no-capture");
-    }
-    if let Some(a) = &adapter {
-        cmd.arg("--adapter").arg(a.canonicalize()?);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // SAFETY: setsid between fork and exec, so the terminal's Ctrl-C does not reach the run.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("start the supervisor")?;
-    let out = child.stdout.take().expect("piped");
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line)?;
-    match line.trim().strip_prefix("ready ") {
-        Some(rest) => {
-            let (id, dir) = rest.split_once(' ').unwrap_or((rest, ""));
-            println!("{id}");
-            eprintln!(
-                "run {id} is up; pcaps and logs in {dir}; `holdfast-harness down {id}` ends it"
-            );
-            Ok(ExitCode::SUCCESS)
+/// `check`: every topology file checked (and rendered by the adapter, if one is given).
+fn check(files: &[PathBuf], adapter: Option<PathBuf>, out: Option<PathBuf>) -> Result<ExitCode> {
+    let mut bad = 0;
+    let adapter = adapter.as_deref().map(load_adapter).transpose()?;
+    let tmp = match &out {
+        Some(_) => None,
+        None => Some(
+            holdfast_harness::ScratchDir::new("holdfast-check")
+                .context("a scratch directory for the rendering")?,
+        ),
+    };
+    let scratch = out
+        .clone()
+        .unwrap_or_else(|| tmp.as_ref().map(|t| t.to_path_buf()).unwrap_or_default());
+    for f in files {
+        match Topology::load(f) {
+            Ok(t) => {
+                println!(
+                    "{}: ok ({} nodes, {} switch(es))",
+                    f.display(),
+                    t.nodes.len(),
+                    t.switches.len()
+                );
+                if let Some(a) = &adapter {
+                    match a.cannot_express(&t) {
+                        Some(why) => println!("  {}: not expressible: {why}", a.name),
+                        None => match a.render(&t, &scratch.join(&t.name)) {
+                            Ok(r) => {
+                                let added: usize =
+                                    r.nodes.iter().map(|n| n.processes.len()).sum::<usize>()
+                                        - t.nodes.iter().map(|n| n.processes.len()).sum::<usize>();
+                                match &out {
+                                    Some(_) => println!(
+                                        "  {}: renders ({added} processes, files in {})",
+                                        a.name,
+                                        scratch.join(&t.name).display()
+                                    ),
+                                    None => println!(
+                                        "  {}: renders ({added} processes; --out DIR keeps the files)",
+                                        a.name
+                                    ),
+                                }
+                            }
+                            Err(e) => {
+                                eprintln!("{}: adapter {}: {e}", f.display(), a.name);
+                                bad += 1;
+                            }
+                        },
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                bad += 1;
+            }
         }
-        None => {
-            let status = child.wait()?;
-            bail!("the topology did not come up ({status}); see the messages above")
-        }
     }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-fn supervise(
-    file: &Path,
-    run_dir: Option<PathBuf>,
-    no_capture: bool,
-    adapter: Option<PathBuf>,
-) -> Result<ExitCode> {
+/// `graph`: the topology as DOT on stdout, or as an SVG file drawn by Graphviz.
+fn graph(file: &Path, svg: Option<PathBuf>) -> Result<ExitCode> {
     let topo = load_topology(file)?;
-    let opts = Options {
-        run_dir,
-        adapter: adapter.as_deref().map(load_adapter).transpose()?,
-        capture: !no_capture,
-        topology_file: Some(file.canonicalize()?),
-        ..Options::default()
-    };
-    let mut cluster = Cluster::up(topo, opts)?;
-    let sock = cluster.run_dir().join("control.sock");
-    let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock)?;
-    cluster.set_control(sock)?;
-    // From now on, log to the run directory: the `up` process is about to exit.
-    let log = std::fs::File::create(cluster.run_dir().join("supervisor.log"))?;
-    println!("ready {} {}", cluster.id(), cluster.run_dir().display());
-    std::io::stdout().flush()?;
-    // SAFETY: dup2 onto our own stdout/stderr.
-    unsafe {
-        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 1);
-        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&log), 2);
-    }
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let mut line = String::new();
-        if BufReader::new(&conn).read_line(&mut line).is_err() {
-            continue;
-        }
-        let req: Request = match serde_json::from_str(&line) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = reply(&mut conn, false, format!("bad request: {e}"));
-                continue;
+    let dot = holdfast_harness::graph::dot(&topo);
+    match svg {
+        None => print!("{dot}"),
+        Some(out) => {
+            let mut child = std::process::Command::new("dot")
+                .arg("-Tsvg")
+                .arg("-o")
+                .arg(&out)
+                .stdin(Stdio::piped())
+                .spawn()
+                .context(
+                    "run Graphviz's `dot` (apt-get install graphviz), or leave out --svg for DOT",
+                )?;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(dot.as_bytes())?;
+            let st = child.wait()?;
+            if !st.success() {
+                bail!("dot failed: {st}");
             }
-        };
-        match req {
-            Request::Fault { fault } => {
-                let r = cluster.fault(&fault);
-                eprintln!("fault {fault:?}: {r:?}");
-                let _ = match r {
-                    Ok(()) => reply(&mut conn, true, String::new()),
-                    Err(e) => reply(&mut conn, false, e.to_string()),
-                };
-            }
-            Request::Down => {
-                let r = cluster.down();
-                let _ = match r {
-                    Ok(s) => reply(&mut conn, true, format!("run {} down", s.id)),
-                    Err(e) => reply(&mut conn, false, e.to_string()),
-                };
-                return Ok(ExitCode::SUCCESS);
-            }
+            println!("{}", out.display());
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn reply(conn: &mut UnixStream, ok: bool, message: String) -> std::io::Result<()> {
-    let mut s = serde_json::to_string(&Reply { ok, message })?;
-    s.push('\n');
-    conn.write_all(s.as_bytes())
-}
-
-fn call(run: &str, req: &Request) -> Result<Reply> {
-    let rec = RunRecord::load(run)?;
-    let sock = rec
-        .control
-        .as_ref()
-        .filter(|_| rec.owner_alive())
-        .with_context(|| format!("run {run} has no live supervisor (was it started with `up`?)"))?;
-    let mut conn = UnixStream::connect(sock).with_context(|| sock.display().to_string())?;
-    let mut s = serde_json::to_string(req)?;
-    s.push('\n');
-    conn.write_all(s.as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line)?;
-    serde_json::from_str(&line).context("supervisor reply")
-}
-
-fn down(run: &str) -> Result<()> {
-    let rec = RunRecord::load(run)?;
-    if rec.owner_alive() && rec.control.is_some() {
-        let reply = call(run, &Request::Down)?;
-        if !reply.ok {
-            bail!("{}", reply.message);
-        }
-        // Wait for the supervisor to exit, so that `down` returning means everything is gone.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while rec.owner_alive() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    } else {
-        registry::teardown(&rec)?;
+/// `list`: the recorded runs, and whether their owner is alive.
+fn list() -> Result<ExitCode> {
+    for r in registry::list() {
+        println!(
+            "{}  {}  owner {} ({})  {}",
+            r.id,
+            r.topology
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            r.owner_pid,
+            if r.owner_alive() {
+                "alive"
+            } else {
+                "dead: run `holdfast-harness clean`"
+            },
+            r.run_dir.display()
+        );
     }
-    eprintln!("run {run} down");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `demo`: the main job, a two-node cluster with holdfastd, a client stream, a power-off and
+/// power-on of its server, and the pcaps.
+fn demo(run_dir: Option<PathBuf>) -> Result<ExitCode> {
+    root_or_sandbox()?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = root.join("topologies/two-node.toml");
+    ensure_daemon_built()?;
+    let topo = load_topology(&file)?;
+    let sc = Scenario::load(&root.join("scenarios/demo.toml"), &topo)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "Holdfast demo: topology two-node (nodes a, b and a client on switch sw0; a mirrored to b)."
+    );
+    println!("holdfastd runs on a and b; a owns 198.18.0.10, and b snoops a's connections.");
+    println!("The client streams to 198.18.0.10 while a is powered off and on again.\n");
+    let adapter = load_adapter(&root.join("adapters/holdfastd"))?;
+    run_scenario(topo, Some(file), &sc, run_dir, "demo", Some(adapter))
+}
+
+/// `clean`: removes what killed runs left behind (all dead ones, or the one named).
+fn clean(run: Option<String>, force: bool) -> Result<ExitCode> {
+    need_root()?;
+    let c = registry::clean(run.as_deref(), force || run.is_some())?;
+    for r in &c.runs {
+        println!("removed run {r}");
+    }
+    for n in &c.orphans {
+        println!("removed orphan namespace {n}");
+    }
+    if c.runs.is_empty() && c.orphans.is_empty() {
+        println!("nothing to clean");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `client`: runs one workload, prints its report (JSON) and exits 1 unless every byte was
+/// verified.
+fn client_run(spec: ClientSpec, json: Option<PathBuf>) -> Result<ExitCode> {
+    let rep = client::run_blocking(spec)?;
+    let out = serde_json::to_string_pretty(&rep)?;
+    match json {
+        Some(p) => std::fs::write(&p, out).with_context(|| p.display().to_string())?,
+        None => println!("{out}"),
+    }
+    eprintln!("{}", rep.summary());
+    Ok(if rep.intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
