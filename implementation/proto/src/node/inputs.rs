@@ -6,7 +6,7 @@ use crate::auth::{self, DropReason};
 use crate::policy::NodeId;
 use crate::sync::{Assembled, Incomplete};
 use crate::time::Time;
-use crate::wire::{Body, FLAG_LEAVING, Scope};
+use crate::wire::{Announce, Body, FLAG_LEAVING, Heard, Holding, Scope};
 
 use super::*;
 
@@ -45,33 +45,7 @@ impl Node {
         let from = msg.sender;
         let boot = msg.boot_epoch;
         match msg.body {
-            Body::Announce(a) => {
-                if let Some(m) = self.members.get_mut(&from) {
-                    m.ownership = Some(a.ownership);
-                }
-                for o in a.relayed {
-                    let id = o.node_id;
-                    if id == self.id() || id == from {
-                        continue;
-                    }
-                    let m = self.members.entry(id).or_insert(Member {
-                        ownership: None,
-                        boot_epoch: 0,
-                        last_heard: now,
-                        vouched: Time::default(),
-                        cut_off: false,
-                        alive: false,
-                        eligible: false,
-                    });
-                    if m.ownership.is_none() {
-                        m.ownership = Some(o);
-                    }
-                }
-                for h in a.holdings {
-                    self.observe(h.owner, h.epoch, h.holder_boot);
-                }
-                self.check_eligible(now);
-            }
+            Body::Announce(a) => self.on_announce(now, from, a),
             Body::Solicit { target } => {
                 if target.is_none_or(|t| t == self.id()) {
                     // claim 4: answer a solicitation with our ownership information.
@@ -79,36 +53,7 @@ impl Node {
                 }
             }
             Body::Heartbeat { holdings, heard } => {
-                self.vouch(now, from, &heard);
-                let held_now: BTreeSet<NodeId> = holdings
-                    .iter()
-                    .filter(|h| h.epoch.holder == from)
-                    .map(|h| h.owner)
-                    .collect();
-                let mut behind = false;
-                for h in holdings {
-                    behind |= h.epoch.holder == from
-                        && self.groups.get(&h.owner).is_some_and(|g| g.epoch > h.epoch);
-                    self.observe(h.owner, h.epoch, h.holder_boot);
-                }
-                // Groups we think the sender holds but its heartbeat omits: it let them go.
-                let listed: BTreeSet<NodeId> = self
-                    .groups
-                    .iter()
-                    .filter(|(_, g)| g.epoch.holder == from && g.holder_boot == boot)
-                    .map(|(o, _)| *o)
-                    .collect();
-                for o in listed {
-                    if !held_now.contains(&o)
-                        && let Some(g) = self.groups.get_mut(&o)
-                    {
-                        g.released = true;
-                    }
-                }
-                // The sender holds a group at an epoch older than one we know: tell it.
-                if behind && self.may_prod(now, from) {
-                    self.send_announce(Dest::Node(from));
-                }
+                self.on_heartbeat(now, from, boot, holdings, &heard)
             }
             Body::AssumeRequest(r) => self.on_assume_request(now, from, r),
             Body::AssumeGrant(r) => self.on_assume_reply(now, from, r, true),
@@ -149,6 +94,78 @@ impl Node {
                 .push_back(Action::Event(Event::PeerLeft { node: from }));
             self.evaluate_all(now);
             self.ask_late(now, from);
+        }
+    }
+
+    /// ANNOUNCE: the sender's ownership record, those it relays for failed owners, and its view
+    /// of every group.
+    fn on_announce(&mut self, now: Time, from: NodeId, a: Announce) {
+        if let Some(m) = self.members.get_mut(&from) {
+            m.ownership = Some(a.ownership);
+        }
+        for o in a.relayed {
+            let id = o.node_id;
+            if id == self.id() || id == from {
+                continue;
+            }
+            let m = self.members.entry(id).or_insert(Member {
+                ownership: None,
+                boot_epoch: 0,
+                last_heard: now,
+                vouched: Time::default(),
+                cut_off: false,
+                alive: false,
+                eligible: false,
+            });
+            if m.ownership.is_none() {
+                m.ownership = Some(o);
+            }
+        }
+        for h in a.holdings {
+            self.observe(h.owner, h.epoch, h.holder_boot);
+        }
+        self.check_eligible(now);
+    }
+
+    /// HEARTBEAT: whom the sender hears, and the groups it holds (one it no longer lists, it
+    /// let go; one at an epoch older than we know, we tell it about).
+    fn on_heartbeat(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        boot: u32,
+        holdings: Vec<Holding>,
+        heard: &[Heard],
+    ) {
+        self.vouch(now, from, heard);
+        let held_now: BTreeSet<NodeId> = holdings
+            .iter()
+            .filter(|h| h.epoch.holder == from)
+            .map(|h| h.owner)
+            .collect();
+        let mut behind = false;
+        for h in holdings {
+            behind |= h.epoch.holder == from
+                && self.groups.get(&h.owner).is_some_and(|g| g.epoch > h.epoch);
+            self.observe(h.owner, h.epoch, h.holder_boot);
+        }
+        // Groups we think the sender holds but its heartbeat omits: it let them go.
+        let listed: BTreeSet<NodeId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.epoch.holder == from && g.holder_boot == boot)
+            .map(|(o, _)| *o)
+            .collect();
+        for o in listed {
+            if !held_now.contains(&o)
+                && let Some(g) = self.groups.get_mut(&o)
+            {
+                g.released = true;
+            }
+        }
+        // The sender holds a group at an epoch older than one we know: tell it.
+        if behind && self.may_prod(now, from) {
+            self.send_announce(Dest::Node(from));
         }
     }
 
