@@ -164,6 +164,80 @@ fn write_reply(w: &mut Writer<'_>, a: &AssumeReply) {
     write_scope(w, &a.scope);
 }
 
+/// A CONN-STATE part: the connection's header fields, then its slice of the queued bytes.
+fn read_conn_state(r: &mut Reader<'_>) -> Result<Body, Error> {
+    let owner = r.node()?;
+    let epoch = r.epoch()?;
+    let has_tuple = r.bool()?;
+    let tuple = if has_tuple {
+        Some(FourTuple {
+            local: r.sock()?,
+            remote: r.sock()?,
+        })
+    } else {
+        None
+    };
+    let c = ConnState {
+        owner,
+        epoch,
+        tuple,
+        snd_una: r.u32()?,
+        snd_nxt: r.u32()?,
+        rcv_nxt: r.u32()?,
+        snd_wnd: r.u32()?,
+        rcv_wnd: r.u32()?,
+        mss: r.u16()?,
+        snd_wscale: r.u8()?,
+        rcv_wscale: r.u8()?,
+        sack: r.bool()?,
+        timestamps: r.bool()?,
+        ts_val: r.u32()?,
+        ts_ecr: r.u32()?,
+        fin_received: r.bool()?,
+        fin_sent: r.bool()?,
+        unacked: Vec::new(),
+        checkpoint: Vec::new(),
+    };
+    let part = ConnStatePart {
+        head: c,
+        unacked_len: r.u32()?,
+        checkpoint_len: r.u32()?,
+        offset: r.u32()?,
+        chunk: r.bytes32()?,
+    };
+    let total = part.unacked_len as u64 + part.checkpoint_len as u64;
+    if part.head.snd_wscale > 14
+        || part.head.rcv_wscale > 14
+        || part.offset as u64 + part.chunk.len() as u64 > total
+    {
+        return Err(Error::Malformed);
+    }
+    Ok(Body::ConnState(Box::new(part)))
+}
+
+/// A HANDBACK part.
+fn read_handback(r: &mut Reader<'_>) -> Result<Body, Error> {
+    let owner = r.node()?;
+    let epoch = r.epoch()?;
+    let mode = FailbackMode::from_u8(r.u8()?).ok_or(Error::Malformed)?;
+    let generation = r.u32()?;
+    let part = r.u16()?;
+    let parts = r.u16()?;
+    if part >= parts {
+        return Err(Error::Malformed);
+    }
+    let draining = r.list(6, read_tuple)?;
+    Ok(Body::Handback(Handback {
+        owner,
+        epoch,
+        mode,
+        generation,
+        part,
+        parts,
+        draining,
+    }))
+}
+
 impl Body {
     /// Parses a body of the given type; the whole slice must be consumed.
     pub fn parse(ty: MsgType, body: &[u8]) -> Result<Self, Error> {
@@ -226,27 +300,7 @@ impl Body {
                     addresses,
                 })
             }
-            MsgType::Handback => {
-                let owner = r.node()?;
-                let epoch = r.epoch()?;
-                let mode = FailbackMode::from_u8(r.u8()?).ok_or(Error::Malformed)?;
-                let generation = r.u32()?;
-                let part = r.u16()?;
-                let parts = r.u16()?;
-                if part >= parts {
-                    return Err(Error::Malformed);
-                }
-                let draining = r.list(6, read_tuple)?;
-                Self::Handback(Handback {
-                    owner,
-                    epoch,
-                    mode,
-                    generation,
-                    part,
-                    parts,
-                    draining,
-                })
-            }
+            MsgType::Handback => read_handback(&mut r)?,
             MsgType::Reclaim => {
                 let owner = r.node()?;
                 let held = r.epoch()?;
@@ -265,55 +319,7 @@ impl Body {
                 gone: r.bool()?,
                 data: r.bytes32()?,
             }),
-            MsgType::ConnState => {
-                let owner = r.node()?;
-                let epoch = r.epoch()?;
-                let has_tuple = r.bool()?;
-                let tuple = if has_tuple {
-                    Some(FourTuple {
-                        local: r.sock()?,
-                        remote: r.sock()?,
-                    })
-                } else {
-                    None
-                };
-                let c = ConnState {
-                    owner,
-                    epoch,
-                    tuple,
-                    snd_una: r.u32()?,
-                    snd_nxt: r.u32()?,
-                    rcv_nxt: r.u32()?,
-                    snd_wnd: r.u32()?,
-                    rcv_wnd: r.u32()?,
-                    mss: r.u16()?,
-                    snd_wscale: r.u8()?,
-                    rcv_wscale: r.u8()?,
-                    sack: r.bool()?,
-                    timestamps: r.bool()?,
-                    ts_val: r.u32()?,
-                    ts_ecr: r.u32()?,
-                    fin_received: r.bool()?,
-                    fin_sent: r.bool()?,
-                    unacked: Vec::new(),
-                    checkpoint: Vec::new(),
-                };
-                let part = ConnStatePart {
-                    head: c,
-                    unacked_len: r.u32()?,
-                    checkpoint_len: r.u32()?,
-                    offset: r.u32()?,
-                    chunk: r.bytes32()?,
-                };
-                let total = part.unacked_len as u64 + part.checkpoint_len as u64;
-                if part.head.snd_wscale > 14
-                    || part.head.rcv_wscale > 14
-                    || part.offset as u64 + part.chunk.len() as u64 > total
-                {
-                    return Err(Error::Malformed);
-                }
-                Self::ConnState(Box::new(part))
-            }
+            MsgType::ConnState => read_conn_state(&mut r)?,
         };
         r.end()?;
         Ok(out)
