@@ -161,6 +161,79 @@ pub(crate) fn validate(
     nodes: &[Node],
     switches: &[Switch],
 ) -> ClusterSpec {
+    let ports = check_scalars(cx, &raw);
+    if raw.member.len() < 2 {
+        cx.err(
+            &(0..0),
+            "cluster.member",
+            "a cluster needs at least two [[cluster.member]] tables",
+        );
+    }
+    let iface = raw.interface.get_ref().clone();
+    let names: Vec<&str> = raw
+        .member
+        .iter()
+        .map(|m| m.node.get_ref().as_str())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut owned = HashSet::new();
+    let mut members = Vec::new();
+    for (i, rm) in raw.member.iter().enumerate() {
+        let name = rm.node.get_ref().clone();
+        let f = |field: &str| format!("cluster.member[{name}].{field}");
+        if !seen.insert(name.clone()) {
+            cx.err(
+                &rm.node.span(),
+                f("node"),
+                format!("{name:?} is a member twice"),
+            );
+        }
+        let addr = member_address(cx, rm, nodes, &iface, &f);
+        if rm.witness {
+            if let Some(o) = rm.owns.first() {
+                cx.err(&o.span(), f("owns"), "a witness owns no service address");
+            }
+            if let Some(b) = rm.backups.first() {
+                cx.err(&b.span(), f("backups"), "a witness backs nobody up");
+            }
+        } else if rm.owns.is_empty() {
+            cx.err(
+                &rm.node.span(),
+                f("owns"),
+                "a member owns at least one service address (or is a `witness = true`)",
+            );
+        }
+        let owns = owned_addresses(cx, rm, nodes, &mut owned, &f);
+        let backups = member_backups(cx, rm, &raw.member, &names, &f);
+        let snooped = backups
+            .iter()
+            .all(|b| sees(nodes, switches, b, &name, &iface));
+        members.push(Member {
+            node: name.clone(),
+            index: i as u32 + 1,
+            owns,
+            backups,
+            address: addr.map(|a| a.addr.to_string()).unwrap_or_default(),
+            snooped,
+            witness: rm.witness,
+        });
+    }
+    ClusterSpec {
+        id: raw.id,
+        interface: iface,
+        heartbeat_ms: *raw.heartbeat_ms.get_ref(),
+        miss_count: *raw.miss_count.get_ref(),
+        failback: raw.failback.into_inner(),
+        assignment: raw.assignment.into_inner(),
+        arp: raw.arp.into_inner(),
+        application: raw.application.into_inner(),
+        ports,
+        members,
+    }
+}
+
+/// The enumerated fields, the heartbeat, the miss count; returns the port range.
+fn check_scalars(cx: &mut Cx<'_>, raw: &RawCluster) -> [u16; 2] {
     for (field, value) in [
         ("failback", &raw.failback),
         ("assignment", &raw.assignment),
@@ -196,7 +269,7 @@ pub(crate) fn validate(
             "must be at least 1",
         );
     }
-    let ports = match raw.ports.get_ref().as_slice() {
+    match raw.ports.get_ref().as_slice() {
         [lo, hi] if lo <= hi && *lo > 0 => [*lo, *hi],
         _ => {
             cx.err(
@@ -206,183 +279,149 @@ pub(crate) fn validate(
             );
             [7, 7]
         }
-    };
-    if raw.member.len() < 2 {
-        cx.err(
-            &(0..0),
-            "cluster.member",
-            "a cluster needs at least two [[cluster.member]] tables",
-        );
     }
-    let iface = raw.interface.get_ref().clone();
-    let names: Vec<&str> = raw
-        .member
-        .iter()
-        .map(|m| m.node.get_ref().as_str())
-        .collect();
-    let mut seen = HashSet::new();
-    let mut owned = HashSet::new();
-    let mut members = Vec::new();
-    for (i, rm) in raw.member.iter().enumerate() {
-        let name = rm.node.get_ref().clone();
-        let f = |field: &str| format!("cluster.member[{name}].{field}");
-        if !seen.insert(name.clone()) {
+}
+
+/// A member's own address on the cluster interface (its first IPv4, else its first), if the
+/// node and interface exist.
+fn member_address(
+    cx: &mut Cx<'_>,
+    rm: &RawMember,
+    nodes: &[Node],
+    iface: &str,
+    f: &dyn Fn(&str) -> String,
+) -> Option<IfAddr> {
+    let name = rm.node.get_ref();
+    let node = nodes.iter().find(|n| n.name == *name);
+    match node {
+        None => {
             cx.err(
                 &rm.node.span(),
                 f("node"),
-                format!("{name:?} is a member twice"),
+                format!("no node {name:?} in the topology"),
             );
+            None
         }
-        let node = nodes.iter().find(|n| n.name == name);
-        let addr = match node {
+        Some(n) => match n.interface(iface) {
             None => {
                 cx.err(
                     &rm.node.span(),
                     f("node"),
-                    format!("no node {name:?} in the topology"),
+                    format!("node {name:?} has no interface {iface:?} (cluster.interface)"),
                 );
                 None
             }
-            Some(n) => match n.interface(&iface) {
-                None => {
+            Some(i) => {
+                let a = i
+                    .addresses
+                    .iter()
+                    .find(|a| a.addr.is_ipv4())
+                    .or(i.addresses.first());
+                if a.is_none() {
                     cx.err(
                         &rm.node.span(),
                         f("node"),
-                        format!("node {name:?} has no interface {iface:?} (cluster.interface)"),
+                        format!("node {name:?} has no address on {iface:?}"),
                     );
-                    None
                 }
-                Some(i) => {
-                    let a = i
-                        .addresses
-                        .iter()
-                        .find(|a| a.addr.is_ipv4())
-                        .or(i.addresses.first());
-                    if a.is_none() {
-                        cx.err(
-                            &rm.node.span(),
-                            f("node"),
-                            format!("node {name:?} has no address on {iface:?}"),
-                        );
-                    }
-                    a.copied()
+                a.copied()
+            }
+        },
+    }
+}
+
+/// The service addresses a member owns: valid, in range, owned once, nobody's own address.
+fn owned_addresses(
+    cx: &mut Cx<'_>,
+    rm: &RawMember,
+    nodes: &[Node],
+    owned: &mut HashSet<std::net::IpAddr>,
+    f: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    let mut owns = Vec::new();
+    for o in &rm.owns {
+        match parse_ifaddr(o.get_ref()) {
+            Some(a) if address_allowed(&a) => {
+                if !owned.insert(a.addr) {
+                    cx.err(
+                        &o.span(),
+                        f("owns"),
+                        format!("{} is owned by another member too", a.addr),
+                    );
                 }
-            },
-        };
-        if rm.witness {
-            if let Some(o) = rm.owns.first() {
-                cx.err(&o.span(), f("owns"), "a witness owns no service address");
+                if nodes
+                    .iter()
+                    .flat_map(|n| n.interfaces.iter())
+                    .any(|i| i.addresses.iter().any(|x| x.addr == a.addr))
+                {
+                    cx.err(
+                        &o.span(),
+                        f("owns"),
+                        format!(
+                            "{} is a node's own interface address; a service address must be free",
+                            a.addr
+                        ),
+                    );
+                }
+                owns.push(IfAddr::to_string(&a));
             }
-            if let Some(b) = rm.backups.first() {
-                cx.err(&b.span(), f("backups"), "a witness backs nobody up");
-            }
-        } else if rm.owns.is_empty() {
-            cx.err(
-                &rm.node.span(),
+            Some(_) => cx.err(
+                &o.span(),
                 f("owns"),
-                "a member owns at least one service address (or is a `witness = true`)",
-            );
-        }
-        let mut owns = Vec::new();
-        for o in &rm.owns {
-            match parse_ifaddr(o.get_ref()) {
-                Some(a) if address_allowed(&a) => {
-                    if !owned.insert(a.addr) {
-                        cx.err(
-                            &o.span(),
-                            f("owns"),
-                            format!("{} is owned by another member too", a.addr),
-                        );
-                    }
-                    if nodes
-                        .iter()
-                        .flat_map(|n| n.interfaces.iter())
-                        .any(|i| i.addresses.iter().any(|x| x.addr == a.addr))
-                    {
-                        cx.err(
-                            &o.span(),
-                            f("owns"),
-                            format!(
-                                "{} is a node's own interface address; a service address must be free",
-                                a.addr
-                            ),
-                        );
-                    }
-                    owns.push(IfAddr::to_string(&a));
-                }
-                Some(_) => cx.err(
-                    &o.span(),
-                    f("owns"),
-                    format!(
-                        "{:?} is outside 198.18.0.0/15 and 2001:db8::/32",
-                        o.get_ref()
-                    ),
+                format!(
+                    "{:?} is outside 198.18.0.0/15 and 2001:db8::/32",
+                    o.get_ref()
                 ),
-                None => cx.err(
-                    &o.span(),
-                    f("owns"),
-                    format!("{:?} is not ADDRESS/PREFIX", o.get_ref()),
-                ),
-            }
+            ),
+            None => cx.err(
+                &o.span(),
+                f("owns"),
+                format!("{:?} is not ADDRESS/PREFIX", o.get_ref()),
+            ),
         }
-        let mut backups = Vec::new();
-        for b in &rm.backups {
-            let bn = b.get_ref();
-            if *bn == name {
-                cx.err(&b.span(), f("backups"), "a member cannot back itself up");
-            } else if !names.contains(&bn.as_str()) {
-                cx.err(
-                    &b.span(),
-                    f("backups"),
-                    format!("{bn:?} is not a member (members: {})", names.join(", ")),
-                );
-            } else if backups.contains(bn) {
-                cx.err(&b.span(), f("backups"), format!("{bn:?} is listed twice"));
-            } else if raw
-                .member
-                .iter()
-                .any(|m| m.witness && m.node.get_ref() == bn)
-            {
-                cx.err(
-                    &b.span(),
-                    f("backups"),
-                    format!("{bn:?} is a witness: it takes nothing over"),
-                );
-            }
-            backups.push(bn.clone());
-        }
-        if rm.backups.is_empty() && !rm.witness {
+    }
+    owns
+}
+
+/// A member's backups: members, not itself, not twice, not a witness.
+fn member_backups(
+    cx: &mut Cx<'_>,
+    rm: &RawMember,
+    all: &[RawMember],
+    names: &[&str],
+    f: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    let name = rm.node.get_ref();
+    let mut backups = Vec::new();
+    for b in &rm.backups {
+        let bn = b.get_ref();
+        if bn == name {
+            cx.err(&b.span(), f("backups"), "a member cannot back itself up");
+        } else if !names.contains(&bn.as_str()) {
             cx.err(
-                &rm.node.span(),
+                &b.span(),
                 f("backups"),
-                "a member needs at least one backup",
+                format!("{bn:?} is not a member (members: {})", names.join(", ")),
+            );
+        } else if backups.contains(bn) {
+            cx.err(&b.span(), f("backups"), format!("{bn:?} is listed twice"));
+        } else if all.iter().any(|m| m.witness && m.node.get_ref() == bn) {
+            cx.err(
+                &b.span(),
+                f("backups"),
+                format!("{bn:?} is a witness: it takes nothing over"),
             );
         }
-        let snooped = backups
-            .iter()
-            .all(|b| sees(nodes, switches, b, &name, &iface));
-        members.push(Member {
-            node: name.clone(),
-            index: i as u32 + 1,
-            owns,
-            backups,
-            address: addr.map(|a| a.addr.to_string()).unwrap_or_default(),
-            snooped,
-            witness: rm.witness,
-        });
+        backups.push(bn.clone());
     }
-    ClusterSpec {
-        id: raw.id,
-        interface: iface,
-        heartbeat_ms: *raw.heartbeat_ms.get_ref(),
-        miss_count: *raw.miss_count.get_ref(),
-        failback: raw.failback.into_inner(),
-        assignment: raw.assignment.into_inner(),
-        arp: raw.arp.into_inner(),
-        application: raw.application.into_inner(),
-        ports,
-        members,
+    if rm.backups.is_empty() && !rm.witness {
+        cx.err(
+            &rm.node.span(),
+            f("backups"),
+            "a member needs at least one backup",
+        );
     }
+    backups
 }
 
 /// Whether `watcher` sees the frames of `owner`'s port on the cluster interface's switch.
