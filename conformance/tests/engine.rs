@@ -423,3 +423,47 @@ fn the_wireshark_dissector_decodes_every_message_type() {
         text.display()
     );
 }
+
+/// ARCHITECTURE.md's table of claims names files that exist and cases that exist, and covers
+/// claims 1 to 19: a newcomer following it never lands on a stale name.
+#[test]
+fn the_claims_table_names_real_files_and_cases() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let start = text
+        .find("## Where each claim lives")
+        .expect("ARCHITECTURE.md has the claims table");
+    let section = &text[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let mut claims = std::collections::BTreeSet::new();
+    let (mut files, mut cases) = (0, 0);
+    for row in section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| claim"))
+    {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for c in cells[1].split(',') {
+            claims.insert(c.trim().parse::<u32>().expect("a claim number"));
+        }
+        for (i, tick) in row.split('`').enumerate() {
+            if i % 2 == 0 {
+                continue;
+            }
+            if tick.contains("/src/") {
+                let path = root()
+                    .join("implementation")
+                    .join(tick.trim_end_matches('/'));
+                assert!(path.exists(), "{tick} (in the claims table) does not exist");
+                files += 1;
+            } else if cells[4].contains(&format!("`{tick}`")) {
+                let case = root().join(format!("conformance/cases/{tick}.toml"));
+                assert!(
+                    case.is_file(),
+                    "case {tick} (in the claims table) does not exist"
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(claims, (1..=19).collect(), "claims covered by the table");
+    assert!(files >= 10 && cases >= 10, "{files} files, {cases} cases");
+}
