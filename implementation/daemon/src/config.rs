@@ -173,48 +173,8 @@ impl ClusterConfig {
                 return Err(ConfigError::Invalid(cx.problems));
             }
         };
-        let key = match (&raw.key, &raw.key_file) {
-            (Some(k), None) => k.get_ref().as_bytes().to_vec(),
-            (None, Some(f)) => {
-                let p = path.parent().unwrap_or(Path::new(".")).join(f.get_ref());
-                match std::fs::read(&p) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        cx.err(&f.span(), "key_file", format!("{}: {e}", p.display()));
-                        Vec::new()
-                    }
-                }
-            }
-            (Some(k), Some(_)) => {
-                cx.err(&k.span(), "key", "give `key` or `key_file`, not both");
-                Vec::new()
-            }
-            (None, None) => {
-                cx.err(
-                    &(0..0),
-                    "key",
-                    "a cluster key is needed: `key = \"...\"` or `key_file = \"...\"`",
-                );
-                Vec::new()
-            }
-        };
-        if key.is_empty() && cx.problems.is_empty() {
-            cx.err(&(0..0), "key", "the cluster key is empty");
-        }
-        let group = match raw.group.get_ref().parse::<SocketAddrV4>() {
-            Ok(g) if g.ip().is_multicast() => g,
-            _ => {
-                cx.err(
-                    &raw.group.span(),
-                    "group",
-                    format!(
-                        "{:?} is not an IPv4 multicast group with a port (239.255.72.70:5405)",
-                        raw.group.get_ref()
-                    ),
-                );
-                SocketAddrV4::new([239, 255, 72, 70].into(), 5405)
-            }
-        };
+        let key = read_key(&mut cx, &raw, path);
+        let group = check_group(&mut cx, &raw);
         let iface = raw.interface.get_ref().clone();
         if iface.is_empty() || iface.len() > 15 {
             cx.err(
@@ -227,54 +187,8 @@ impl ClusterConfig {
             cx.err(&(0..0), "node", "the cluster needs at least one [[node]]");
         }
         let d = &raw.defaults;
-        if let Some(n) = &d.name {
-            cx.err(
-                &n.span(),
-                "defaults.name",
-                "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
-            );
-        }
-        if let Some(n) = &d.id {
-            cx.err(
-                &n.span(),
-                "defaults.id",
-                "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
-            );
-        }
-        if let Some(n) = &d.backups {
-            cx.err(
-                &n.span(),
-                "defaults.backups",
-                "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
-            );
-        }
-        if let Some(a) = d.addresses.as_ref().and_then(|a| a.first()) {
-            cx.err(
-                &a.span(),
-                "defaults.addresses",
-                "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
-            );
-        }
-        // A node without a name or id is reported once and skipped.
-        let mut named = Vec::new();
-        for (i, n) in raw.node.iter().enumerate() {
-            match (&n.name, &n.id) {
-                (Some(name), Some(id)) => named.push((name.clone(), id.clone(), n)),
-                (Some(name), None) => cx.err(
-                    &name.span(),
-                    format!("node[{}].id", name.get_ref()),
-                    "missing field `id`",
-                ),
-                (None, _) => {
-                    let span = n.id.as_ref().map(|x| x.span()).unwrap_or_default();
-                    cx.err(
-                        &span,
-                        format!("node #{}.name", i + 1),
-                        "missing field `name`",
-                    );
-                }
-            }
-        }
+        no_node_fields_in_defaults(&mut cx, d);
+        let named = named_nodes(&mut cx, &raw.node);
         let ids: BTreeMap<String, u32> = named
             .iter()
             .map(|(n, i, _)| (n.get_ref().clone(), *i.get_ref()))
@@ -300,154 +214,8 @@ impl ClusterConfig {
             if !seen_ids.insert(id) {
                 cx.err(&n_id.span(), f("id"), format!("duplicate node id {id}"));
             }
-            let s = *n;
-            let get = |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| {
-                a.clone().or_else(|| b.clone())
-            };
-            let failback = cx.pick(
-                &f("failback"),
-                get(&s.failback, &d.failback).as_ref(),
-                FailbackMode::from_name,
-                FailbackMode::None,
-                "none, new-connections, migrate",
-            );
-            let snoop = cx.pick(
-                &f("snoop"),
-                get(&s.snoop, &d.snoop).as_ref(),
-                SnoopMode::from_name,
-                SnoopMode::Mirror,
-                "none, mirror, forward",
-            );
-            let assignment = cx.pick(
-                &f("assignment"),
-                get(&s.assignment, &d.assignment).as_ref(),
-                Assignment::from_name,
-                Assignment::Ordered,
-                "ordered, spread",
-            );
-            let arp = cx.pick(
-                &f("arp"),
-                get(&s.arp, &d.arp).as_ref(),
-                ArpPolicy::from_name,
-                ArpPolicy::Garp,
-                "garp, vmac, none",
-            );
-            let protocol = cx.pick(
-                &f("protocol"),
-                get(&s.protocol, &d.protocol).as_ref(),
-                |p| (p == "tcp").then_some(6u8),
-                6,
-                "tcp",
-            );
-            let heartbeat = s.heartbeat_ms.clone().or_else(|| d.heartbeat_ms.clone());
-            let heartbeat_ms = heartbeat.as_ref().map_or(100, |h| *h.get_ref());
-            if heartbeat_ms == 0 {
-                cx.err(
-                    &(heartbeat.map(|h| h.span()).unwrap_or_default()),
-                    f("heartbeat_ms"),
-                    "must be at least 1",
-                );
-            }
-            let miss = s.miss_count.clone().or_else(|| d.miss_count.clone());
-            let miss_count = miss.as_ref().map_or(3, |m| *m.get_ref());
-            if miss_count == 0 {
-                cx.err(
-                    &(miss.map(|m| m.span()).unwrap_or_default()),
-                    f("miss_count"),
-                    "must be at least 1",
-                );
-            }
-            let application = get(&s.application, &d.application)
-                .map(|a| a.into_inner())
-                .unwrap_or_else(|| "echo".into());
-            if holdfast_proto::app::by_name(&application).is_none() {
-                let span = get(&s.application, &d.application)
-                    .map(|a| a.span())
-                    .unwrap_or_default();
-                cx.err(
-                    &span,
-                    f("application"),
-                    format!("unknown application {application:?}; built in: echo, stream, kv"),
-                );
-            }
-            let ports_sp = s.ports.clone().or_else(|| d.ports.clone());
-            let ports = ports_sp.as_ref().map_or((7, 7), |p| *p.get_ref());
-            if ports.0 == 0 || ports.0 > ports.1 {
-                cx.err(
-                    &(ports_sp.map(|p| p.span()).unwrap_or_default()),
-                    f("ports"),
-                    "a port range is [first, last] with 1 <= first <= last",
-                );
-            }
-            let mut backups = Vec::new();
-            if let Some(bs) = &n.backups {
-                for b in bs.get_ref() {
-                    match ids.get(b) {
-                        Some(bid) if *b != name => backups.push(NodeId(*bid)),
-                        Some(_) => cx.err(&bs.span(), f("backups"), "a node cannot back itself up"),
-                        None => cx.err(&bs.span(), f("backups"), format!("unknown node {b:?}")),
-                    }
-                }
-            }
-            let mut addresses = Vec::new();
-            for a in n.addresses.iter().flatten() {
-                match parse_addr(a.get_ref()) {
-                    Some((addr, prefix)) => {
-                        if !seen_addrs.insert(addr) {
-                            cx.err(
-                                &a.span(),
-                                f("addresses"),
-                                format!("{addr} is owned by two nodes"),
-                            );
-                        }
-                        let mac = if arp == ArpPolicy::Vmac {
-                            virtual_mac(NodeId(id))
-                        } else {
-                            [0; 6]
-                        };
-                        addresses.push(OwnedAddress { addr, prefix, mac });
-                    }
-                    None => cx.err(
-                        &a.span(),
-                        f("addresses"),
-                        format!("{:?} is not ADDRESS/PREFIX", a.get_ref()),
-                    ),
-                }
-            }
-            nodes.insert(
-                name.clone(),
-                NodeConfig {
-                    name: name.clone(),
-                    ownership: Ownership {
-                        node_id: NodeId(id),
-                        policy: FailoverPolicy {
-                            backups,
-                            failback,
-                            heartbeat_ms,
-                            miss_count,
-                            snoop,
-                            assignment,
-                        },
-                        addresses,
-                        ports,
-                        application,
-                        arp,
-                        protocol,
-                    },
-                    boot_wait: Duration::from_millis(
-                        s.boot_wait_ms
-                            .or(d.boot_wait_ms)
-                            .unwrap_or(heartbeat_ms as u64 * 10),
-                    ),
-                    garp_count: s.garp_count.or(d.garp_count).unwrap_or(3),
-                    settle: Duration::from_millis(s.settle_ms.or(d.settle_ms).unwrap_or(5)),
-                    fetch_window: s.fetch_window_kb.or(d.fetch_window_kb).unwrap_or(4096) as usize
-                        * 1024,
-                    garp_interval: Duration::from_millis(
-                        s.garp_interval_ms.or(d.garp_interval_ms).unwrap_or(10),
-                    ),
-                },
-            );
+            let node = node_config(&mut cx, &name, id, n, d, &ids, &mut seen_addrs);
+            nodes.insert(name.clone(), node);
         }
         if !cx.problems.is_empty() {
             cx.problems.sort_by_key(|p| p.line);
@@ -469,6 +237,310 @@ impl ClusterConfig {
             .filter(|n| n.name != name)
             .map(|n| n.ownership.node_id)
             .collect()
+    }
+}
+
+/// The cluster key, given inline or in a file (relative to the configuration's directory).
+fn read_key(cx: &mut Cx<'_>, raw: &RawConfig, path: &Path) -> Vec<u8> {
+    let key = match (&raw.key, &raw.key_file) {
+        (Some(k), None) => k.get_ref().as_bytes().to_vec(),
+        (None, Some(f)) => {
+            let p = path.parent().unwrap_or(Path::new(".")).join(f.get_ref());
+            match std::fs::read(&p) {
+                Ok(k) => k,
+                Err(e) => {
+                    cx.err(&f.span(), "key_file", format!("{}: {e}", p.display()));
+                    Vec::new()
+                }
+            }
+        }
+        (Some(k), Some(_)) => {
+            cx.err(&k.span(), "key", "give `key` or `key_file`, not both");
+            Vec::new()
+        }
+        (None, None) => {
+            cx.err(
+                &(0..0),
+                "key",
+                "a cluster key is needed: `key = \"...\"` or `key_file = \"...\"`",
+            );
+            Vec::new()
+        }
+    };
+    if key.is_empty() && cx.problems.is_empty() {
+        cx.err(&(0..0), "key", "the cluster key is empty");
+    }
+    key
+}
+
+/// The multicast group and port the control protocol uses.
+fn check_group(cx: &mut Cx<'_>, raw: &RawConfig) -> SocketAddrV4 {
+    match raw.group.get_ref().parse::<SocketAddrV4>() {
+        Ok(g) if g.ip().is_multicast() => g,
+        _ => {
+            cx.err(
+                &raw.group.span(),
+                "group",
+                format!(
+                    "{:?} is not an IPv4 multicast group with a port (239.255.72.70:5405)",
+                    raw.group.get_ref()
+                ),
+            );
+            SocketAddrV4::new([239, 255, 72, 70].into(), 5405)
+        }
+    }
+}
+
+/// `name`, `id`, `backups` and `addresses` name one node: never in `[defaults]`.
+fn no_node_fields_in_defaults(cx: &mut Cx<'_>, d: &RawSettings) {
+    let spans = [
+        ("defaults.name", d.name.as_ref().map(Spanned::span)),
+        ("defaults.id", d.id.as_ref().map(Spanned::span)),
+        ("defaults.backups", d.backups.as_ref().map(Spanned::span)),
+        (
+            "defaults.addresses",
+            d.addresses
+                .as_ref()
+                .and_then(|a| a.first())
+                .map(Spanned::span),
+        ),
+    ];
+    for (field, span) in spans {
+        if let Some(span) = span {
+            cx.err(
+                &span,
+                field,
+                "`name`, `id`, `backups` and `addresses` belong in a [[node]]",
+            );
+        }
+    }
+}
+
+/// The nodes with a name and an id; one without either is reported once and skipped.
+fn named_nodes<'r>(
+    cx: &mut Cx<'_>,
+    nodes: &'r [RawSettings],
+) -> Vec<(Spanned<String>, Spanned<u32>, &'r RawSettings)> {
+    let mut named = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        match (&n.name, &n.id) {
+            (Some(name), Some(id)) => named.push((name.clone(), id.clone(), n)),
+            (Some(name), None) => cx.err(
+                &name.span(),
+                format!("node[{}].id", name.get_ref()),
+                "missing field `id`",
+            ),
+            (None, _) => {
+                let span = n.id.as_ref().map(|x| x.span()).unwrap_or_default();
+                cx.err(
+                    &span,
+                    format!("node #{}.name", i + 1),
+                    "missing field `name`",
+                );
+            }
+        }
+    }
+    named
+}
+
+/// The enumerated settings of one node, each its own or `[defaults]`'s, checked by name.
+struct Choices {
+    failback: FailbackMode,
+    snoop: SnoopMode,
+    assignment: Assignment,
+    arp: ArpPolicy,
+    protocol: u8,
+}
+
+fn choices(
+    cx: &mut Cx<'_>,
+    f: &dyn Fn(&str) -> String,
+    s: &RawSettings,
+    d: &RawSettings,
+) -> Choices {
+    let get =
+        |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| a.clone().or_else(|| b.clone());
+    let failback = cx.pick(
+        &f("failback"),
+        get(&s.failback, &d.failback).as_ref(),
+        FailbackMode::from_name,
+        FailbackMode::None,
+        "none, new-connections, migrate",
+    );
+    let snoop = cx.pick(
+        &f("snoop"),
+        get(&s.snoop, &d.snoop).as_ref(),
+        SnoopMode::from_name,
+        SnoopMode::Mirror,
+        "none, mirror, forward",
+    );
+    let assignment = cx.pick(
+        &f("assignment"),
+        get(&s.assignment, &d.assignment).as_ref(),
+        Assignment::from_name,
+        Assignment::Ordered,
+        "ordered, spread",
+    );
+    let arp = cx.pick(
+        &f("arp"),
+        get(&s.arp, &d.arp).as_ref(),
+        ArpPolicy::from_name,
+        ArpPolicy::Garp,
+        "garp, vmac, none",
+    );
+    let protocol = cx.pick(
+        &f("protocol"),
+        get(&s.protocol, &d.protocol).as_ref(),
+        |p| (p == "tcp").then_some(6u8),
+        6,
+        "tcp",
+    );
+    Choices {
+        failback,
+        snoop,
+        assignment,
+        arp,
+        protocol,
+    }
+}
+
+/// The addresses a node owns, each owned once; under `vmac` each gets the node's virtual MAC.
+fn owned_addresses(
+    cx: &mut Cx<'_>,
+    f: &dyn Fn(&str) -> String,
+    s: &RawSettings,
+    arp: ArpPolicy,
+    id: u32,
+    seen_addrs: &mut HashSet<IpAddr>,
+) -> Vec<OwnedAddress> {
+    let mut addresses = Vec::new();
+    for a in s.addresses.iter().flatten() {
+        match parse_addr(a.get_ref()) {
+            Some((addr, prefix)) => {
+                if !seen_addrs.insert(addr) {
+                    cx.err(
+                        &a.span(),
+                        f("addresses"),
+                        format!("{addr} is owned by two nodes"),
+                    );
+                }
+                let mac = if arp == ArpPolicy::Vmac {
+                    virtual_mac(NodeId(id))
+                } else {
+                    [0; 6]
+                };
+                addresses.push(OwnedAddress { addr, prefix, mac });
+            }
+            None => cx.err(
+                &a.span(),
+                f("addresses"),
+                format!("{:?} is not ADDRESS/PREFIX", a.get_ref()),
+            ),
+        }
+    }
+    addresses
+}
+
+/// One node's settings: its own, else `[defaults]`, else the built-in default.
+fn node_config(
+    cx: &mut Cx<'_>,
+    name: &str,
+    id: u32,
+    s: &RawSettings,
+    d: &RawSettings,
+    ids: &BTreeMap<String, u32>,
+    seen_addrs: &mut HashSet<IpAddr>,
+) -> NodeConfig {
+    let f = |x: &str| format!("node[{name}].{x}");
+    let get =
+        |a: &Option<Spanned<String>>, b: &Option<Spanned<String>>| a.clone().or_else(|| b.clone());
+    let Choices {
+        failback,
+        snoop,
+        assignment,
+        arp,
+        protocol,
+    } = choices(cx, &f, s, d);
+    let heartbeat = s.heartbeat_ms.clone().or_else(|| d.heartbeat_ms.clone());
+    let heartbeat_ms = heartbeat.as_ref().map_or(100, |h| *h.get_ref());
+    if heartbeat_ms == 0 {
+        cx.err(
+            &(heartbeat.map(|h| h.span()).unwrap_or_default()),
+            f("heartbeat_ms"),
+            "must be at least 1",
+        );
+    }
+    let miss = s.miss_count.clone().or_else(|| d.miss_count.clone());
+    let miss_count = miss.as_ref().map_or(3, |m| *m.get_ref());
+    if miss_count == 0 {
+        cx.err(
+            &(miss.map(|m| m.span()).unwrap_or_default()),
+            f("miss_count"),
+            "must be at least 1",
+        );
+    }
+    let application = get(&s.application, &d.application)
+        .map(|a| a.into_inner())
+        .unwrap_or_else(|| "echo".into());
+    if holdfast_proto::app::by_name(&application).is_none() {
+        let span = get(&s.application, &d.application)
+            .map(|a| a.span())
+            .unwrap_or_default();
+        cx.err(
+            &span,
+            f("application"),
+            format!("unknown application {application:?}; built in: echo, stream, kv"),
+        );
+    }
+    let ports_sp = s.ports.clone().or_else(|| d.ports.clone());
+    let ports = ports_sp.as_ref().map_or((7, 7), |p| *p.get_ref());
+    if ports.0 == 0 || ports.0 > ports.1 {
+        cx.err(
+            &(ports_sp.map(|p| p.span()).unwrap_or_default()),
+            f("ports"),
+            "a port range is [first, last] with 1 <= first <= last",
+        );
+    }
+    let mut backups = Vec::new();
+    if let Some(bs) = &s.backups {
+        for b in bs.get_ref() {
+            match ids.get(b) {
+                Some(bid) if b != name => backups.push(NodeId(*bid)),
+                Some(_) => cx.err(&bs.span(), f("backups"), "a node cannot back itself up"),
+                None => cx.err(&bs.span(), f("backups"), format!("unknown node {b:?}")),
+            }
+        }
+    }
+    let addresses = owned_addresses(cx, &f, s, arp, id, seen_addrs);
+    NodeConfig {
+        name: name.to_owned(),
+        ownership: Ownership {
+            node_id: NodeId(id),
+            policy: FailoverPolicy {
+                backups,
+                failback,
+                heartbeat_ms,
+                miss_count,
+                snoop,
+                assignment,
+            },
+            addresses,
+            ports,
+            application,
+            arp,
+            protocol,
+        },
+        boot_wait: Duration::from_millis(
+            s.boot_wait_ms
+                .or(d.boot_wait_ms)
+                .unwrap_or(heartbeat_ms as u64 * 10),
+        ),
+        garp_count: s.garp_count.or(d.garp_count).unwrap_or(3),
+        settle: Duration::from_millis(s.settle_ms.or(d.settle_ms).unwrap_or(5)),
+        fetch_window: s.fetch_window_kb.or(d.fetch_window_kb).unwrap_or(4096) as usize * 1024,
+        garp_interval: Duration::from_millis(
+            s.garp_interval_ms.or(d.garp_interval_ms).unwrap_or(10),
+        ),
     }
 }
 
@@ -565,6 +637,20 @@ arp = "vmac"
                 "colour = 3",
                 "colour",
                 "unknown field",
+            ),
+            (
+                "heartbeat_ms = 10",
+                "heartbeat_ms = 10\nid = 3",
+                "id = 3",
+                "defaults.id",
+                "belong in a [[node]]",
+            ),
+            (
+                "key = \"k\"",
+                "key_file = \"no-such-key\"",
+                "key_file = \"no-such-key\"",
+                "key_file",
+                "no-such-key",
             ),
             (
                 "arp = \"vmac\"",
