@@ -16,6 +16,7 @@ pub mod flow;
 pub mod handback;
 pub mod node;
 pub mod policy;
+pub mod share;
 pub mod sync;
 pub mod time;
 pub mod wire;

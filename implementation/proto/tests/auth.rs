@@ -9,6 +9,20 @@ use holdfast_proto::wire::{Body, FLAG_ELIGIBLE, Message};
 
 const KEY: &[u8] = b"cluster key";
 const CLUSTER: u32 = 7;
+/// Where node 2's datagrams come from, and later (it moved) from.
+const FROM: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(198, 18, 0, 2),
+    7946,
+));
+const MOVED: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(198, 18, 0, 22),
+    7946,
+));
+/// Where the bad datagrams come from: a rejected datagram must not teach it.
+const EVIL: std::net::SocketAddr = std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::new(198, 18, 0, 66),
+    7946,
+));
 
 fn node(id: u32) -> Node {
     Node::new(
@@ -52,8 +66,9 @@ fn each_kind_of_bad_datagram_is_dropped_and_counted() {
     let mut n = node(1);
     drain(&mut n);
     let good = auth::seal(&heartbeat(2, 1, 1), KEY);
-    n.handle_datagram(Time(1), &good);
+    n.handle_datagram(Time(1), FROM, &good);
     assert!(n.members().contains_key(&NodeId(2)));
+    assert_eq!(n.peer_address(NodeId(2)), Some(FROM));
     let heard = n.members()[&NodeId(2)].last_heard;
 
     // Tampered: one bit flipped anywhere (header, body or tag).
@@ -61,26 +76,30 @@ fn each_kind_of_bad_datagram_is_dropped_and_counted() {
     for i in 0..fresh.len() {
         let mut t = fresh.clone();
         t[i] ^= 0x01;
-        n.handle_datagram(Time(2), &t);
+        n.handle_datagram(Time(2), EVIL, &t);
     }
     // Forged: the right shape, the wrong key.
-    n.handle_datagram(Time(3), &auth::seal(&heartbeat(2, 1, 3), b"wrong key"));
+    n.handle_datagram(
+        Time(3),
+        EVIL,
+        &auth::seal(&heartbeat(2, 1, 3), b"wrong key"),
+    );
     // Wrong cluster, with the right key.
     let mut other = heartbeat(2, 1, 4);
     other.cluster = CLUSTER + 1;
-    n.handle_datagram(Time(4), &auth::seal(&other, KEY));
+    n.handle_datagram(Time(4), EVIL, &auth::seal(&other, KEY));
     // Replayed: the same datagram again, and an older sequence.
-    n.handle_datagram(Time(5), &good);
+    n.handle_datagram(Time(5), EVIL, &good);
     // Stale boot epoch after a newer one.
-    n.handle_datagram(Time(6), &auth::seal(&heartbeat(2, 5, 1), KEY));
-    n.handle_datagram(Time(7), &auth::seal(&heartbeat(2, 4, 99), KEY));
+    n.handle_datagram(Time(6), MOVED, &auth::seal(&heartbeat(2, 5, 1), KEY));
+    n.handle_datagram(Time(7), EVIL, &auth::seal(&heartbeat(2, 4, 99), KEY));
     // Truncated at every length.
     for cut in 0..fresh.len() {
-        n.handle_datagram(Time(8), &fresh[..cut]);
+        n.handle_datagram(Time(8), EVIL, &fresh[..cut]);
     }
     // Garbage.
-    n.handle_datagram(Time(9), b"");
-    n.handle_datagram(Time(9), &[0xff; 3000]);
+    n.handle_datagram(Time(9), EVIL, b"");
+    n.handle_datagram(Time(9), EVIL, &[0xff; 3000]);
 
     // Counted by reason. Flipping a header byte can turn the datagram into a wrong-cluster,
     // bad-version or malformed one, so only totals are exact for that part.
@@ -107,9 +126,12 @@ fn each_kind_of_bad_datagram_is_dropped_and_counted() {
     // The forged and replayed ones did not refresh the member.
     assert_eq!(n.members()[&NodeId(2)].boot_epoch, 5);
     assert!(n.members()[&NodeId(2)].last_heard >= heard);
+    // Its address is where its last accepted datagram came from, never a rejected one's.
+    assert_eq!(n.peer_address(NodeId(2)), Some(MOVED));
+    assert_eq!(n.peer_addresses().len(), 1);
     // Our own datagrams looped back are dropped too.
     let mine = auth::seal(&heartbeat(1, 1, 100), KEY);
-    n.handle_datagram(Time(10), &mine);
+    n.handle_datagram(Time(10), FROM, &mine);
     assert_eq!(dropped(&n, DropReason::Own), 1);
     fresh.clear();
 }
@@ -132,7 +154,7 @@ fn a_forged_announce_changes_nothing() {
             relayed: vec![],
         }),
     };
-    n.handle_datagram(Time(1), &auth::seal(&forged, b"not the key"));
+    n.handle_datagram(Time(1), EVIL, &auth::seal(&forged, b"not the key"));
     assert!(n.members().is_empty());
     assert!(
         drain(&mut n).is_empty(),
@@ -156,7 +178,7 @@ fn random_bytes_never_panic() {
         if i % 2 == 0 && buf.len() >= 32 {
             buf[..32].copy_from_slice(&good[..32]);
         }
-        n.handle_datagram(Time(i), &buf);
+        n.handle_datagram(Time(i), FROM, &buf);
         // And body parsing directly, for every type, without a tag in the way.
         for ty in 1..=10u8 {
             let _ = holdfast_proto::wire::MsgType::from_u8(ty).map(|t| Body::parse(t, &buf));

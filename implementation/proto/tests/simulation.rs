@@ -321,6 +321,17 @@ fn spread_splits_the_connections_and_the_top_keeps_the_addresses() {
     // alive"), or after node 2's TAKEOVER-NOTICE; either way it ends up with its share.
     for seed in 0..40 {
         let mut c = Cluster::new(3, policy(10, FailbackMode::None, Assignment::Spread), seed);
+        c.connections = (0..5)
+            .map(|k| holdfast_proto::wire::FourTuple {
+                local: "198.18.0.1:7".parse().unwrap(),
+                remote: format!("198.18.0.100:{}", 40000 + k * 7 + seed as u16)
+                    .parse()
+                    .unwrap(),
+            })
+            .collect();
+        let lists = holdfast_proto::share::split(&c.connections, 2)
+            .lists
+            .unwrap();
         settled(&mut c);
         let t = c.time;
         c.crash(0);
@@ -335,7 +346,7 @@ fn spread_splits_the_connections_and_the_top_keeps_the_addresses() {
             shares,
             BTreeSet::from([
                 (2, Scope::Share { index: 0, of: 2 }),
-                (3, Scope::Share { index: 1, of: 2 })
+                (3, Scope::Connections(lists[1].clone()))
             ]),
             "seed {seed}\n{}",
             c.story()
@@ -350,8 +361,9 @@ fn spread_grants_the_holders_explicit_split() {
         local: "198.18.0.1:7".parse().unwrap(),
         remote: format!("198.18.0.100:{port}").parse().unwrap(),
     };
-    let lists = vec![vec![t(40000), t(40002)], vec![t(40001), t(40003)]];
-    c.split = Some(lists.clone());
+    // The core splits every second connection in sorted order to each share.
+    c.connections = vec![t(40003), t(40001), t(40002), t(40000)];
+    let lists = [vec![t(40000), t(40002)], vec![t(40001), t(40003)]];
     settled(&mut c);
     let t0 = c.time;
     c.crash(0);

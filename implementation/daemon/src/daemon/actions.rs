@@ -5,14 +5,16 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use holdfast_proto::node::{Action, Event, Node};
-use holdfast_proto::policy::{ArpPolicy, FailbackMode, NodeId};
+use holdfast_proto::policy::{ArpPolicy, Epoch, FailbackMode, NodeId, OwnedAddress};
+use holdfast_proto::share::Part;
 use holdfast_proto::time::Time;
 use holdfast_proto::wire::Scope;
 use tracing::{debug, info, warn};
 
 use super::Io;
-use super::takeover::Part;
 
+/// Carries out every action the core has queued (and those a takeover deferred), then brings
+/// the `forward` copies in line if anything they depend on changed.
 pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
     // Actions the core emitted while a takeover kept the protocol running (`keep_alive`):
     // they come before anything still queued in the core.
@@ -21,12 +23,16 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
         // Who holds what, or who is alive, may have changed: the copies for the backups too.
         if matches!(
             a,
-            Action::ClaimAddress { .. } | Action::ReleaseAddress { .. } | Action::Event(_)
+            Action::ClaimAddress { .. }
+                | Action::ReleaseAddress { .. }
+                | Action::WithdrawAddress { .. }
+                | Action::ReinstateAddress { .. }
+                | Action::Event(_)
         ) {
             io.tee_dirty = true;
         }
         match a {
-            Action::Send { to, data } => io.send(to, &data).await,
+            Action::Send { to, data } => io.send(node, to, &data).await,
             Action::ClaimAddress {
                 owner,
                 epoch,
@@ -34,14 +40,8 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 arp,
             } => {
                 info!(node = name, %owner, %epoch, addrs = ?addresses.iter().map(|a| a.addr).collect::<Vec<IpAddr>>(), ?arp, "claim");
-                if let Err(e) = io.claim(owner, &addresses, arp).await {
-                    warn!("claim {owner}: {e:#}");
-                }
-                for a in &addresses {
-                    io.registry.address(a.addr, true);
-                }
-                io.snooper_caught_up(node, &mut deferred).await;
-                io.go_live(owner);
+                io.on_claim(node, &mut deferred, owner, &addresses, arp)
+                    .await;
             }
             Action::ReleaseAddress {
                 owner,
@@ -49,22 +49,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 addresses,
             } => {
                 info!(node = name, %owner, %epoch, "release");
-                let arp = node_arp(node, owner);
-                for a in &addresses {
-                    io.registry.address(a.addr, false);
-                }
-                if let Err(e) = io.release(owner, &addresses, arp).await {
-                    warn!("release {owner}: {e:#}");
-                }
-                if io.migrating.remove(&owner) {
-                    io.registry.discard(owner);
-                }
-                // Forwarding is for addresses we hold.
-                let before = io.forwards.len();
-                io.forwards.retain(|(o, _), _| *o != owner);
-                if io.forwards.len() != before {
-                    io.apply_forwards().await;
-                }
+                io.on_release(node, owner, &addresses).await;
             }
             Action::AssumeConnections {
                 owner,
@@ -72,39 +57,8 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 scope,
                 shares,
             } => {
-                let what = match &scope {
-                    Scope::Connections(l) => format!("{} listed connections", l.len()),
-                    other => format!("{other:?}"),
-                };
-                info!(node = name, %owner, %epoch, scope = %what, ?shares, "assume connections");
-                let (addrs, arp) = record(node, owner)
-                    .map(|r| (r.addresses.clone(), r.arp))
-                    .unwrap_or_default();
-                match scope {
-                    Scope::All => {
-                        io.assume(node, &mut deferred, owner, &addrs, arp, Part::All, &[])
-                            .await
-                    }
-                    Scope::Share { index: 0, of } => {
-                        let part = Part::Share(0, of);
-                        io.assume(node, &mut deferred, owner, &addrs, arp, part, &shares)
-                            .await
-                    }
-                    // Our share, without the addresses: the holder forwards its packets.
-                    Scope::Share { .. } | Scope::Connections(_) => {
-                        let part = match scope {
-                            Scope::Share { index, of } => Part::Share(index, of),
-                            Scope::Connections(list) => Part::Listed(list.into_iter().collect()),
-                            Scope::All => Part::All,
-                        };
-                        io.assume(node, &mut deferred, owner, &addrs, arp, part, &[])
-                            .await;
-                        let ips = addrs.iter().map(|a| a.addr).collect();
-                        io.serve_without_address(owner, ips, false).await;
-                        io.snooper_caught_up(node, &mut deferred).await;
-                        io.go_live(owner);
-                    }
-                }
+                io.on_assume(node, &mut deferred, name, (owner, epoch), scope, &shares)
+                    .await
             }
             Action::Forward {
                 owner,
@@ -117,35 +71,11 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
                 } else {
                     io.forwards.insert((owner, to), connections);
                 }
-                io.apply_forwards().await;
+                io.apply_forwards(node).await;
             }
             Action::HandBack { owner, mode } => {
                 info!(node = name, %owner, ?mode, "hand back");
-                if mode == FailbackMode::NewConnections {
-                    // The group's connections stay here until they close: make their address
-                    // local on the loopback before it goes (the owner forwards their packets
-                    // here from the moment it takes the address back).
-                    let conns = io.registry.connections(owner);
-                    if !conns.is_empty() {
-                        let ips = record(node, owner)
-                            .map(|r| r.addresses.iter().map(|a| a.addr).collect())
-                            .unwrap_or_default();
-                        io.serve_without_address(owner, ips, true).await;
-                    }
-                    info!(node = name, %owner, connections = conns.len(), "new-connections: draining here");
-                    node.handback_ready(now, owner, conns);
-                }
-                if mode == FailbackMode::Migrate {
-                    // Freeze the group's connections (nothing more leaves here), then hand the
-                    // addresses back; the owner has tracked the connections since it came up
-                    // (CONN-STATE sync and snooping) and re-creates them once we are quiet.
-                    // The frozen sockets are dropped once the address is gone, so nothing that
-                    // arrives meanwhile meets a kernel without the socket.
-                    let n = io.registry.freeze(owner);
-                    info!(node = name, %owner, connections = n, "migrate: frozen");
-                    io.migrating.insert(owner);
-                    node.handback_ready(now, owner, Vec::new());
-                }
+                io.on_handback(node, name, now, owner, mode).await;
             }
             Action::DiscardStale { owner, epoch } => {
                 info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
@@ -154,63 +84,26 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
             Action::ConnState { from, state } => io.adopt(from, &state),
             Action::FetchRequest { from, fetch } => io.answer_fetch(node, from, fetch),
             Action::Fetched { from, fetched } => io.fetched(from, fetched),
-            Action::Event(Event::PeerUp {
-                node: peer,
-                boot_epoch,
-            }) => {
-                debug!(node = name, %peer, boot_epoch, "peer up");
-                // Only a peer that (re)booted lacks our connections: one that was merely out
-                // of touch (declared dead, then heard again) kept snooping them.
-                if io.peer_boots.insert(peer, boot_epoch) != Some(boot_epoch) {
-                    io.sync_peer(node, peer);
-                }
-            }
-            Action::Event(Event::Eligible) if io.isolated => {
-                // Back on the link and re-synchronised: whatever we still hold (nobody fenced
-                // us), we answer for again.
-                io.isolated = false;
-                let held: Vec<NodeId> = node.held().keys().copied().collect();
-                for owner in held {
-                    if let Some(r) = record(node, owner).cloned() {
-                        info!(node = name, %owner, "still ours after the link returned: re-claiming");
-                        if let Err(e) = io.claim(owner, &r.addresses, r.arp).await {
-                            warn!("re-claim {owner}: {e:#}");
-                        }
+            Action::WithdrawAddress { owner, addresses } => {
+                info!(node = name, %owner, "link down: addresses withdrawn until this node is eligible again");
+                for a in &addresses {
+                    if let Err(e) = io.net.del_addr(a.addr).await {
+                        debug!("withdraw {}: {e:#}", a.addr);
                     }
                 }
             }
-            Action::Event(Event::SyncIncomplete {
-                from,
+            Action::ReinstateAddress {
                 owner,
-                tuple,
-                why,
-            }) => {
-                warn!(node = name, %from, %owner, ?tuple, why = why.name(), "a connection's CONN-STATE did not arrive whole: this node cannot take it over");
-                *io.conns
-                    .sync_incomplete
-                    .entry(why.name().to_owned())
-                    .or_default() += 1;
-            }
-            Action::Event(e) => match e {
-                Event::PeerDead { .. }
-                | Event::PeerLeft { .. }
-                | Event::Fenced { .. }
-                | Event::CutOff { .. }
-                | Event::Reachable { .. } => {
-                    info!(node = name, ?e)
+                addresses,
+                arp,
+            } => {
+                info!(node = name, %owner, "still ours after the link returned: re-claiming");
+                if let Err(e) = io.claim(owner, &addresses, arp).await {
+                    warn!("re-claim {owner}: {e:#}");
                 }
-                Event::SteppedDown { ref released } => warn!(
-                    node = name,
-                    ?released,
-                    "this node hears no peer and no witness: it let its groups go and assumes nothing until it hears one"
-                ),
-                Event::Resumed { late } => warn!(
-                    node = name,
-                    ?late,
-                    "this node was paused (frozen or starved of CPU): its peers get a fresh detection window"
-                ),
-                _ => debug!(node = name, ?e),
-            },
+            }
+            Action::SyncPeer { peer } => io.sync_peer(node, peer),
+            Action::Event(e) => io.on_event(name, e),
         }
     }
     if io.tee_dirty {
@@ -218,15 +111,152 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
     }
 }
 
-pub(super) fn record(node: &Node, owner: NodeId) -> Option<&holdfast_proto::policy::Ownership> {
-    if owner == node.id() {
-        return Some(&node.config().ownership);
+impl Io {
+    /// Takes the addresses, and takes live whatever a takeover re-created for them.
+    async fn on_claim(
+        &mut self,
+        node: &mut Node,
+        deferred: &mut VecDeque<Action>,
+        owner: NodeId,
+        addresses: &[OwnedAddress],
+        arp: ArpPolicy,
+    ) {
+        if let Err(e) = self.claim(owner, addresses, arp).await {
+            warn!("claim {owner}: {e:#}");
+        }
+        for a in addresses {
+            self.registry.address(a.addr, true);
+        }
+        self.snooper_caught_up(node, deferred).await;
+        self.go_live(owner);
     }
-    node.members()
-        .get(&owner)
-        .and_then(|m| m.ownership.as_ref())
-}
 
-fn node_arp(node: &Node, owner: NodeId) -> ArpPolicy {
-    record(node, owner).map_or(ArpPolicy::Garp, |o| o.arp)
+    /// Lets the addresses go: a migrating group's frozen connections go with them, and so
+    /// does the forwarding for the group (forwarding is for addresses we hold).
+    async fn on_release(&mut self, node: &Node, owner: NodeId, addresses: &[OwnedAddress]) {
+        let arp = node.ownership_of(owner).map_or(ArpPolicy::Garp, |o| o.arp);
+        for a in addresses {
+            self.registry.address(a.addr, false);
+        }
+        if let Err(e) = self.release(owner, addresses, arp).await {
+            warn!("release {owner}: {e:#}");
+        }
+        if self.migrating.remove(&owner) {
+            self.registry.discard(owner);
+        }
+        let before = self.forwards.len();
+        self.forwards.retain(|(o, _), _| *o != owner);
+        if self.forwards.len() != before {
+            self.apply_forwards(node).await;
+        }
+    }
+
+    /// Re-creates this node's part of a failed owner's connections. A part without the
+    /// addresses (a `spread` share) goes live at once: the holder forwards its packets here.
+    async fn on_assume(
+        &mut self,
+        node: &mut Node,
+        deferred: &mut VecDeque<Action>,
+        name: &str,
+        (owner, epoch): (NodeId, Epoch),
+        scope: Scope,
+        shares: &[NodeId],
+    ) {
+        let what = match &scope {
+            Scope::Connections(l) => format!("{} listed connections", l.len()),
+            other => format!("{other:?}"),
+        };
+        info!(node = name, %owner, %epoch, scope = %what, ?shares, "assume connections");
+        let (addrs, arp) = node
+            .ownership_of(owner)
+            .map(|r| (r.addresses.clone(), r.arp))
+            .unwrap_or_default();
+        let part = Part::from(scope);
+        let with_addresses = part.with_addresses();
+        self.assume(node, deferred, owner, &addrs, arp, part, shares)
+            .await;
+        if !with_addresses {
+            let ips = addrs.iter().map(|a| a.addr).collect();
+            self.serve_without_address(owner, ips, false).await;
+            self.snooper_caught_up(node, deferred).await;
+            self.go_live(owner);
+        }
+    }
+
+    /// Gives a group back to its returning owner, per its failback mode.
+    async fn on_handback(
+        &mut self,
+        node: &mut Node,
+        name: &str,
+        now: Time,
+        owner: NodeId,
+        mode: FailbackMode,
+    ) {
+        match mode {
+            FailbackMode::NewConnections => {
+                // The group's connections stay here until they close: make their address
+                // local on the loopback before it goes (the owner forwards their packets
+                // here from the moment it takes the address back).
+                let conns = self.registry.connections(owner);
+                if !conns.is_empty() {
+                    let ips = node
+                        .ownership_of(owner)
+                        .map(|r| r.addresses.iter().map(|a| a.addr).collect())
+                        .unwrap_or_default();
+                    self.serve_without_address(owner, ips, true).await;
+                }
+                info!(node = name, %owner, connections = conns.len(), "new-connections: draining here");
+                node.handback_ready(now, owner, conns);
+            }
+            FailbackMode::Migrate => {
+                // Freeze the group's connections (nothing more leaves here), then hand the
+                // addresses back; the owner has tracked the connections since it came up
+                // (CONN-STATE sync and snooping) and re-creates them once we are quiet.
+                // The frozen sockets are dropped once the address is gone, so nothing that
+                // arrives meanwhile meets a kernel without the socket.
+                let n = self.registry.freeze(owner);
+                info!(node = name, %owner, connections = n, "migrate: frozen");
+                self.migrating.insert(owner);
+                node.handback_ready(now, owner, Vec::new());
+            }
+            FailbackMode::None => {}
+        }
+    }
+
+    /// Logs an event (and counts the connections a sync could not bring whole).
+    fn on_event(&mut self, name: &str, e: Event) {
+        match e {
+            Event::SyncIncomplete {
+                from,
+                owner,
+                tuple,
+                why,
+            } => {
+                warn!(node = name, %from, %owner, ?tuple, why = why.name(), "a connection's CONN-STATE did not arrive whole: this node cannot take it over");
+                *self
+                    .conns
+                    .sync_incomplete
+                    .entry(why.name().to_owned())
+                    .or_default() += 1;
+            }
+            Event::PeerDead { .. }
+            | Event::PeerLeft { .. }
+            | Event::Fenced { .. }
+            | Event::CutOff { .. }
+            | Event::Reachable { .. } => {
+                info!(node = name, ?e)
+            }
+            Event::SteppedDown { ref released } => warn!(
+                node = name,
+                ?released,
+                "this node hears no peer and no witness: it let its groups go and assumes nothing until it hears one"
+            ),
+            Event::Resumed { late } => warn!(
+                node = name,
+                ?late,
+                "this node was paused (frozen or starved of CPU): its peers get a fresh detection window"
+            ),
+            _ => debug!(node = name, ?e),
+        }
+    }
 }

@@ -10,19 +10,18 @@ use holdfast_proto::policy::SnoopMode;
 use tracing::{info, warn};
 
 use super::Io;
-use super::actions::record;
 use crate::tee::Copies;
 
 impl Io {
     /// Puts each peer's MAC (as its control datagrams showed it) into the kernel's neighbour
     /// table once, so that this node's first unicast to it (a FETCH, a CONN-STATE, a RECLAIM)
     /// leaves at once: on a lossy link a lost ARP reply would hold it back a full second.
-    pub(super) async fn prime_neighbours(&mut self) {
+    pub(super) async fn prime_neighbours(&mut self, node: &Node) {
         let Some(sn) = &self.snooper else {
             return;
         };
-        let todo: Vec<(std::net::Ipv4Addr, [u8; 6])> = self
-            .peers
+        let todo: Vec<(std::net::Ipv4Addr, [u8; 6])> = node
+            .peer_addresses()
             .values()
             .filter_map(|p| match p.ip() {
                 IpAddr::V4(ip) => sn.mac_of(ip).map(|m| (ip, m)),
@@ -54,9 +53,9 @@ impl Io {
         };
         let me = node.id();
         let mut copies = Copies::new();
-        if !self.isolated {
+        if !node.withdrawn() {
             for owner in node.held().keys() {
-                let Some(rec) = record(node, *owner) else {
+                let Some(rec) = node.ownership_of(*owner) else {
                     continue;
                 };
                 if rec.policy.snoop != SnoopMode::Forward {
@@ -68,7 +67,7 @@ impl Io {
                 to.dedup();
                 let mut macs = std::collections::BTreeSet::new();
                 for n in to {
-                    let mac = match self.peers.get(&n).map(|p| p.ip()) {
+                    let mac = match node.peer_address(n).map(|p| p.ip()) {
                         Some(IpAddr::V4(ip)) => self.snooper.as_ref().and_then(|s| s.mac_of(ip)),
                         _ => None,
                     };

@@ -36,11 +36,15 @@ impl Io {
         let Some(sn) = &self.snooper else {
             return;
         };
-        let open = sn
-            .table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .open_holes();
+        // Never wait for the table here: this runs every 5 ms on the real-time protocol
+        // loop, and the snooper's thread (normal priority) may hold the lock while it is
+        // preempted; the loop would wait for it, heartbeats late (a priority inversion).
+        // A busy table is looked at on the next tick.
+        let open = match sn.table.try_lock() {
+            Ok(t) => t.open_holes(),
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().open_holes(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         let now = Instant::now();
         self.holes
             .asked

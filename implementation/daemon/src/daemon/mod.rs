@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use holdfast_proto::node::{Action, Command, Config, Dest, Node};
 use holdfast_proto::policy::{ArpPolicy, NodeId};
 use holdfast_proto::time::Time;
-use holdfast_proto::wire::{FourTuple, Packet};
+use holdfast_proto::wire::FourTuple;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UdpSocket, UnixListener};
 use tokio::sync::mpsc;
@@ -36,7 +36,7 @@ mod holes;
 mod status;
 mod takeover;
 
-use actions::{apply, record};
+use actions::apply;
 pub use status::*;
 
 /// Reads, increments and stores the boot epoch; never lower than seconds since 2024, so a lost
@@ -130,7 +130,6 @@ struct Io {
     iface: IfInfo,
     udp: UdpSocket,
     group: SocketAddrV4,
-    peers: BTreeMap<NodeId, SocketAddr>,
     me: NodeConfig,
     me_iface_name: String,
     app: fn() -> Box<dyn App>,
@@ -150,13 +149,9 @@ struct Io {
     holes: holes::Holes,
     /// The takeover under way: when its snapshots were taken, and its phases so far.
     timing: Option<(Instant, TakeoverTiming)>,
-    /// The link went down and our addresses were withdrawn until we are eligible again.
-    isolated: bool,
     /// Groups being migrated back to their owner: their frozen connections are dropped once
     /// the addresses are released.
     migrating: std::collections::BTreeSet<NodeId>,
-    /// Each peer's boot epoch when we last synced it.
-    peer_boots: BTreeMap<NodeId, u32>,
     /// Announcement sockets by interface index, kept open (see [`Io::sender`]).
     senders: BTreeMap<u32, std::sync::Arc<RawSender>>,
     /// Kernel forwarding of connections served elsewhere, for groups we hold.
@@ -240,28 +235,22 @@ impl Io {
         }
         while let Some(a) = node.poll_action() {
             match a {
-                Action::Send { to, data } => self.send(to, &data).await,
+                Action::Send { to, data } => self.send(node, to, &data).await,
                 other => deferred.push_back(other),
             }
         }
     }
 
-    /// Hands a datagram to the core, and learns where its sender is if the core accepted it.
+    /// Hands a datagram to the core, with where it came from (the core learns its peers'
+    /// addresses from the datagrams it accepts).
     fn datagram(&mut self, node: &mut Node, data: &[u8], from: SocketAddr) {
-        let before: u64 = node.stats().received.values().sum();
-        node.handle_datagram(self.now(), data);
-        let after: u64 = node.stats().received.values().sum();
-        if after > before
-            && let Ok(p) = Packet::new_checked(data)
-        {
-            self.peers.insert(p.sender(), from);
-        }
+        node.handle_datagram(self.now(), from, data);
     }
 
-    async fn send(&self, to: Dest, data: &[u8]) {
+    async fn send(&self, node: &Node, to: Dest, data: &[u8]) {
         let dest = match to {
             Dest::All => Some(SocketAddr::V4(self.group)),
-            Dest::Node(id) => self.peers.get(&id).copied(),
+            Dest::Node(id) => node.peer_address(id),
         };
         match dest {
             Some(d) => {
@@ -280,10 +269,10 @@ impl Io {
     /// Installs the forwarding rules for `self.forwards`, replacing the previous ones. A
     /// connection that cannot be forwarded is counted and logged (its packets will meet this
     /// node's stack and be reset).
-    async fn apply_forwards(&mut self) {
+    async fn apply_forwards(&mut self, node: &Node) {
         let mut rules = Rules::new();
         for ((owner, to), tuples) in &self.forwards {
-            let Some(p) = self.peers.get(to) else {
+            let Some(p) = node.peer_address(*to) else {
                 warn!(%owner, %to, connections = tuples.len(), "no address known for the node serving these connections: not forwarded");
                 self.conns.unforwarded += tuples.len() as u64;
                 continue;
@@ -338,7 +327,7 @@ impl Io {
     /// once none is left, take the addresses off the loopback.
     async fn housekeeping(&mut self, node: &mut Node) {
         self.update_tee(node);
-        self.prime_neighbours().await;
+        self.prime_neighbours(node).await;
         let owners: Vec<NodeId> = self.serving.keys().copied().collect();
         for owner in owners {
             let now_live = self.registry.connections(owner);
@@ -409,7 +398,6 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
     raise_fd_limit();
     let base = Instant::now();
-    let now = || Time(base.elapsed().as_nanos() as u64);
     let net = Net::new()?;
     let iface = net.interface(&cfg.interface).await?;
     let Some(local) = iface.ipv4 else {
@@ -426,97 +414,20 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
             a.mac = iface.mac;
         }
     }
-    let boot_epoch = next_boot_epoch(&run_dir)?;
-    let seed =
-        base.elapsed().as_nanos() as u64 ^ (std::process::id() as u64) << 32 ^ boot_epoch as u64;
-    let mut node = Node::new(
-        Config {
-            cluster_id: cfg.cluster_id,
-            key: cfg.key.clone(),
-            ownership: ownership.clone(),
-            boot_epoch,
-            boot_wait: me.boot_wait,
-            expected_peers: cfg.peers_of(name),
-        },
-        now(),
-        seed,
-    );
-    info!(
-        node = name,
-        id = ownership.node_id.0,
-        boot_epoch,
-        "holdfastd started; announcing"
-    );
+    let mut node = start_node(&cfg, name, &ownership, &run_dir, base)?;
     let app = holdfast_proto::app::by_name(&ownership.application)
         .with_context(|| format!("unknown application {:?}", ownership.application))?;
-    // claim 8: snoop the connections of every group this node may assume: every owned address
-    // in the cluster, ours included (after a takeover and our return, another node may hold
-    // our group, and we back it up).
-    let snooper = if ownership.policy.snoop != holdfast_proto::policy::SnoopMode::None {
-        let services: Vec<(IpAddr, (u16, u16))> = cfg
-            .nodes
-            .values()
-            .flat_map(|n| {
-                n.ownership
-                    .addresses
-                    .iter()
-                    .map(|a| (a.addr, n.ownership.ports))
-            })
-            .collect();
-        let sn = Snooper::start(iface.index, services, app, cfg.group.port())
-            .context("start snooping")?;
-        sn.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_fetch_window(me.fetch_window);
-        Some(sn)
-    } else {
-        None
-    };
-    let owner_of: HashMap<IpAddr, NodeId> = cfg
-        .nodes
-        .values()
-        .flat_map(|n| {
-            n.ownership
-                .addresses
-                .iter()
-                .map(|a| (a.addr, n.ownership.node_id))
-        })
-        .collect();
-    // The guardian keeps the connections silent if this process dies (a crash).
-    let guardian = match crate::guardian::Guardian::spawn() {
-        Ok(g) => Some(g),
-        Err(e) => {
-            warn!("no guardian: a crash of holdfastd will close the connections: {e}");
-            None
+    let snooper = start_snooper(&cfg, &me, &iface, app)?;
+    let owner_of = owners(&cfg);
+    let registry = crate::app::Registry::new(serving_runtime()?, guardian(), owner_of.clone(), app);
+    let steer = clear_previous_run(&cfg, &net, &iface).await;
+    let tee = (ownership.policy.snoop == holdfast_proto::policy::SnoopMode::Forward).then(|| {
+        let mut t = crate::tee::Tee::new(&cfg.interface, iface.index, iface.mac);
+        if let Err(e) = t.reset() {
+            warn!("snoop = forward unavailable (nf_tables netdev dup): {e}");
         }
-    };
-    // The connections are served on a runtime of their own, on its own thread: however many
-    // there are, they never hold up this loop (and so our heartbeats).
-    let serving = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("the serving runtime")?;
-    let serving_handle = serving.handle().clone();
-    std::thread::Builder::new()
-        .name("holdfastd-serve".into())
-        .spawn(move || serving.block_on(std::future::pending::<()>()))
-        .context("the serving thread")?;
-    let registry = crate::app::Registry::new(serving_handle, guardian, owner_of.clone(), app);
-    // Whatever a previous run in this namespace left: forwarding rules, loopback addresses.
-    let mut steer = Steer::new(&cfg.interface, iface.index, iface.mac);
-    if let Err(e) = steer.reset() {
-        warn!("kernel forwarding unavailable (nf_tables netdev): {e}");
-    }
-    for n in cfg.nodes.values() {
-        for a in &n.ownership.addresses {
-            let _ = net.del_local(a.addr).await;
-        }
-        let _ = net.unroute_from(Io::vmac_table(n.ownership.node_id)).await;
-    }
-    if let Err(e) = netio::quiet_arp(&cfg.interface) {
-        warn!("{e:#}");
-    }
+        t
+    });
     let mut io = Io {
         base,
         registry: registry.clone(),
@@ -524,7 +435,6 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         iface,
         udp,
         group: cfg.group,
-        peers: BTreeMap::new(),
         me: me.clone(),
         me_iface_name: cfg.interface.clone(),
         app,
@@ -542,98 +452,27 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
             }
         },
         timing: None,
-        isolated: false,
         migrating: Default::default(),
-        peer_boots: BTreeMap::new(),
         senders: BTreeMap::new(),
         steer,
         forwards: BTreeMap::new(),
         serving: BTreeMap::new(),
         conns: ConnCounters::default(),
-        tee: (ownership.policy.snoop == holdfast_proto::policy::SnoopMode::Forward).then(|| {
-            let mut t = crate::tee::Tee::new(&cfg.interface, iface.index, iface.mac);
-            if let Err(e) = t.reset() {
-                warn!("snoop = forward unavailable (nf_tables netdev dup): {e}");
-            }
-            t
-        }),
+        tee,
         tee_dirty: true,
         tee_unknown: Default::default(),
         primed: BTreeMap::new(),
     };
-    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
-    netio::watch_link(iface.index, iface.running, link_tx)?;
     let sock_path = run_dir.join(STATUS_SOCKET);
     let _ = std::fs::remove_file(&sock_path);
     let status_listener =
         UnixListener::bind(&sock_path).with_context(|| sock_path.display().to_string())?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     crate::app::spawn_listeners(ownership.ports, registry)?;
-    // Every other thread exists by now (they keep the normal policy).
-    realtime_priority();
-    let mut buf = vec![0u8; 65536];
-    let mut chores = tokio::time::interval(Duration::from_millis(250));
-    chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Holes in the snooped copy are asked for within milliseconds: the holder keeps only the
-    // latest bytes of each connection.
-    let mut hole_check = tokio::time::interval(Duration::from_millis(5));
-    hole_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        apply(&mut node, &mut io, name, now()).await;
-        let deadline = node
-            .poll_timeout()
-            .map(|t| base + Duration::from_nanos(t.0))
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            // Datagrams first: after a freeze, the peers' queued heartbeats must be seen before
-            // our own expired timers declare them dead.
-            biased;
-            r = io.udp.recv_from(&mut buf) => {
-                let (n, from) = match r {
-                    Ok(x) => x,
-                    Err(e) => { warn!("recv: {e}"); continue; }
-                };
-                io.datagram(&mut node, &buf[..n], from);
-            }
-            _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(now()),
-            Some(up) = link_rx.recv() => {
-                info!(up, "cluster link {}", if up { "up" } else { "down" });
-                if !up {
-                    // Isolated: withdraw our addresses at once, so that nothing stale (a window
-                    // probe, an ARP request from the address) leaves this node when the link
-                    // returns while someone else may have taken them over. The core still holds
-                    // its groups; they come back when it is eligible again and not fenced.
-                    io.isolated = true;
-                    let held: Vec<NodeId> = node.held().keys().copied().collect();
-                    for owner in held {
-                        for a in record(&node, owner).map(|r| r.addresses.clone()).unwrap_or_default() {
-                            let _ = io.net.del_addr(a.addr).await;
-                        }
-                    }
-                }
-                node.handle_link_event(now(), up);
-            }
-            Ok((mut s, _)) = status_listener.accept() => {
-                let st = status(name, &node, now(), io.conn_counters());
-                let mut text = serde_json::to_string_pretty(&st).unwrap_or_default();
-                text.push('\n');
-                tokio::spawn(async move { let _ = s.write_all(text.as_bytes()).await; });
-            }
-            _ = chores.tick() => io.housekeeping(&mut node).await,
-            _ = hole_check.tick() => {
-                io.fetch_holes(&mut node);
-                if io.tee_dirty {
-                    io.update_tee(&node);
-                }
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-    }
+    event_loop(&mut node, &mut io, name, status_listener).await?;
     info!("shutting down: releasing and telling the peers");
-    node.command(now(), Command::Shutdown);
-    apply(&mut node, &mut io, name, now()).await;
+    let now = io.now();
+    node.command(now, Command::Shutdown);
+    apply(&mut node, &mut io, name, now).await;
     // Nothing of ours stays in the kernel: no forwarding, no address on the loopback.
     if let Err(e) = io.steer.reset() {
         warn!("removing the kernel forwarding: {e}");
@@ -645,4 +484,190 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     }
     let _ = std::fs::remove_file(&sock_path);
     Ok(())
+}
+
+/// The core for this boot: a boot epoch above every earlier one, a seed of its own.
+fn start_node(
+    cfg: &ClusterConfig,
+    name: &str,
+    ownership: &holdfast_proto::policy::Ownership,
+    run_dir: &Path,
+    base: Instant,
+) -> Result<Node> {
+    let boot_epoch = next_boot_epoch(run_dir)?;
+    let seed =
+        base.elapsed().as_nanos() as u64 ^ (std::process::id() as u64) << 32 ^ boot_epoch as u64;
+    let me = &cfg.nodes[name];
+    let node = Node::new(
+        Config {
+            cluster_id: cfg.cluster_id,
+            key: cfg.key.clone(),
+            ownership: ownership.clone(),
+            boot_epoch,
+            boot_wait: me.boot_wait,
+            expected_peers: cfg.peers_of(name),
+        },
+        Time(base.elapsed().as_nanos() as u64),
+        seed,
+    );
+    info!(
+        node = name,
+        id = ownership.node_id.0,
+        boot_epoch,
+        "holdfastd started; announcing"
+    );
+    Ok(node)
+}
+
+/// claim 8: snoop the connections of every group this node may assume: every owned address
+/// in the cluster, ours included (after a takeover and our return, another node may hold our
+/// group, and we back it up). `None` when the policy says not to snoop.
+fn start_snooper(
+    cfg: &ClusterConfig,
+    me: &NodeConfig,
+    iface: &IfInfo,
+    app: fn() -> Box<dyn App>,
+) -> Result<Option<Snooper>> {
+    if me.ownership.policy.snoop == holdfast_proto::policy::SnoopMode::None {
+        return Ok(None);
+    }
+    let services: Vec<(IpAddr, (u16, u16))> = cfg
+        .nodes
+        .values()
+        .flat_map(|n| {
+            n.ownership
+                .addresses
+                .iter()
+                .map(|a| (a.addr, n.ownership.ports))
+        })
+        .collect();
+    let sn =
+        Snooper::start(iface.index, services, app, cfg.group.port()).context("start snooping")?;
+    sn.table
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_fetch_window(me.fetch_window);
+    Ok(Some(sn))
+}
+
+/// Every owned address in the cluster, and its owner.
+fn owners(cfg: &ClusterConfig) -> HashMap<IpAddr, NodeId> {
+    cfg.nodes
+        .values()
+        .flat_map(|n| {
+            n.ownership
+                .addresses
+                .iter()
+                .map(|a| (a.addr, n.ownership.node_id))
+        })
+        .collect()
+}
+
+/// The guardian keeps the connections silent if this process dies (a crash).
+fn guardian() -> Option<crate::guardian::Guardian> {
+    match crate::guardian::Guardian::spawn() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            warn!("no guardian: a crash of holdfastd will close the connections: {e}");
+            None
+        }
+    }
+}
+
+/// The connections are served on a runtime of their own, on its own thread: however many
+/// there are, they never hold up the protocol loop (and so our heartbeats).
+fn serving_runtime() -> Result<tokio::runtime::Handle> {
+    let serving = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("the serving runtime")?;
+    let handle = serving.handle().clone();
+    std::thread::Builder::new()
+        .name("holdfastd-serve".into())
+        .spawn(move || serving.block_on(std::future::pending::<()>()))
+        .context("the serving thread")?;
+    Ok(handle)
+}
+
+/// Removes whatever a previous run in this namespace left (forwarding rules, loopback
+/// addresses, `vmac` routing tables) and keeps the interface quiet about addresses it does not
+/// hold. Returns the forwarding, empty.
+async fn clear_previous_run(cfg: &ClusterConfig, net: &Net, iface: &IfInfo) -> Steer {
+    let mut steer = Steer::new(&cfg.interface, iface.index, iface.mac);
+    if let Err(e) = steer.reset() {
+        warn!("kernel forwarding unavailable (nf_tables netdev): {e}");
+    }
+    for n in cfg.nodes.values() {
+        for a in &n.ownership.addresses {
+            let _ = net.del_local(a.addr).await;
+        }
+        let _ = net.unroute_from(Io::vmac_table(n.ownership.node_id)).await;
+    }
+    if let Err(e) = netio::quiet_arp(&cfg.interface) {
+        warn!("{e:#}");
+    }
+    steer
+}
+
+/// The protocol loop, until SIGTERM or SIGINT: datagrams, timers, link events, status
+/// requests and the periodic chores in; the core's actions out after each.
+async fn event_loop(
+    node: &mut Node,
+    io: &mut Io,
+    name: &str,
+    status_listener: UnixListener,
+) -> Result<()> {
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+    netio::watch_link(io.iface.index, io.iface.running, link_tx)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // Every other thread exists by now (they keep the normal policy).
+    realtime_priority();
+    let mut buf = vec![0u8; 65536];
+    let mut chores = tokio::time::interval(Duration::from_millis(250));
+    chores.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Holes in the snooped copy are asked for within milliseconds: the holder keeps only the
+    // latest bytes of each connection.
+    let mut hole_check = tokio::time::interval(Duration::from_millis(5));
+    hole_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = io.now();
+        apply(node, io, name, now).await;
+        let deadline = node
+            .poll_timeout()
+            .map(|t| io.base + Duration::from_nanos(t.0))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            // Datagrams first: after a freeze, the peers' queued heartbeats must be seen before
+            // our own expired timers declare them dead.
+            biased;
+            r = io.udp.recv_from(&mut buf) => {
+                let (n, from) = match r {
+                    Ok(x) => x,
+                    Err(e) => { warn!("recv: {e}"); continue; }
+                };
+                io.datagram(node, &buf[..n], from);
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => node.handle_timeout(io.now()),
+            Some(up) = link_rx.recv() => {
+                info!(up, "cluster link {}", if up { "up" } else { "down" });
+                node.handle_link_event(io.now(), up);
+            }
+            Ok((mut s, _)) = status_listener.accept() => {
+                let st = status(name, node, io.now(), io.conn_counters());
+                let mut text = serde_json::to_string_pretty(&st).unwrap_or_default();
+                text.push('\n');
+                tokio::spawn(async move { let _ = s.write_all(text.as_bytes()).await; });
+            }
+            _ = chores.tick() => io.housekeeping(node).await,
+            _ = hole_check.tick() => {
+                io.fetch_holes(node);
+                if io.tee_dirty {
+                    io.update_tee(node);
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
 }

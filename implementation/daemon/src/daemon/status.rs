@@ -6,8 +6,6 @@ use holdfast_proto::node::Node;
 use holdfast_proto::time::Time;
 use serde::Serialize;
 
-use super::record;
-
 /// The status socket's file name in the run directory.
 pub const STATUS_SOCKET: &str = "holdfastd.sock";
 
@@ -203,7 +201,8 @@ pub(super) fn status(name: &str, node: &Node, now: Time, conns: ConnCounters) ->
                 epoch: g.epoch.counter,
                 holder: g.epoch.holder.0,
                 held_here: node.held().contains_key(o),
-                addresses: record(node, *o)
+                addresses: node
+                    .ownership_of(*o)
                     .map(|r| {
                         r.addresses
                             .iter()

@@ -5,15 +5,19 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use holdfast_proto::flow::Lost;
+use holdfast_proto::flow::{Lost, Snapshot};
 use holdfast_proto::node::{Action, Node};
 use holdfast_proto::policy::{ArpPolicy, NodeId, OwnedAddress};
+use holdfast_proto::share::Part;
 use holdfast_proto::wire::FourTuple;
 use tracing::{debug, info, warn};
 
-use super::{Io, TakeoverTiming, record};
+use super::{Io, TakeoverTiming};
 use crate::arp::announce_frame;
 use crate::repair::{self, Repaired};
+
+/// The snooper's flow table, shared with its thread.
+type Table = std::sync::Arc<std::sync::Mutex<holdfast_proto::flow::FlowTable>>;
 
 /// Connections restored between two turns of the protocol during a takeover (about 5 ms).
 const RESTORE_CHUNK: usize = 512;
@@ -46,16 +50,6 @@ type Live = (
     std::io::Result<(std::net::TcpStream, Vec<u8>)>,
 );
 
-/// Which of a failed owner's connections a takeover re-creates.
-pub(super) enum Part {
-    /// All of them.
-    All,
-    /// Share `index` of `of` (`spread`); share 0 splits and forwards the others.
-    Share(u16, u16),
-    /// Exactly these (a `spread` share granted as a list).
-    Listed(std::collections::BTreeSet<FourTuple>),
-}
-
 impl Io {
     /// Counts and logs a connection this node gives up on: it will be reset by whoever meets
     /// it next. Never silent.
@@ -75,7 +69,7 @@ impl Io {
         let held: Vec<(NodeId, holdfast_proto::policy::Epoch)> =
             node.held().iter().map(|(o, e)| (*o, *e)).collect();
         for (owner, epoch) in held {
-            let Some(rec) = record(node, owner) else {
+            let Some(rec) = node.ownership_of(owner) else {
                 continue;
             };
             let addrs: Vec<IpAddr> = rec.addresses.iter().map(|a| a.addr).collect();
@@ -100,7 +94,7 @@ impl Io {
         let Some(sn) = &self.snooper else {
             return;
         };
-        match holdfast_proto::flow::Snapshot::from_conn_state(state) {
+        match Snapshot::from_conn_state(state) {
             Some(snap) => {
                 let bytes = (state.unacked.len() + state.checkpoint.len()) as u64;
                 debug!(%from, local = %snap.tuple.local, remote = %snap.tuple.remote, bytes, "CONN-STATE adopted");
@@ -120,9 +114,9 @@ impl Io {
     /// until then); only then is the snapshot taken. Nothing reaches the new sockets before the
     /// address exists, so the snapshot is final.
     ///
-    /// Under `spread` (`share` is `(index, of)`), only this node's share is re-created. The
-    /// node with share 0 also holds the addresses and forwards every other share `k` to
-    /// `shares[k]`; the others announce nothing.
+    /// Under `spread`, only this node's part is re-created. The node with share 0 also holds
+    /// the addresses, has the core split the connections, and forwards every other share `k`
+    /// to `shares[k]`; the others announce nothing.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn assume(
         &mut self,
@@ -138,7 +132,7 @@ impl Io {
             return;
         };
         let t0 = Instant::now();
-        let announce = matches!(part, Part::All | Part::Share(0, _));
+        let announce = part.with_addresses();
         let ips: Vec<IpAddr> = addrs.iter().map(|a| a.addr).collect();
         // Nothing to quiesce (at boot, or a group without connections): no early announcement
         // and no wait. Announcing an address before it exists only pays when there are
@@ -146,26 +140,63 @@ impl Io {
         // before the address and be dropped (a new client then waits a second for its SYN
         // timer), and the wait holds up the event loop, and our heartbeats, for nothing.
         let idle = !table.lock().unwrap_or_else(|e| e.into_inner()).tracks(&ips);
-        if arp != ArpPolicy::None && announce && !idle {
-            let mac = if arp == ArpPolicy::Vmac {
-                addrs.first().map_or(self.iface.mac, |a| a.mac)
-            } else {
-                self.iface.mac
-            };
-            if let Ok(sender) = self.sender(self.iface.index) {
-                for a in addrs {
-                    let _ = sender.send(&announce_frame(mac, a.addr));
-                }
+        if !idle {
+            if announce && arp != ArpPolicy::None {
+                self.announce_early(addrs, arp);
+            }
+            self.quiesce(node, deferred, &table).await;
+        }
+        self.wait_for_table(node, deferred).await;
+        let quiesced = Instant::now();
+        let (snaps, lost) = self.take_snapshots(&table, owner, &ips, announce);
+        let (snaps, lost) = self
+            .select_part(node, owner, part, shares, snaps, lost)
+            .await;
+        for l in &lost {
+            // Deliberately not re-created: the client's next segment meets no socket and is
+            // reset. Never corrupted silently.
+            let (state, reason) = (l.state.name(), l.reason.name());
+            self.lose(&l.tuple, state, reason, "cannot be made whole");
+        }
+        let snapped = Instant::now();
+        self.restore_all(node, deferred, &table, owner, &snaps)
+            .await;
+        let restored = Instant::now();
+        info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
+        self.timing = Some((
+            snapped,
+            TakeoverTiming {
+                connections: snaps.len(),
+                quiesce_us: (quiesced - t0).as_micros() as u64,
+                snapshot_us: (snapped - quiesced).as_micros() as u64,
+                restore_us: (restored - snapped).as_micros() as u64,
+                to_live_us: 0,
+            },
+        ));
+    }
+
+    /// Announces the addresses before they exist, so that the clients' segments come here.
+    fn announce_early(&mut self, addrs: &[OwnedAddress], arp: ArpPolicy) {
+        let mac = if arp == ArpPolicy::Vmac {
+            addrs.first().map_or(self.iface.mac, |a| a.mac)
+        } else {
+            self.iface.mac
+        };
+        if let Ok(sender) = self.sender(self.iface.index) {
+            for a in addrs {
+                let _ = sender.send(&announce_frame(mac, a.addr));
             }
         }
+    }
+
+    /// Waits, in `settle` steps with the protocol kept running, until the old owner's side has
+    /// sent nothing for a step (at most four steps, and never longer than a heartbeat).
+    async fn quiesce(&mut self, node: &mut Node, deferred: &mut VecDeque<Action>, table: &Table) {
         let step = self.me.settle;
         let cap = Duration::from_millis(self.me.ownership.policy.heartbeat_ms as u64).min(step * 4);
         let server_segments = || table.lock().map(|t| t.server_segments).unwrap_or(0);
         let mut waited = Duration::ZERO;
         loop {
-            if idle {
-                break;
-            }
             let before = server_segments();
             tokio::time::sleep(step).await;
             self.keep_alive(node, deferred).await;
@@ -174,10 +205,13 @@ impl Io {
                 break;
             }
         }
-        // The table must hold everything that reached us: the frames the snooper has not read
-        // yet, and the holders' CONN-STATEs still being adopted.
-        // Waited for in short steps with the protocol kept running between them, so that a
-        // busy machine never makes the peers declare this node dead meanwhile.
+    }
+
+    /// The table must hold everything that reached us: the frames the snooper has not read
+    /// yet, and the holders' CONN-STATEs still being adopted. Waited for in short steps with
+    /// the protocol kept running between them, so that a busy machine never makes the peers
+    /// declare this node dead meanwhile.
+    async fn wait_for_table(&mut self, node: &mut Node, deferred: &mut VecDeque<Action>) {
         let mut waited = Duration::ZERO;
         while let Some(sn) = self.snooper.as_ref() {
             let step = Duration::from_millis(5);
@@ -193,11 +227,23 @@ impl Io {
             }
             self.keep_alive(node, deferred).await;
         }
-        let quiesced = Instant::now();
+    }
+
+    /// Takes the group's connections out of the snooped table: the snapshots to re-create and
+    /// the connections that cannot be, leaving out those this node serves already. The SYNs
+    /// the old owner never answered wait to be replayed once the address exists (only by the
+    /// node that takes the address: the others' sockets would answer for it).
+    fn take_snapshots(
+        &mut self,
+        table: &Table,
+        owner: NodeId,
+        ips: &[IpAddr],
+        announce: bool,
+    ) -> (Vec<Snapshot>, Vec<Lost>) {
         let taken = table
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take_over(&ips);
+            .take_over(ips);
         // A connection this node serves already (it drains here after a `new-connections`
         // failback, or a peer was declared dead twice) needs no restore: its socket is here
         // and live, and a second one for the same four-tuple cannot exist.
@@ -221,100 +267,83 @@ impl Io {
             .into_iter()
             .filter(|l| !here.contains(&l.tuple))
             .collect();
-        // The SYNs the old owner never answered are replayed once we have the address (only
-        // by the node that takes the address: the others' sockets would answer for it).
         if announce {
             self.syns.extend(taken.syns.into_iter().map(|p| (owner, p)));
         }
-        self.assuming.insert(owner, (ips.clone(), announce));
-        let (snaps, lost) = match part {
-            Part::All => (snaps, lost),
-            Part::Share(0, of) if of > 1 => {
-                // We split: every `of`-th connection in sorted order to each share, so that the
-                // split is even; the other nodes are granted exactly their lists. Lists too long
-                // for one datagram: by hash instead, which every node computes alike.
-                let mut all: Vec<FourTuple> = snaps.iter().map(|s| s.tuple).collect();
-                all.sort();
-                let mut lists = vec![Vec::new(); of as usize];
-                for (rank, t) in all.into_iter().enumerate() {
-                    lists[rank % of as usize].push(t);
+        self.assuming.insert(owner, (ips.to_vec(), announce));
+        (snaps, lost)
+    }
+
+    /// This node's part of the connections. As the `spread` holder (share 0 of several), the
+    /// core splits them; we keep share 0, forward the others, and count as lost whatever
+    /// share 0 cannot keep (connections in no list belong to it).
+    async fn select_part(
+        &mut self,
+        node: &mut Node,
+        owner: NodeId,
+        part: Part,
+        shares: &[NodeId],
+        snaps: Vec<Snapshot>,
+        lost: Vec<Lost>,
+    ) -> (Vec<Snapshot>, Vec<Lost>) {
+        if let Part::Share { index: 0, of } = part
+            && of > 1
+        {
+            let tuples: Vec<FourTuple> = snaps.iter().map(|s| s.tuple).collect();
+            let split = node.assign(owner, of, &tuples);
+            let (mine, others): (Vec<_>, Vec<_>) = snaps
+                .into_iter()
+                .partition(|s| split.share_of(&s.tuple) == 0);
+            for s in &others {
+                if let Some(to) = shares.get(split.share_of(&s.tuple) as usize) {
+                    self.forwards.entry((owner, *to)).or_default().push(s.tuple);
                 }
-                let listed = lists
-                    .iter()
-                    .all(|l| l.len() <= holdfast_proto::node::DRAIN_MAX);
-                let share_of = |t: &FourTuple| -> usize {
-                    if listed {
-                        lists
-                            .iter()
-                            .position(|l| l.binary_search(t).is_ok())
-                            .unwrap_or(0)
-                    } else {
-                        t.share(of) as usize
-                    }
-                };
-                let (mine, others): (Vec<_>, Vec<_>) =
-                    snaps.into_iter().partition(|s| share_of(&s.tuple) == 0);
-                for s in &others {
-                    if let Some(to) = shares.get(share_of(&s.tuple)) {
-                        self.forwards.entry((owner, *to)).or_default().push(s.tuple);
-                    }
-                }
-                info!(%owner, mine = mine.len(), forwarded = others.len(), listed, "spread: forwarding the other shares");
-                self.apply_forwards().await;
-                node.assigned(owner, listed.then_some(lists));
-                let lost: Vec<Lost> = lost
-                    .into_iter()
-                    .filter(|l| l.tuple.share(of) == 0)
-                    .collect();
-                (mine, lost)
             }
-            Part::Share(index, of) => {
-                let mine: Vec<_> = snaps
-                    .into_iter()
-                    .filter(|s| s.tuple.share(of) == index)
-                    .collect();
-                let lost: Vec<Lost> = lost
-                    .into_iter()
-                    .filter(|l| l.tuple.share(of) == index)
-                    .collect();
-                (mine, lost)
-            }
-            Part::Listed(list) => {
-                let lost: Vec<Lost> = lost
-                    .into_iter()
-                    .filter(|l| list.contains(&l.tuple))
-                    .collect();
-                let mine: Vec<_> = snaps
-                    .into_iter()
-                    .filter(|s| list.contains(&s.tuple))
-                    .collect();
-                // Granted connections we never saw at all cannot be made whole either.
-                for t in list.iter().filter(|t| {
-                    !mine.iter().any(|s| s.tuple == **t) && !lost.iter().any(|l| l.tuple == **t)
-                }) {
-                    self.lose(
-                        t,
-                        "UNKNOWN",
-                        "never_seen",
-                        "granted, but never snooped here",
-                    );
-                }
-                (mine, lost)
-            }
-        };
-        for l in &lost {
-            // Deliberately not re-created: the client's next segment meets no socket and is
-            // reset. Never corrupted silently.
-            self.lose(
-                &l.tuple,
-                l.state.name(),
-                l.reason.name(),
-                "cannot be made whole",
-            );
+            info!(%owner, mine = mine.len(), forwarded = others.len(), listed = split.lists.is_some(), "spread: forwarding the other shares");
+            self.apply_forwards(node).await;
+            let lost = lost
+                .into_iter()
+                .filter(|l| split.share_of(&l.tuple) == 0)
+                .collect();
+            return (mine, lost);
         }
-        let snapped = Instant::now();
-        // In chunks, each split over two threads (the kernel work for distinct sockets runs in
-        // parallel), with the protocol kept running between chunks.
+        let lost: Vec<Lost> = lost
+            .into_iter()
+            .filter(|l| part.includes(&l.tuple))
+            .collect();
+        let mine: Vec<Snapshot> = snaps
+            .into_iter()
+            .filter(|s| part.includes(&s.tuple))
+            .collect();
+        if let Part::Listed(list) = &part {
+            // Granted connections we never saw at all cannot be made whole either.
+            let known: std::collections::HashSet<FourTuple> = mine
+                .iter()
+                .map(|s| s.tuple)
+                .chain(lost.iter().map(|l| l.tuple))
+                .collect();
+            for t in list.iter().filter(|t| !known.contains(t)) {
+                self.lose(
+                    t,
+                    "UNKNOWN",
+                    "never_seen",
+                    "granted, but never snooped here",
+                );
+            }
+        }
+        (mine, lost)
+    }
+
+    /// Restores the snapshots in chunks, each split over two threads (the kernel work for
+    /// distinct sockets runs in parallel), with the protocol kept running between chunks.
+    async fn restore_all(
+        &mut self,
+        node: &mut Node,
+        deferred: &mut VecDeque<Action>,
+        table: &Table,
+        owner: NodeId,
+        snaps: &[Snapshot],
+    ) {
         for chunk in snaps.chunks(RESTORE_CHUNK) {
             let mut results = in_two_halves(chunk.iter().collect(), repair::restore);
             results.resize_with(chunk.len(), || {
@@ -341,18 +370,6 @@ impl Io {
                 self.keep_alive(node, deferred).await;
             }
         }
-        let restored = Instant::now();
-        info!(%owner, restored = snaps.len(), lost = lost.len(), elapsed_us = t0.elapsed().as_micros() as u64, "connections re-created in repair mode");
-        self.timing = Some((
-            snapped,
-            TakeoverTiming {
-                connections: snaps.len(),
-                quiesce_us: (quiesced - t0).as_micros() as u64,
-                snapshot_us: (snapped - quiesced).as_micros() as u64,
-                restore_us: (restored - snapped).as_micros() as u64,
-                to_live_us: 0,
-            },
-        ));
     }
 
     /// Waits until the snooper has read every frame queued so far (at most 50 ms), so that

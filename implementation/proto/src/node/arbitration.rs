@@ -12,15 +12,23 @@ use crate::wire::{
 use super::*;
 
 impl Node {
-    /// The IO layer has split `owner`'s connections into shares (`spread`, as the node with
-    /// share 0 and the addresses): share `k` goes to the `k`-th node of
-    /// [`Action::AssumeConnections`]'s `shares`, which is granted exactly that list. `None`
-    /// when the lists do not fit a datagram: shares then go by [`FourTuple::share`].
-    pub fn assigned(&mut self, owner: NodeId, shares: Option<Vec<Vec<FourTuple>>>) {
+    /// The IO layer, as the node with share 0 and the addresses under `spread`, has taken
+    /// `owner`'s connections (`connections`, those it can re-create): the core splits them into
+    /// `of` shares ([`crate::share::split`]) and grants every other share its list. Share `k`
+    /// goes to the `k`-th node of [`Action::AssumeConnections`]'s `shares`; the IO layer
+    /// re-creates share 0, forwards the others, and reports as lost whatever share 0 cannot
+    /// keep ([`crate::share::Split::share_of`]).
+    pub fn assign(
+        &mut self,
+        owner: NodeId,
+        of: u16,
+        connections: &[FourTuple],
+    ) -> crate::share::Split {
+        let split = crate::share::split(connections, of);
         if !self.held.contains_key(&owner) {
-            return;
+            return split;
         }
-        self.assignments.insert(owner, shares);
+        self.assignments.insert(owner, split.lists.clone());
         let waiting: Vec<_> = self
             .awaiting
             .iter()
@@ -31,6 +39,7 @@ impl Node {
         for (owner, from, request_id, index) in waiting {
             self.grant_share(owner, from, request_id, index);
         }
+        split
     }
 
     pub(super) fn grant_share(&mut self, owner: NodeId, from: NodeId, request_id: u32, index: u16) {

@@ -1,7 +1,7 @@
 //! Ownership and epochs: who holds each group, fencing a lower epoch, re-asserting over a gone
 //! holder, and whether a group is orphaned.
 
-use crate::policy::{ArpPolicy, Epoch, NodeId, OwnedAddress, Ownership};
+use crate::policy::{ArpPolicy, Epoch, NodeId, OwnedAddress};
 use crate::wire::{Body, Scope, TakeoverNotice};
 
 use super::*;
@@ -119,14 +119,6 @@ impl Node {
                 addresses,
             }),
         );
-    }
-
-    pub(super) fn ownership_of(&self, owner: NodeId) -> Option<&Ownership> {
-        if owner == self.id() {
-            Some(&self.cfg.ownership)
-        } else {
-            self.members.get(&owner).and_then(|m| m.ownership.as_ref())
-        }
     }
 
     pub(super) fn addresses_of(&self, owner: NodeId) -> Vec<OwnedAddress> {

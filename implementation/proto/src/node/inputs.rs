@@ -11,9 +11,10 @@ use crate::wire::{Announce, Body, FLAG_LEAVING, Heard, Holding, Scope};
 use super::*;
 
 impl Node {
-    /// A datagram arrived. Anything malformed, forged, replayed or foreign is dropped and
-    /// counted; nothing here panics on input.
-    pub fn handle_datagram(&mut self, now: Time, data: &[u8]) {
+    /// A datagram arrived from `from`. Anything malformed, forged, replayed or foreign is
+    /// dropped and counted; nothing here panics on input. The source of an accepted datagram is
+    /// where its sender is answered ([`Node::peer_address`]); a rejected one teaches nothing.
+    pub fn handle_datagram(&mut self, now: Time, from: std::net::SocketAddr, data: &[u8]) {
         let msg = match auth::open(data, &self.cfg.key, self.cfg.cluster_id) {
             Ok(m) => m,
             Err(r) => return self.drop_msg(r),
@@ -33,6 +34,7 @@ impl Node {
             Err(r) => return self.drop_msg(r),
         };
         *self.stats.received.entry(msg.body.msg_type()).or_default() += 1;
+        self.addresses.insert(msg.sender, from);
         if !newest {
             // Overtaken by later datagrams: its flags are old news; only its body counts.
             return self.order_free(now, msg.sender, msg.body);
@@ -299,6 +301,15 @@ impl Node {
             return;
         }
         self.link_up = up;
+        if !up && !self.held.is_empty() {
+            self.withdrawn = true;
+            let held: Vec<NodeId> = self.held.keys().copied().collect();
+            for owner in held {
+                let addresses = self.addresses_of(owner);
+                self.actions
+                    .push_back(Action::WithdrawAddress { owner, addresses });
+            }
+        }
         if up {
             // Re-synchronise before assuming anything: solicit, and wait as at boot.
             self.eligible = false;

@@ -114,6 +114,13 @@ impl Node {
                 node: from,
                 boot_epoch: msg.boot_epoch,
             }));
+            // Only a peer that (re)booted lacks our connections: one that was merely out of
+            // touch (declared dead, then heard again) kept snooping them.
+            if self.synced.insert(from, msg.boot_epoch) != Some(msg.boot_epoch)
+                && !self.held.is_empty()
+            {
+                self.actions.push_back(Action::SyncPeer { peer: from });
+            }
             if self.stepped_down {
                 // Back in touch: re-synchronise as at boot before assuming anything.
                 self.stepped_down = false;
@@ -153,6 +160,21 @@ impl Node {
         self.eligible = true;
         self.timers[Timer::BootWait as usize] = None;
         self.actions.push_back(Action::Event(Event::Eligible));
+        if std::mem::take(&mut self.withdrawn) {
+            // Back on the link and re-synchronised: whatever we still hold (nobody fenced us),
+            // we answer for again.
+            let held: Vec<NodeId> = self.held.keys().copied().collect();
+            for owner in held {
+                if let Some(o) = self.ownership_of(owner) {
+                    let (addresses, arp) = (o.addresses.clone(), o.arp);
+                    self.actions.push_back(Action::ReinstateAddress {
+                        owner,
+                        addresses,
+                        arp,
+                    });
+                }
+            }
+        }
         self.evaluate_all(now);
         self.maybe_reclaim(now);
     }

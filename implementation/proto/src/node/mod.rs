@@ -1,6 +1,6 @@
 //! The sans-IO node state machine.
 //!
-//! Read [`Node`] first: feed it datagrams ([`Node::handle_datagram`]), timeouts
+//! Read [`Node`] first: feed it datagrams with their source ([`Node::handle_datagram`]), timeouts
 //! ([`Node::handle_timeout`]), link events and commands, each with `now`; then drain
 //! [`Node::poll_action`] and arm a timer for [`Node::poll_timeout`]. It never reads a clock,
 //! opens a socket or draws an unseeded random number.
@@ -258,6 +258,35 @@ pub enum Action {
         /// The bytes.
         fetched: Fetched,
     },
+    /// The cluster link went down: take the addresses off the interface at once, so that
+    /// nothing stale (a window probe, an ARP request from the address) leaves this node when
+    /// the link returns while another node may have taken them over. The group stays held:
+    /// [`Action::ReinstateAddress`] follows once this node is eligible again, unless a higher
+    /// epoch fenced it meanwhile ([`Action::ReleaseAddress`] then).
+    WithdrawAddress {
+        /// Whose group.
+        owner: NodeId,
+        /// The addresses.
+        addresses: Vec<OwnedAddress>,
+    },
+    /// Back on the link and re-synchronised, still holding a withdrawn group: put its
+    /// addresses back and announce them.
+    ReinstateAddress {
+        /// Whose group.
+        owner: NodeId,
+        /// The addresses and their MACs.
+        addresses: Vec<OwnedAddress>,
+        /// How to announce.
+        arp: ArpPolicy,
+    },
+    /// `peer` booted (first heard, or with a new boot epoch) and lacks the connections of the
+    /// groups this node holds: send it each live connection's state ([`Node::conn_state`]), so
+    /// that it can back them up although it never saw their handshakes. A peer that was only
+    /// out of touch kept snooping them and is not synced again.
+    SyncPeer {
+        /// The peer.
+        peer: NodeId,
+    },
     /// Something worth logging.
     Event(Event),
 }
@@ -372,6 +401,9 @@ pub struct Node {
     booted: Time,
     eligible: bool,
     link_up: bool,
+    /// The link went down while we held groups: their addresses were withdrawn
+    /// ([`Action::WithdrawAddress`]) and come back once we are eligible again.
+    withdrawn: bool,
     /// It heard nobody while the cluster has a witness, and let go of what it held: a minority
     /// of one assumes nothing until it hears a peer again.
     stepped_down: bool,
@@ -381,6 +413,10 @@ pub struct Node {
     /// window since then, their silence proves nothing: what they sent may still be unread.
     resumed: Time,
     members: BTreeMap<NodeId, Member>,
+    /// Where each peer's authenticated datagrams come from (the address to answer it at).
+    addresses: BTreeMap<NodeId, std::net::SocketAddr>,
+    /// Each peer's boot epoch when it was last sent our connections ([`Action::SyncPeer`]).
+    synced: BTreeMap<NodeId, u32>,
     groups: BTreeMap<NodeId, GroupView>,
     held: BTreeMap<NodeId, Epoch>,
     shares: BTreeMap<NodeId, (Epoch, Scope)>,
@@ -388,7 +424,7 @@ pub struct Node {
     /// Grants given, per group: to whom, until when.
     granted: BTreeMap<NodeId, (NodeId, Scope, Time)>,
     /// Under `spread`, per group we hold: the connections of each share as the IO layer split
-    /// them (`None`: too many to list; shares go by hash), once it has ([`Node::assigned`]).
+    /// them (`None`: too many to list; shares go by hash), once it has ([`Node::assign`]).
     assignments: BTreeMap<NodeId, Option<Vec<Vec<FourTuple>>>>,
     /// Share requests that arrived before the split: (group, requester, request id, index).
     awaiting: Vec<(NodeId, NodeId, u32, u16)>,
@@ -421,10 +457,13 @@ impl Node {
             booted: now,
             eligible: false,
             link_up: true,
+            withdrawn: false,
             stepped_down: false,
             leaving: false,
             resumed: Time::default(),
             members: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            synced: BTreeMap::new(),
             groups: BTreeMap::new(),
             held: BTreeMap::new(),
             shares: BTreeMap::new(),
@@ -493,6 +532,32 @@ impl Node {
     /// The membership table.
     pub fn members(&self) -> &BTreeMap<NodeId, Member> {
         &self.members
+    }
+
+    /// Where peer `id`'s authenticated datagrams last came from: the address for a
+    /// [`Dest::Node`] send (`None` until one arrived).
+    pub fn peer_address(&self, id: NodeId) -> Option<std::net::SocketAddr> {
+        self.addresses.get(&id).copied()
+    }
+
+    /// Every peer's address, as [`Node::peer_address`] gives them.
+    pub fn peer_addresses(&self) -> &BTreeMap<NodeId, std::net::SocketAddr> {
+        &self.addresses
+    }
+
+    /// Whether this node's addresses are withdrawn because its link went down
+    /// ([`Action::WithdrawAddress`]), until it is eligible again.
+    pub fn withdrawn(&self) -> bool {
+        self.withdrawn
+    }
+
+    /// The ownership record of `owner`'s group: ours, or the one its latest ANNOUNCE carried.
+    pub fn ownership_of(&self, owner: NodeId) -> Option<&Ownership> {
+        if owner == self.id() {
+            Some(&self.cfg.ownership)
+        } else {
+            self.members.get(&owner).and_then(|m| m.ownership.as_ref())
+        }
     }
 
     /// The newest epoch known for each group.

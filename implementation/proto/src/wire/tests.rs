@@ -43,18 +43,46 @@ fn tuple() -> FourTuple {
     }
 }
 
+fn tuple_v6() -> FourTuple {
+    FourTuple {
+        local: "[2001:db8::10]:7".parse().unwrap(),
+        remote: "[2001:db8::100]:40000".parse().unwrap(),
+    }
+}
+
+const EPOCH: Epoch = Epoch {
+    counter: 7,
+    holder: NodeId(2),
+};
+
+const HOLDING: Holding = Holding {
+    owner: NodeId(1),
+    epoch: EPOCH,
+    holder_boot: 42,
+};
+
 /// One message of every type, with every optional part present.
 pub(crate) fn samples() -> Vec<Message> {
-    let e = Epoch {
-        counter: 7,
-        holder: NodeId(2),
-    };
-    let h = Holding {
-        owner: NodeId(1),
-        epoch: e,
-        holder_boot: 42,
-    };
-    let bodies = vec![
+    membership_bodies()
+        .into_iter()
+        .chain(arbitration_bodies())
+        .chain(transfer_bodies())
+        .enumerate()
+        .map(|(i, body)| Message {
+            flags: FLAG_ELIGIBLE,
+            cluster: 0x4846_0001,
+            sender: NodeId(2),
+            boot_epoch: 42,
+            seq: 100 + i as u64,
+            body,
+        })
+        .collect()
+}
+
+/// ANNOUNCE, SOLICIT and HEARTBEAT.
+fn membership_bodies() -> Vec<Body> {
+    let h = HOLDING;
+    vec![
         Body::Announce(Announce {
             ownership: ownership(),
             holdings: vec![h],
@@ -82,6 +110,13 @@ pub(crate) fn samples() -> Vec<Message> {
                 age_ms: 12,
             }],
         },
+    ]
+}
+
+/// ASSUME-REQUEST, -GRANT and -DENY, TAKEOVER-NOTICE, HANDBACK and RECLAIM.
+fn arbitration_bodies() -> Vec<Body> {
+    let (e, h) = (EPOCH, HOLDING);
+    vec![
         Body::AssumeRequest(AssumeRequest {
             owner: NodeId(1),
             request_id: 0xdead_beef,
@@ -116,30 +151,28 @@ pub(crate) fn samples() -> Vec<Message> {
             generation: 3,
             part: 1,
             parts: 2,
-            draining: vec![FourTuple {
-                local: "198.18.0.10:7".parse().unwrap(),
-                remote: "198.18.0.100:40000".parse().unwrap(),
-            }],
+            draining: vec![tuple()],
         }),
         Body::Reclaim(Reclaim {
             owner: NodeId(1),
             held: e,
         }),
+    ]
+}
+
+/// FETCH, FETCHED and CONN-STATE.
+fn transfer_bodies() -> Vec<Body> {
+    let e = EPOCH;
+    vec![
         Body::Fetch(Fetch {
             owner: NodeId(1),
-            tuple: FourTuple {
-                local: "198.18.0.10:7".parse().unwrap(),
-                remote: "198.18.0.100:40000".parse().unwrap(),
-            },
+            tuple: tuple(),
             seq: 0xfffffff0,
             len: 4096,
         }),
         Body::Fetched(Fetched {
             owner: NodeId(1),
-            tuple: FourTuple {
-                local: "[2001:db8::10]:7".parse().unwrap(),
-                remote: "[2001:db8::100]:40000".parse().unwrap(),
-            },
+            tuple: tuple_v6(),
             seq: 77,
             gone: false,
             data: b"missing bytes".to_vec(),
@@ -148,10 +181,7 @@ pub(crate) fn samples() -> Vec<Message> {
             head: ConnState {
                 owner: NodeId(1),
                 epoch: e,
-                tuple: Some(FourTuple {
-                    local: "[2001:db8::10]:7".parse().unwrap(),
-                    remote: "[2001:db8::100]:40000".parse().unwrap(),
-                }),
+                tuple: Some(tuple_v6()),
                 snd_una: 1000,
                 snd_nxt: 1010,
                 rcv_nxt: 5000,
@@ -174,19 +204,7 @@ pub(crate) fn samples() -> Vec<Message> {
             offset: 8,
             chunk: b"89\x01\x02".to_vec(),
         })),
-    ];
-    bodies
-        .into_iter()
-        .enumerate()
-        .map(|(i, body)| Message {
-            flags: FLAG_ELIGIBLE,
-            cluster: 0x4846_0001,
-            sender: NodeId(2),
-            boot_epoch: 42,
-            seq: 100 + i as u64,
-            body,
-        })
-        .collect()
+    ]
 }
 
 #[test]

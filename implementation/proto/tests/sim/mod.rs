@@ -66,6 +66,27 @@ pub enum Trace {
         to: Dest,
         len: usize,
     },
+    /// The node's link went down while it held `owner`'s group: addresses off.
+    Withdraw {
+        node: NodeId,
+        owner: NodeId,
+    },
+    /// Back and still holding: addresses on again.
+    Reinstate {
+        node: NodeId,
+        owner: NodeId,
+    },
+    /// The node sent `peer` the state of its connections.
+    Sync {
+        node: NodeId,
+        peer: NodeId,
+    },
+    /// The node with share 0 had the core split `owner`'s connections.
+    Split {
+        node: NodeId,
+        owner: NodeId,
+        split: holdfast_proto::share::Split,
+    },
 }
 
 pub struct SimNode {
@@ -77,7 +98,7 @@ pub struct SimNode {
     pub link_down: bool,
     /// Frozen (SIGSTOP): its timers are not served and what reaches it waits here, as in a
     /// socket buffer, until it is thawed.
-    pub frozen: Option<Vec<Vec<u8>>>,
+    pub frozen: Option<Vec<(usize, Vec<u8>)>>,
     /// Groups this node holds, from its Claim/Release actions.
     pub holding: BTreeMap<NodeId, Epoch>,
     /// Client bytes this node keeps per connection, from sequence number 0, as a daemon keeps
@@ -97,8 +118,9 @@ pub struct Links {
     pub delay: (Duration, Duration),
 }
 
-/// A datagram in flight: delivery time, tie-breaking sequence, destination index, bytes.
-type InFlight = (Time, u64, usize, Vec<u8>);
+/// A datagram in flight: delivery time, tie-breaking sequence, destination index, source
+/// index, bytes.
+type InFlight = (Time, u64, usize, usize, Vec<u8>);
 
 pub struct Cluster {
     pub nodes: Vec<SimNode>,
@@ -113,8 +135,9 @@ pub struct Cluster {
     pub auto_handback: bool,
     /// The connections a `new-connections` handback reports as draining.
     pub draining: Vec<holdfast_proto::wire::FourTuple>,
-    /// How the node with share 0 splits a `spread` group's connections (`None`: by hash).
-    pub split: Option<Vec<Vec<holdfast_proto::wire::FourTuple>>>,
+    /// The connections the node with share 0 of a `spread` group has snooped and hands the
+    /// core to split ([`Node::assign`]).
+    pub connections: Vec<holdfast_proto::wire::FourTuple>,
     /// (sender, type) of every datagram sent, decoded from its bytes.
     pub sent: Vec<(NodeId, holdfast_proto::wire::MsgType)>,
     /// Directed cuts between two nodes (from, to): a partition between them, each still
@@ -128,6 +151,14 @@ pub fn id(i: usize) -> NodeId {
 
 pub fn idx(n: NodeId) -> usize {
     n.0 as usize - 1
+}
+
+/// Node `i`'s control address: where its datagrams come from.
+pub fn addr(i: usize) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(
+        std::net::Ipv4Addr::new(198, 18, 1, i as u8 + 1).into(),
+        7946,
+    )
 }
 
 /// Node `i`'s ownership: one address, backups in rotated order.
@@ -181,7 +212,7 @@ impl Cluster {
             trace: Vec::new(),
             auto_handback: true,
             draining: Vec::new(),
-            split: None,
+            connections: Vec::new(),
             sent: Vec::new(),
             cuts: BTreeSet::new(),
         };
@@ -294,9 +325,9 @@ impl Cluster {
             }
         }
         self.drain(i);
-        for data in queued {
+        for (from, data) in queued {
             if let Some(n) = self.nodes[i].node.as_mut() {
-                n.handle_datagram(now, &data);
+                n.handle_datagram(now, addr(from), &data);
             }
             self.drain(i);
         }
@@ -352,7 +383,7 @@ impl Cluster {
                             });
                         self.qseq += 1;
                         self.queue
-                            .push(Reverse((now + d, self.qseq, t, data.clone())));
+                            .push(Reverse((now + d, self.qseq, t, i, data.clone())));
                     }
                 }
                 Action::ClaimAddress { owner, epoch, .. } => {
@@ -385,10 +416,18 @@ impl Cluster {
                     scope,
                     ..
                 } => {
-                    if matches!(scope, Scope::Share { index: 0, .. })
+                    if let Scope::Share { index: 0, of } = scope
                         && let Some(n) = self.nodes[i].node.as_mut()
                     {
-                        n.assigned(owner, self.split.clone());
+                        let split = n.assign(owner, of, &self.connections);
+                        self.trace.push((
+                            now,
+                            Trace::Split {
+                                node: me,
+                                owner,
+                                split,
+                            },
+                        ));
                     }
                     self.trace.push((
                         now,
@@ -461,6 +500,15 @@ impl Cluster {
                         },
                     ));
                 }
+                Action::WithdrawAddress { owner, .. } => {
+                    self.trace.push((now, Trace::Withdraw { node: me, owner }));
+                }
+                Action::ReinstateAddress { owner, .. } => {
+                    self.trace.push((now, Trace::Reinstate { node: me, owner }));
+                }
+                Action::SyncPeer { peer } => {
+                    self.trace.push((now, Trace::Sync { node: me, peer }));
+                }
                 Action::Event(event) => {
                     self.trace.push((now, Trace::Event { node: me, event }));
                 }
@@ -494,16 +542,16 @@ impl Cluster {
             if *t > now {
                 break;
             }
-            let Reverse((_, _, to, data)) = self.queue.pop().expect("peeked");
+            let Reverse((_, _, to, from, data)) = self.queue.pop().expect("peeked");
             if !self.connected(to) {
                 continue;
             }
             if let Some(q) = self.nodes[to].frozen.as_mut() {
-                q.push(data);
+                q.push((from, data));
                 continue;
             }
             if let Some(n) = self.nodes[to].node.as_mut() {
-                n.handle_datagram(now, &data);
+                n.handle_datagram(now, addr(from), &data);
                 self.drain(to);
             }
         }
