@@ -98,6 +98,13 @@ fn line_of(text: &str, at: usize) -> usize {
         + 1
 }
 
+/// What every variant of one case file shares.
+struct Head<'a> {
+    file: &'a Path,
+    id: &'a str,
+    summary: &'a str,
+}
+
 impl Case {
     /// Reads a case file and returns one [`Case`] per variant (one if it has none).
     pub fn load(cases_dir: &Path, file: &Path) -> Result<Vec<Self>, CaseError> {
@@ -143,107 +150,129 @@ impl Case {
         } else {
             raw.variant.clone()
         };
-        let mut out = Vec::new();
-        for v in variants {
-            let mut t = text.clone();
-            for (k, val) in &v.vars {
-                t = t.replace(&format!("${{{k}}}"), val);
-            }
-            let raw: RawCase = toml::from_str(&t).map_err(|e| {
-                let line = e.span().map_or(0, |s| line_of(&t, s.start));
-                err(
-                    line,
-                    "syntax",
-                    format!("variant {}: {}", v.name, e.message().trim()),
-                )
-            })?;
-            if raw.claims.get_ref().is_empty()
-                || raw.claims.get_ref().iter().any(|c| !(1..=19).contains(c))
-            {
-                return Err(err(
-                    line_of(&t, raw.claims.span().start),
-                    "claims",
-                    "list the claims the case covers, each 1 to 19".into(),
-                ));
-            }
-            if raw.expect.is_empty() {
-                return Err(err(
-                    1,
-                    "expect",
-                    "a case needs at least one [[expect]]".into(),
-                ));
-            }
-            let settle_ms = match &raw.settle {
-                Some(s) => holdfast_harness::scenario::parse_duration(s)
-                    .ok_or_else(|| err(1, "settle", format!("{s:?} is not a duration")))?
-                    .as_millis() as u64,
-                None => 400,
-            };
-            let topo_file = crate::run::root()
-                .join("topologies")
-                .join(format!("{}.toml", raw.topology.get_ref()));
-            let topology = Topology::load(&topo_file).map_err(|e| {
-                err(
-                    line_of(&t, raw.topology.span().start),
-                    "topology",
-                    format!("topologies/{}.toml: {e}", raw.topology.get_ref()),
-                )
-            })?;
-            let mut problems = Vec::new();
-            if let Err(e) = Scenario::parse_embedded(file, &t, &topology) {
-                match e {
-                    holdfast_harness::topology::TopologyError::Invalid(p) => problems.extend(p),
-                    other => problems.push(Problem {
-                        file: file.to_owned(),
-                        line: 0,
-                        field: "step".into(),
-                        message: other.to_string(),
-                    }),
-                }
-            }
-            let clients = raw
-                .step
-                .iter()
-                .filter(|s| s.get("do").and_then(|d| d.as_str()) == Some("client-start"))
-                .filter_map(|s| s.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                .collect();
-            let spanned: Vec<(std::ops::Range<usize>, Expect)> = raw
-                .expect
-                .into_iter()
-                .map(|e| (e.span(), e.into_inner()))
-                .collect();
-            let mut checker = Checker::new(file, &t);
-            let names = crate::validate::Names {
-                topology: &topology,
-                clients,
-            };
-            crate::validate::check(&mut checker, &spanned, &names);
-            problems.extend(checker.problems);
-            if !problems.is_empty() {
-                if v.name != "default" {
-                    for p in &mut problems {
-                        p.message = format!("variant {}: {}", v.name, p.message);
-                    }
-                }
-                return Err(CaseError { problems });
-            }
-            let expects = spanned
-                .into_iter()
-                .map(|(span, e)| (line_of(&t, span.start), e))
-                .collect();
-            out.push(Self {
-                id: id.clone(),
-                file: file.to_owned(),
-                summary: summary.clone(),
-                claims: raw.claims.into_inner(),
-                topology: raw.topology.get_ref().clone(),
-                settle_ms,
-                variant: v,
-                text: t,
-                expects,
-            });
+        let head = Head {
+            file,
+            id: &id,
+            summary: &summary,
+        };
+        variants
+            .into_iter()
+            .map(|v| Self::load_variant(&head, &text, v))
+            .collect()
+    }
+
+    /// One variant of a case file: its substitutions made, then every field checked.
+    fn load_variant(head: &Head<'_>, text: &str, v: Variant) -> Result<Self, CaseError> {
+        let file = head.file;
+        let err =
+            |line: usize, field: &str, message: String| CaseError::one(file, line, field, message);
+        let mut t = text.to_owned();
+        for (k, val) in &v.vars {
+            t = t.replace(&format!("${{{k}}}"), val);
         }
-        Ok(out)
+        let raw: RawCase = toml::from_str(&t).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(&t, s.start));
+            err(
+                line,
+                "syntax",
+                format!("variant {}: {}", v.name, e.message().trim()),
+            )
+        })?;
+        if raw.claims.get_ref().is_empty()
+            || raw.claims.get_ref().iter().any(|c| !(1..=19).contains(c))
+        {
+            return Err(err(
+                line_of(&t, raw.claims.span().start),
+                "claims",
+                "list the claims the case covers, each 1 to 19".into(),
+            ));
+        }
+        if raw.expect.is_empty() {
+            return Err(err(
+                1,
+                "expect",
+                "a case needs at least one [[expect]]".into(),
+            ));
+        }
+        let settle_ms = match &raw.settle {
+            Some(s) => holdfast_harness::scenario::parse_duration(s)
+                .ok_or_else(|| err(1, "settle", format!("{s:?} is not a duration")))?
+                .as_millis() as u64,
+            None => 400,
+        };
+        let topo_file = crate::run::root()
+            .join("topologies")
+            .join(format!("{}.toml", raw.topology.get_ref()));
+        let topology = Topology::load(&topo_file).map_err(|e| {
+            err(
+                line_of(&t, raw.topology.span().start),
+                "topology",
+                format!("topologies/{}.toml: {e}", raw.topology.get_ref()),
+            )
+        })?;
+        let (problems, expects) = Self::check_steps_and_expects(file, &t, &topology, &raw);
+        if !problems.is_empty() {
+            let mut problems = problems;
+            if v.name != "default" {
+                for p in &mut problems {
+                    p.message = format!("variant {}: {}", v.name, p.message);
+                }
+            }
+            return Err(CaseError { problems });
+        }
+        Ok(Self {
+            id: head.id.to_owned(),
+            file: file.to_owned(),
+            summary: head.summary.to_owned(),
+            claims: raw.claims.into_inner(),
+            topology: raw.topology.get_ref().clone(),
+            settle_ms,
+            variant: v,
+            text: t,
+            expects,
+        })
+    }
+
+    /// The steps (as the harness parses them) and the expectations (every name they use must
+    /// exist), each problem with its line; and the expectations with their lines.
+    fn check_steps_and_expects(
+        file: &Path,
+        t: &str,
+        topology: &Topology,
+        raw: &RawCase,
+    ) -> (Vec<Problem>, Vec<(usize, Expect)>) {
+        let mut problems = Vec::new();
+        if let Err(e) = Scenario::parse_embedded(file, t, topology) {
+            match e {
+                holdfast_harness::topology::TopologyError::Invalid(p) => problems.extend(p),
+                other => problems.push(Problem {
+                    file: file.to_owned(),
+                    line: 0,
+                    field: "step".into(),
+                    message: other.to_string(),
+                }),
+            }
+        }
+        let clients = raw
+            .step
+            .iter()
+            .filter(|s| s.get("do").and_then(|d| d.as_str()) == Some("client-start"))
+            .filter_map(|s| s.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+            .collect();
+        let spanned: Vec<(std::ops::Range<usize>, Expect)> = raw
+            .expect
+            .iter()
+            .map(|e| (e.span(), e.get_ref().clone()))
+            .collect();
+        let mut checker = Checker::new(file, t);
+        let names = crate::validate::Names { topology, clients };
+        crate::validate::check(&mut checker, &spanned, &names);
+        problems.extend(checker.problems);
+        let expects = spanned
+            .into_iter()
+            .map(|(span, e)| (line_of(t, span.start), e))
+            .collect();
+        (problems, expects)
     }
 
     /// The test name: `area/behaviour::variant`.

@@ -66,6 +66,23 @@ fn is_control(f: &Frame) -> bool {
     )
 }
 
+/// Where on the page an instant goes: the run's span mapped onto the timeline's width.
+#[derive(Clone, Copy)]
+struct Scale {
+    t0: u64,
+    t1: u64,
+}
+
+impl Scale {
+    fn x(&self, t: u64) -> f64 {
+        LEFT + (t.saturating_sub(self.t0)) as f64 / (self.t1 - self.t0) as f64 * WIDTH
+    }
+
+    fn secs(&self, t: u64) -> f64 {
+        t.saturating_sub(self.t0) as f64 / 1e9
+    }
+}
+
 /// The page for one run: its events, the frames of its captures, and its clients' reports.
 pub fn render(
     title: &str,
@@ -81,8 +98,7 @@ pub fn render(
         .max()
         .unwrap_or(t0)
         .max(t0 + 1);
-    let x = |t: u64| LEFT + (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64 * WIDTH;
-    let secs = |t: u64| t.saturating_sub(t0) as f64 / 1e9;
+    let sc = Scale { t0, t1 };
     let mut ports: Vec<&str> = frames.iter().map(|f| f.iface.as_str()).collect();
     ports.sort();
     ports.dedup();
@@ -95,131 +111,15 @@ pub fn render(
         LEFT + WIDTH + 20.0
     );
     svg.push_str("<defs><pattern id=\"hatch\" width=\"4\" height=\"4\" patternUnits=\"userSpaceOnUse\"><path d=\"M0,4 L4,0\" stroke=\"#c0392b\" stroke-width=\"1.5\"/></pattern></defs>\n");
-    // Time axis.
-    let step = nice_step(secs(t1));
-    let mut t = 0.0;
-    while t <= secs(t1) + 1e-9 {
-        let xx = LEFT + t / secs(t1).max(1e-9) * WIDTH;
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{xx:.1}\" y1=\"{}\" x2=\"{xx:.1}\" y2=\"{}\" stroke=\"#eee\"/><text x=\"{xx:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#888\">{t:.2}s</text>",
-            TOP - 5.0,
-            height - 20.0,
-            height - 5.0
-        );
-        t += step;
-    }
-    // Lanes: ports.
+    time_axis(&mut svg, sc, height);
     for (i, port) in ports.iter().enumerate() {
-        let y = TOP + LANE * i as f64;
-        let _ = writeln!(
-            svg,
-            "<text x=\"5\" y=\"{:.1}\" class=\"lane\">{}</text><line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>",
-            y + LANE / 2.0 + 4.0,
-            esc(port),
-            y + LANE - 2.0,
-            LEFT + WIDTH,
-            y + LANE - 2.0
-        );
-        // Connections this port's node sent on: first to last segment.
-        let mut conns: BTreeMap<(String, String), (u64, u64, usize)> = BTreeMap::new();
-        for f in frames.iter().filter(|f| f.iface == *port && f.inbound) {
-            if let Some((src, dst, flags, _)) = tcp(f) {
-                let e = conns.entry((src, dst)).or_insert((f.ts_ns, f.ts_ns, 0));
-                e.1 = f.ts_ns;
-                e.2 += 1;
-                if flags & 0x04 != 0 {
-                    let _ = writeln!(
-                        svg,
-                        "<line class=\"reset\" x1=\"{xx:.1}\" y1=\"{:.1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#c0392b\" stroke-width=\"2\"><title>{:.3}s {} sent a TCP reset: {} &gt; {}</title></line>",
-                        y + 3.0,
-                        y + LANE - 5.0,
-                        secs(f.ts_ns),
-                        esc(port),
-                        esc(&e_src(f)),
-                        esc(&e_dst(f)),
-                        xx = x(f.ts_ns)
-                    );
-                }
-            } else if is_control(f) {
-                let _ = writeln!(
-                    svg,
-                    "<line x1=\"{xx:.1}\" y1=\"{:.1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#bbb\"/>",
-                    y + LANE - 8.0,
-                    y + LANE - 3.0,
-                    xx = x(f.ts_ns)
-                );
-            } else if let Some(what) = notable(f) {
-                let _ = writeln!(
-                    svg,
-                    "<circle class=\"garp\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#2471a3\"><title>{:.3}s {} sent {}</title></circle>",
-                    x(f.ts_ns),
-                    y + LANE / 2.0,
-                    secs(f.ts_ns),
-                    esc(port),
-                    esc(&what)
-                );
-            }
-        }
-        for (k, ((src, dst), (a, b, n))) in conns.iter().enumerate() {
-            let yy = y + 4.0 + (k % 4) as f64 * 4.0;
-            let _ = writeln!(
-                svg,
-                "<rect class=\"conn\" x=\"{:.1}\" y=\"{yy:.1}\" width=\"{:.1}\" height=\"3\" fill=\"#7f8c8d\"><title>{} &gt; {}: {n} segments from {:.3}s to {:.3}s</title></rect>",
-                x(*a),
-                (x(*b) - x(*a)).max(1.0),
-                esc(src),
-                esc(dst),
-                secs(*a),
-                secs(*b)
-            );
-        }
+        port_lane(&mut svg, sc, TOP + LANE * i as f64, port, frames);
     }
-    // Lanes: clients.
     for (j, (id, rep)) in clients.iter().enumerate() {
         let y = TOP + LANE * (ports.len() + j) as f64;
-        let ok = rep.intact();
-        let (a, b) = (rep.started_ns.max(t0), rep.finished_ns.max(rep.started_ns));
-        let _ = writeln!(
-            svg,
-            "<text x=\"5\" y=\"{:.1}\">client {}</text><rect class=\"client {}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"12\" fill=\"{}\"><title>{}</title></rect>",
-            y + LANE / 2.0 + 4.0,
-            esc(id),
-            if ok { "intact" } else { "broken" },
-            x(a),
-            y + LANE / 2.0 - 6.0,
-            (x(b) - x(a)).max(1.0),
-            if ok { "#27ae60" } else { "#c0392b" },
-            esc(&rep.summary())
-        );
-        if let Some((s, e)) = stall(rep, frames) {
-            let _ = writeln!(
-                svg,
-                "<rect class=\"stall\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"12\" fill=\"url(#hatch)\" stroke=\"#c0392b\"><title>longest stall: {:.1} ms, from {:.3}s</title></rect>",
-                x(s),
-                y + LANE / 2.0 - 6.0,
-                (x(e) - x(s)).max(2.0),
-                (e - s) as f64 / 1e6,
-                secs(s)
-            );
-        }
+        client_lane(&mut svg, sc, y, id, rep, frames);
     }
-    // Events across every lane.
-    for (labels, e) in events.iter().filter(|e| drawn(&e.kind)).enumerate() {
-        let xx = x(e.t_ns);
-        let label = format!("{} {}", e.kind, e.node.as_deref().unwrap_or_default());
-        let _ = writeln!(
-            svg,
-            "<g class=\"event\"><line x1=\"{xx:.1}\" y1=\"{:.1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#8e44ad\" stroke-dasharray=\"3,3\"/><text x=\"{xx:.1}\" y=\"{:.1}\" fill=\"#8e44ad\">{}</text><title>{:.3}s {} {}</title></g>",
-            TOP - 12.0,
-            height - 20.0,
-            14.0 + (labels % 3) as f64 * 13.0,
-            esc(label.trim()),
-            secs(e.t_ns),
-            esc(label.trim()),
-            esc(&e.detail)
-        );
-    }
+    event_marks(&mut svg, sc, height, events);
     svg.push_str("</svg>\n");
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\
@@ -231,6 +131,146 @@ pub fn render(
          stall). Dashed lines: the harness's events. Hover for details.</p>\n{svg}</body></html>\n",
         t = esc(title)
     )
+}
+
+/// Grid lines and labels at round numbers of seconds.
+fn time_axis(svg: &mut String, sc: Scale, height: f64) {
+    let end = sc.secs(sc.t1);
+    let step = nice_step(end);
+    let mut t = 0.0;
+    while t <= end + 1e-9 {
+        let xx = LEFT + t / end.max(1e-9) * WIDTH;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{xx:.1}\" y1=\"{}\" x2=\"{xx:.1}\" y2=\"{}\" stroke=\"#eee\"/><text x=\"{xx:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#888\">{t:.2}s</text>",
+            TOP - 5.0,
+            height - 20.0,
+            height - 5.0
+        );
+        t += step;
+    }
+}
+
+/// One switch port's lane: what its node sent. A bar per TCP connection from its first to its
+/// last segment, a red line per reset, a tick per control datagram, a dot per announcement.
+fn port_lane(svg: &mut String, sc: Scale, y: f64, port: &str, frames: &[Frame]) {
+    let _ = writeln!(
+        svg,
+        "<text x=\"5\" y=\"{:.1}\" class=\"lane\">{}</text><line x1=\"{LEFT}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>",
+        y + LANE / 2.0 + 4.0,
+        esc(port),
+        y + LANE - 2.0,
+        LEFT + WIDTH,
+        y + LANE - 2.0
+    );
+    let mut conns: BTreeMap<(String, String), (u64, u64, usize)> = BTreeMap::new();
+    for f in frames.iter().filter(|f| f.iface == port && f.inbound) {
+        let xx = sc.x(f.ts_ns);
+        if let Some((src, dst, flags, _)) = tcp(f) {
+            let e = conns.entry((src, dst)).or_insert((f.ts_ns, f.ts_ns, 0));
+            e.1 = f.ts_ns;
+            e.2 += 1;
+            if flags & 0x04 != 0 {
+                let _ = writeln!(
+                    svg,
+                    "<line class=\"reset\" x1=\"{xx:.1}\" y1=\"{:.1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#c0392b\" stroke-width=\"2\"><title>{:.3}s {} sent a TCP reset: {} &gt; {}</title></line>",
+                    y + 3.0,
+                    y + LANE - 5.0,
+                    sc.secs(f.ts_ns),
+                    esc(port),
+                    esc(&e_src(f)),
+                    esc(&e_dst(f)),
+                );
+            }
+        } else if is_control(f) {
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{xx:.1}\" y1=\"{:.1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#bbb\"/>",
+                y + LANE - 8.0,
+                y + LANE - 3.0,
+            );
+        } else if let Some(what) = notable(f) {
+            let _ = writeln!(
+                svg,
+                "<circle class=\"garp\" cx=\"{xx:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#2471a3\"><title>{:.3}s {} sent {}</title></circle>",
+                y + LANE / 2.0,
+                sc.secs(f.ts_ns),
+                esc(port),
+                esc(&what)
+            );
+        }
+    }
+    for (k, ((src, dst), (a, b, n))) in conns.iter().enumerate() {
+        let yy = y + 4.0 + (k % 4) as f64 * 4.0;
+        let _ = writeln!(
+            svg,
+            "<rect class=\"conn\" x=\"{:.1}\" y=\"{yy:.1}\" width=\"{:.1}\" height=\"3\" fill=\"#7f8c8d\"><title>{} &gt; {}: {n} segments from {:.3}s to {:.3}s</title></rect>",
+            sc.x(*a),
+            (sc.x(*b) - sc.x(*a)).max(1.0),
+            esc(src),
+            esc(dst),
+            sc.secs(*a),
+            sc.secs(*b)
+        );
+    }
+}
+
+/// One client's lane: green if every byte was verified, red if not, its longest stall hatched.
+fn client_lane(
+    svg: &mut String,
+    sc: Scale,
+    y: f64,
+    id: &str,
+    rep: &ClientReport,
+    frames: &[Frame],
+) {
+    let ok = rep.intact();
+    let (a, b) = (
+        rep.started_ns.max(sc.t0),
+        rep.finished_ns.max(rep.started_ns),
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"5\" y=\"{:.1}\">client {}</text><rect class=\"client {}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"12\" fill=\"{}\"><title>{}</title></rect>",
+        y + LANE / 2.0 + 4.0,
+        esc(id),
+        if ok { "intact" } else { "broken" },
+        sc.x(a),
+        y + LANE / 2.0 - 6.0,
+        (sc.x(b) - sc.x(a)).max(1.0),
+        if ok { "#27ae60" } else { "#c0392b" },
+        esc(&rep.summary())
+    );
+    if let Some((s, e)) = stall(rep, frames) {
+        let _ = writeln!(
+            svg,
+            "<rect class=\"stall\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"12\" fill=\"url(#hatch)\" stroke=\"#c0392b\"><title>longest stall: {:.1} ms, from {:.3}s</title></rect>",
+            sc.x(s),
+            y + LANE / 2.0 - 6.0,
+            (sc.x(e) - sc.x(s)).max(2.0),
+            (e - s) as f64 / 1e6,
+            sc.secs(s)
+        );
+    }
+}
+
+/// The harness's events, as dashed lines across every lane.
+fn event_marks(svg: &mut String, sc: Scale, height: f64, events: &[Event]) {
+    for (labels, e) in events.iter().filter(|e| drawn(&e.kind)).enumerate() {
+        let xx = sc.x(e.t_ns);
+        let label = format!("{} {}", e.kind, e.node.as_deref().unwrap_or_default());
+        let _ = writeln!(
+            svg,
+            "<g class=\"event\"><line x1=\"{xx:.1}\" y1=\"{:.1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#8e44ad\" stroke-dasharray=\"3,3\"/><text x=\"{xx:.1}\" y=\"{:.1}\" fill=\"#8e44ad\">{}</text><title>{:.3}s {} {}</title></g>",
+            TOP - 12.0,
+            height - 20.0,
+            14.0 + (labels % 3) as f64 * 13.0,
+            esc(label.trim()),
+            sc.secs(e.t_ns),
+            esc(label.trim()),
+            esc(&e.detail)
+        );
+    }
 }
 
 fn e_src(f: &Frame) -> String {

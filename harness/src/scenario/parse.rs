@@ -193,133 +193,14 @@ impl Cx<'_> {
         match at.get_ref().as_str() {
             "wait" => {
                 let d = self.need(&r.duration, at, "for")?;
-                match parse_duration(d.get_ref()) {
-                    Some(x) => Some(Step::Wait(x)),
-                    None => {
-                        let (span, msg) = (
-                            d.span(),
-                            format!("{:?} is not a duration (\"300ms\", \"2s\")", d.get_ref()),
-                        );
-                        self.err(span, "for", msg);
-                        None
-                    }
-                }
+                Some(Step::Wait(self.duration(d, "for", "\"300ms\", \"2s\"")?))
             }
-            "fault" => {
-                let kind = self.need(&r.kind, at, "kind")?.clone();
-                if kind.get_ref().starts_with("partition") {
-                    // Two sides, `from` and `to`, each a comma-separated list of nodes.
-                    let from = self.node_list(&r.from, at, "from")?;
-                    let to = self.node_list(&r.to, at, "to")?;
-                    return match Fault::parse(kind.get_ref(), &from, Some(&to)) {
-                        Ok(f) => Some(Step::Fault(f)),
-                        Err(e) => {
-                            self.err(kind.span(), "kind", e);
-                            None
-                        }
-                    };
-                }
-                let node = self.node(&r.node, at)?;
-                let arg = r
-                    .process
-                    .clone()
-                    .or_else(|| r.pct.map(|p| p.to_string()))
-                    .or_else(|| r.impair.clone());
-                match Fault::parse(kind.get_ref(), &node, arg.as_deref()) {
-                    Ok(f) => Some(Step::Fault(f)),
-                    Err(e) => {
-                        self.err(kind.span(), "kind", e);
-                        None
-                    }
-                }
-            }
+            "fault" => self.fault_step(r),
             "restore" => Some(Step::Restore(self.node(&r.node, at)?)),
-            "client-start" => {
-                let id = self.need(&r.id, at, "id")?.get_ref().clone();
-                let node = self.node(&r.node, at)?;
-                let Some(table) = &r.client else {
-                    self.err(
-                        at.span(),
-                        "client",
-                        "step `client-start` needs `client = { workload = ..., target = ... }`",
-                    );
-                    return None;
-                };
-                let mut t = table.get_ref().clone();
-                for (_, v) in t.iter_mut() {
-                    if let toml::Value::String(s) = v {
-                        match self.expand(&node, s) {
-                            Ok(x) => *s = x,
-                            Err(e) => {
-                                self.err(table.span(), "client", e);
-                                return None;
-                            }
-                        }
-                    }
-                }
-                match toml::Value::Table(t).try_into::<ClientSpec>() {
-                    Ok(spec) => {
-                        self.clients.push(id.clone());
-                        Some(Step::ClientStart { id, node, spec })
-                    }
-                    Err(e) => {
-                        self.err(table.span(), "client", e.message().to_owned());
-                        None
-                    }
-                }
-            }
-            "client-wait" | "client-verify" => {
-                let id = self.client_id(&r.id, at)?;
-                if at.get_ref() == "client-wait" {
-                    return Some(Step::ClientWait(id));
-                }
-                let expect = match r.expect.as_ref().map(|e| e.get_ref().as_str()) {
-                    None | Some("intact") => Expect::Intact,
-                    Some("broken") => Expect::Broken,
-                    Some(other) => {
-                        let span = r.expect.as_ref().map(Spanned::span).unwrap_or_default();
-                        self.err(
-                            span,
-                            "expect",
-                            format!("{other:?}: expected \"intact\" or \"broken\""),
-                        );
-                        return None;
-                    }
-                };
-                Some(Step::ClientVerify { id, expect })
-            }
-            "wait-connect" => {
-                let node = self.node(&r.node, at)?;
-                let t = self.need(&r.target, at, "target")?;
-                let expanded = self.expand(&node, t.get_ref());
-                let Some(target) = expanded.ok().and_then(|x| x.parse::<SocketAddr>().ok()) else {
-                    let (span, msg) = (
-                        t.span(),
-                        format!("{:?} is not an address and port", t.get_ref()),
-                    );
-                    self.err(span, "target", msg);
-                    return None;
-                };
-                let timeout = match &r.timeout {
-                    None => Duration::from_secs(5),
-                    Some(d) => match parse_duration(d.get_ref()) {
-                        Some(x) => x,
-                        None => {
-                            let (span, msg) = (
-                                d.span(),
-                                format!("{:?} is not a duration (\"5s\")", d.get_ref()),
-                            );
-                            self.err(span, "timeout", msg);
-                            return None;
-                        }
-                    },
-                };
-                Some(Step::WaitConnect {
-                    node,
-                    target,
-                    timeout,
-                })
-            }
+            "client-start" => self.client_start_step(r),
+            "client-wait" => Some(Step::ClientWait(self.client_id(&r.id, at)?)),
+            "client-verify" => self.client_verify_step(r),
+            "wait-connect" => self.wait_connect_step(r),
             "verify-takeover" => {
                 let id = self.client_id(&r.id, at)?;
                 let from = self.named_node(&r.from, at, "from")?;
@@ -352,6 +233,121 @@ impl Cx<'_> {
                 None
             }
         }
+    }
+
+    /// A duration field (`field`), or an error at its span naming the examples.
+    fn duration(&mut self, d: &Spanned<String>, field: &str, examples: &str) -> Option<Duration> {
+        let x = parse_duration(d.get_ref());
+        if x.is_none() {
+            let msg = format!("{:?} is not a duration ({examples})", d.get_ref());
+            self.err(d.span(), field, msg);
+        }
+        x
+    }
+
+    /// `fault`: one node and its argument, or (`partition...`) two sides, `from` and `to`,
+    /// each a comma-separated list of nodes.
+    fn fault_step(&mut self, r: &RawStep) -> Option<Step> {
+        let at = &r.action;
+        let kind = self.need(&r.kind, at, "kind")?.clone();
+        let parsed = if kind.get_ref().starts_with("partition") {
+            let from = self.node_list(&r.from, at, "from")?;
+            let to = self.node_list(&r.to, at, "to")?;
+            Fault::parse(kind.get_ref(), &from, Some(&to))
+        } else {
+            let node = self.node(&r.node, at)?;
+            let arg = r
+                .process
+                .clone()
+                .or_else(|| r.pct.map(|p| p.to_string()))
+                .or_else(|| r.impair.clone());
+            Fault::parse(kind.get_ref(), &node, arg.as_deref())
+        };
+        match parsed {
+            Ok(f) => Some(Step::Fault(f)),
+            Err(e) => {
+                self.err(kind.span(), "kind", e);
+                None
+            }
+        }
+    }
+
+    /// `client-start`: the client's table, its strings expanded for the node it runs on.
+    fn client_start_step(&mut self, r: &RawStep) -> Option<Step> {
+        let at = &r.action;
+        let id = self.need(&r.id, at, "id")?.get_ref().clone();
+        let node = self.node(&r.node, at)?;
+        let Some(table) = &r.client else {
+            self.err(
+                at.span(),
+                "client",
+                "step `client-start` needs `client = { workload = ..., target = ... }`",
+            );
+            return None;
+        };
+        let mut t = table.get_ref().clone();
+        for (_, v) in t.iter_mut() {
+            if let toml::Value::String(s) = v {
+                match self.expand(&node, s) {
+                    Ok(x) => *s = x,
+                    Err(e) => {
+                        self.err(table.span(), "client", e);
+                        return None;
+                    }
+                }
+            }
+        }
+        match toml::Value::Table(t).try_into::<ClientSpec>() {
+            Ok(spec) => {
+                self.clients.push(id.clone());
+                Some(Step::ClientStart { id, node, spec })
+            }
+            Err(e) => {
+                self.err(table.span(), "client", e.message().to_owned());
+                None
+            }
+        }
+    }
+
+    /// `client-verify`: the client and whether it must be intact (the default) or broken.
+    fn client_verify_step(&mut self, r: &RawStep) -> Option<Step> {
+        let id = self.client_id(&r.id, &r.action)?;
+        let expect = match r.expect.as_ref().map(|e| e.get_ref().as_str()) {
+            None | Some("intact") => Expect::Intact,
+            Some("broken") => Expect::Broken,
+            Some(other) => {
+                let span = r.expect.as_ref().map(Spanned::span).unwrap_or_default();
+                self.err(
+                    span,
+                    "expect",
+                    format!("{other:?}: expected \"intact\" or \"broken\""),
+                );
+                return None;
+            }
+        };
+        Some(Step::ClientVerify { id, expect })
+    }
+
+    /// `wait-connect`: a node, the address and port it connects to, and a timeout (5 s).
+    fn wait_connect_step(&mut self, r: &RawStep) -> Option<Step> {
+        let at = &r.action;
+        let node = self.node(&r.node, at)?;
+        let t = self.need(&r.target, at, "target")?;
+        let expanded = self.expand(&node, t.get_ref());
+        let Some(target) = expanded.ok().and_then(|x| x.parse::<SocketAddr>().ok()) else {
+            let msg = format!("{:?} is not an address and port", t.get_ref());
+            self.err(t.span(), "target", msg);
+            return None;
+        };
+        let timeout = match &r.timeout {
+            None => Duration::from_secs(5),
+            Some(d) => self.duration(d, "timeout", "\"5s\"")?,
+        };
+        Some(Step::WaitConnect {
+            node,
+            target,
+            timeout,
+        })
     }
 }
 

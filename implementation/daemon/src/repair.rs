@@ -183,9 +183,75 @@ impl std::os::fd::AsFd for Repaired {
     }
 }
 
-/// Re-creates a connection in repair mode (steps 1-7). Nothing reaches the wire.
+/// Re-creates a connection in repair mode (steps 1-8). Nothing reaches the wire.
 pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
-    let local = s.tuple.local;
+    let fd = repair_socket(&s.tuple.local)?;
+    // Step 2: queue sequence numbers, while the socket is closed.
+    select_queue(&fd, TCP_SEND_QUEUE)?;
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &s.snd_una,
+        "TCP_QUEUE_SEQ send",
+    )?;
+    select_queue(&fd, TCP_RECV_QUEUE)?;
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &s.rcv_nxt,
+        "TCP_QUEUE_SEQ recv",
+    )?;
+    // Step 3: bind, then connect (in repair mode no SYN is sent).
+    with_sockaddr(&fd, &s.tuple.local, libc::bind, "bind")?;
+    with_sockaddr(&fd, &s.tuple.remote, libc::connect, "connect (repair)")?;
+    set_options(&fd, s)?;
+    // Step 5: TSval continues just above the old owner's last one.
+    if s.timestamps {
+        let ts = s.ts_val.wrapping_add(1);
+        setopt(&fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, &ts, "TCP_TIMESTAMP")?;
+    }
+    // Step 6: the sent-but-unacknowledged output; and the client bytes the old owner never
+    // acknowledged, into the receive queue: our first ACK then covers them and the client
+    // carries on at once.
+    queue_bytes(&fd, TCP_SEND_QUEUE, &s.sent, "send queue")?;
+    queue_bytes(&fd, TCP_RECV_QUEUE, &s.received, "receive queue")?;
+    // Step 7: struct tcp_repair_window { snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup }.
+    let win: [u32; 5] = [s.rcv_nxt, s.snd_wnd, s.snd_wnd, s.rcv_wnd.max(1), s.rcv_nxt];
+    setopt(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_WINDOW,
+        &win,
+        "TCP_REPAIR_WINDOW",
+    )?;
+    // Step 8: the server's FIN, counted as sent (soccr's `restore_fin_in_snd_queue`): with
+    // the send queue selected, the kernel's transmit path marks the FIN sent without sending
+    // it (`tcp_write_xmit`, "Skip network transmission" in repair mode).
+    if s.server_fin {
+        select_queue(&fd, TCP_SEND_QUEUE)?;
+        // SAFETY: shutdown(2) on our socket.
+        check(
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) },
+            "shutdown (FIN in the send queue)",
+        )?;
+        select_queue(&fd, TCP_NO_QUEUE)?;
+    }
+    Ok(Repaired {
+        fd,
+        probe: !s.sent.is_empty() || !s.received.is_empty() || s.server_fin || s.client_fin,
+        unsent: s.unsent.clone(),
+        tuple: s.tuple,
+        state: s.state().name(),
+        checkpoint: s.checkpoint.clone(),
+        client_fin: s.client_fin.then(|| crate::inject::client_fin(s)),
+    })
+}
+
+/// Step 1: a TCP socket in repair mode, free to bind an address this node does not have yet
+/// (IP_TRANSPARENT; IP_FREEBIND alone gives ENETUNREACH on the repair-mode `connect`).
+fn repair_socket(local: &SocketAddr) -> io::Result<OwnedFd> {
     let family = if local.is_ipv4() {
         libc::AF_INET
     } else {
@@ -221,28 +287,12 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
             "IPV6_TRANSPARENT",
         )?;
     }
-    // Step 2: queue sequence numbers, while the socket is closed.
-    select_queue(&fd, TCP_SEND_QUEUE)?;
-    setopt(
-        &fd,
-        libc::IPPROTO_TCP,
-        TCP_QUEUE_SEQ,
-        &s.snd_una,
-        "TCP_QUEUE_SEQ send",
-    )?;
-    select_queue(&fd, TCP_RECV_QUEUE)?;
-    setopt(
-        &fd,
-        libc::IPPROTO_TCP,
-        TCP_QUEUE_SEQ,
-        &s.rcv_nxt,
-        "TCP_QUEUE_SEQ recv",
-    )?;
-    // Step 3: bind, then connect (in repair mode no SYN is sent).
-    with_sockaddr(&fd, &local, libc::bind, "bind")?;
-    with_sockaddr(&fd, &s.tuple.remote, libc::connect, "connect (repair)")?;
-    // Step 4: struct tcp_repair_opt { u32 opt_code; u32 opt_val; }. The window scale always,
-    // zero both ways if it was not negotiated (see the module's step 4).
+    Ok(fd)
+}
+
+/// Step 4: struct tcp_repair_opt { u32 opt_code; u32 opt_val; }. The window scale always,
+/// zero both ways if it was not negotiated (see the module's step 4).
+fn set_options(fd: &OwnedFd, s: &Snapshot) -> io::Result<()> {
     let (snd_shift, rcv_shift) = if s.wscale {
         (s.snd_wscale as u32, s.rcv_wscale as u32)
     } else {
@@ -270,85 +320,34 @@ pub fn restore(s: &Snapshot) -> io::Result<Repaired> {
             )
         },
         "TCP_REPAIR_OPTIONS",
-    )?;
-    // Step 5: TSval continues just above the old owner's last one.
-    if s.timestamps {
-        let ts = s.ts_val.wrapping_add(1);
-        setopt(&fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, &ts, "TCP_TIMESTAMP")?;
+    )
+}
+
+/// Queues `bytes` in repair mode on `queue` (the send queue: as sent and unacknowledged; the
+/// receive queue: as received). The kernel takes at most MAX_SKB_FRAGS (17) pages per call
+/// (`tcp_send_rcvq`) and says how much it took: send until all of it is queued.
+fn queue_bytes(fd: &OwnedFd, queue: libc::c_int, bytes: &[u8], what: &str) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
     }
-    // Step 6: the sent-but-unacknowledged output.
-    if !s.sent.is_empty() {
-        select_queue(&fd, TCP_SEND_QUEUE)?;
-        let mut off = 0;
-        while off < s.sent.len() {
-            // SAFETY: send from a live buffer.
-            let n = unsafe {
-                libc::send(
-                    fd.as_raw_fd(),
-                    s.sent[off..].as_ptr().cast(),
-                    s.sent.len() - off,
-                    0,
-                )
-            };
-            if n <= 0 {
-                let e = io::Error::last_os_error();
-                return Err(io::Error::new(e.kind(), format!("send queue: {e}")));
-            }
-            off += n as usize;
+    select_queue(fd, queue)?;
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        // SAFETY: send from a live buffer; in repair mode the bytes are queued, not sent.
+        let n = unsafe { libc::send(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
         }
-    }
-    // The client bytes the old owner never acknowledged go into the receive queue; our first
-    // ACK then covers them and the client carries on at once.
-    if !s.received.is_empty() {
-        select_queue(&fd, TCP_RECV_QUEUE)?;
-        // The kernel queues at most MAX_SKB_FRAGS (17) pages per call (tcp_send_rcvq) and says
-        // how much it took: send until all of it is queued.
-        let mut at = 0;
-        while at < s.received.len() {
-            let rest = &s.received[at..];
-            // SAFETY: send from a live buffer; in repair mode with the receive queue selected,
-            // the bytes are queued as received.
-            let n = unsafe { libc::send(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return Err(io::Error::new(e.kind(), format!("receive queue: {e}")));
-            }
-            if n == 0 {
-                return Err(io::Error::other("receive queue: the kernel took no bytes"));
-            }
-            at += n as usize;
+        if n == 0 {
+            return Err(io::Error::other(format!(
+                "{what}: the kernel took no bytes"
+            )));
         }
+        at += n as usize;
     }
-    // Step 7: struct tcp_repair_window { snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup }.
-    let win: [u32; 5] = [s.rcv_nxt, s.snd_wnd, s.snd_wnd, s.rcv_wnd.max(1), s.rcv_nxt];
-    setopt(
-        &fd,
-        libc::IPPROTO_TCP,
-        TCP_REPAIR_WINDOW,
-        &win,
-        "TCP_REPAIR_WINDOW",
-    )?;
-    // Step 8: the server's FIN, counted as sent (soccr's `restore_fin_in_snd_queue`): with
-    // the send queue selected, the kernel's transmit path marks the FIN sent without sending
-    // it (`tcp_write_xmit`, "Skip network transmission" in repair mode).
-    if s.server_fin {
-        select_queue(&fd, TCP_SEND_QUEUE)?;
-        // SAFETY: shutdown(2) on our socket.
-        check(
-            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) },
-            "shutdown (FIN in the send queue)",
-        )?;
-        select_queue(&fd, TCP_NO_QUEUE)?;
-    }
-    Ok(Repaired {
-        fd,
-        probe: !s.sent.is_empty() || !s.received.is_empty() || s.server_fin || s.client_fin,
-        unsent: s.unsent.clone(),
-        tuple: s.tuple,
-        state: s.state().name(),
-        checkpoint: s.checkpoint.clone(),
-        client_fin: s.client_fin.then(|| crate::inject::client_fin(s)),
-    })
+    Ok(())
 }
 
 impl Repaired {

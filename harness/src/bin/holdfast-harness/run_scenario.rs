@@ -60,29 +60,13 @@ pub(crate) fn run_scenario(
             v.summary
         );
     }
-    #[derive(Serialize)]
-    struct Report<'a> {
-        id: &'a str,
-        kind: &'a str,
-        topology: String,
-        ok: bool,
-        verdicts: &'a [scenario::Verdict],
-        clients: &'a std::collections::BTreeMap<String, client::ClientReport>,
-        captures: &'a [holdfast_harness::capture::CaptureStats],
-        events: &'a [holdfast_harness::cluster::Event],
-    }
-    let rep = Report {
-        id: &id,
-        kind: label,
-        topology: file.map(|f| f.display().to_string()).unwrap_or(name),
-        ok: report.ok(),
-        verdicts: &report.verdicts,
-        clients: &report.clients,
-        captures: &summary.captures,
-        events: &summary.events,
-    };
-    let path = summary.run_dir.join("report.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&rep)?)?;
+    let path = write_report(
+        &id,
+        label,
+        file.map_or(name, |f| f.display().to_string()),
+        &report,
+        &summary,
+    )?;
     println!();
     for c in &summary.captures {
         println!(
@@ -105,61 +89,8 @@ pub(crate) fn run_scenario(
         Err(e) => eprintln!("picture: not written: {e}"),
     }
     if label == "demo" {
-        // The timeline, as the network saw it: announcements and resets, first of each kind
-        // per port, relative to the first event.
-        let t0 = summary.events.first().map_or(0, |e| e.t_ns);
-        let mut seen = std::collections::BTreeSet::new();
-        let mut lines: Vec<(u64, String)> = Vec::new();
-        for c in &summary.captures {
-            for f in holdfast_harness::capture::read(&c.file)? {
-                if let Some(what) = holdfast_harness::capture::notable(&f)
-                    && f.inbound
-                    && seen.insert((f.iface.clone(), what.clone()))
-                {
-                    lines.push((f.ts_ns, format!("{} sent {what}", f.iface)));
-                }
-            }
-        }
-        for e in summary
-            .events
-            .iter()
-            .filter(|e| matches!(e.kind.as_str(), "power-off" | "power-on" | "client-start"))
-        {
-            let who = e.node.as_deref().unwrap_or("");
-            lines.push((e.t_ns, format!("harness: {} {who} {}", e.kind, e.detail)));
-        }
-        lines.sort();
-        println!(
-            "\nTimeline (harness events, and what each port's node sent: first of each kind):"
-        );
-        for (t, l) in lines {
-            println!(
-                "[{:7.3}s] {}",
-                t.saturating_sub(t0) as f64 / 1e9,
-                l.trim_end()
-            );
-        }
-    }
-    if label == "demo"
-        && let Some(c) = summary.captures.first()
-    {
-        let taken_over = report
-            .verdicts
-            .iter()
-            .any(|v| v.expect == scenario::Expect::TakenOver && v.ok);
-        if taken_over {
-            println!(
-                "\nThe capture shows it: a served the client's connection until it was powered off; b, which\nhad snooped it, re-created it with TCP_REPAIR, announced 198.18.0.10 with gratuitous ARP and\ncontinued the echo in the same sequence space, without a reset."
-            );
-        } else {
-            println!(
-                "\nThe capture does NOT show the headline connection served by a and then continued by b\n(see the verify line above)."
-            );
-        }
-        println!(
-            "  tshark -r {f} -Y 'arp.isannouncement'\n  tshark -r {f} -Y 'tcp.port==7 && frame.interface_name==\"sw0:b\"'\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
-            f = c.file.display()
-        );
+        demo_timeline(&summary)?;
+        demo_story(&summary, &report);
     }
     println!(
         "\n{}: {} of {} checks held",
@@ -172,4 +103,99 @@ pub(crate) fn run_scenario(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `report.json` in the run directory: the verdicts, the clients' reports, the captures and
+/// the harness's events.
+fn write_report(
+    id: &str,
+    label: &str,
+    topology: String,
+    report: &scenario::ScenarioReport,
+    summary: &holdfast_harness::cluster::RunSummary,
+) -> Result<PathBuf> {
+    #[derive(Serialize)]
+    struct Report<'a> {
+        id: &'a str,
+        kind: &'a str,
+        topology: String,
+        ok: bool,
+        verdicts: &'a [scenario::Verdict],
+        clients: &'a std::collections::BTreeMap<String, client::ClientReport>,
+        captures: &'a [holdfast_harness::capture::CaptureStats],
+        events: &'a [holdfast_harness::cluster::Event],
+    }
+    let rep = Report {
+        id,
+        kind: label,
+        topology,
+        ok: report.ok(),
+        verdicts: &report.verdicts,
+        clients: &report.clients,
+        captures: &summary.captures,
+        events: &summary.events,
+    };
+    let path = summary.run_dir.join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&rep)?)?;
+    Ok(path)
+}
+
+/// The demo's timeline, as the network saw it: the harness's events, and the first
+/// announcement and reset of each kind per port, relative to the first event.
+fn demo_timeline(summary: &holdfast_harness::cluster::RunSummary) -> Result<()> {
+    let t0 = summary.events.first().map_or(0, |e| e.t_ns);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut lines: Vec<(u64, String)> = Vec::new();
+    for c in &summary.captures {
+        for f in holdfast_harness::capture::read(&c.file)? {
+            if let Some(what) = holdfast_harness::capture::notable(&f)
+                && f.inbound
+                && seen.insert((f.iface.clone(), what.clone()))
+            {
+                lines.push((f.ts_ns, format!("{} sent {what}", f.iface)));
+            }
+        }
+    }
+    for e in summary
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind.as_str(), "power-off" | "power-on" | "client-start"))
+    {
+        let who = e.node.as_deref().unwrap_or("");
+        lines.push((e.t_ns, format!("harness: {} {who} {}", e.kind, e.detail)));
+    }
+    lines.sort();
+    println!("\nTimeline (harness events, and what each port's node sent: first of each kind):");
+    for (t, l) in lines {
+        println!(
+            "[{:7.3}s] {}",
+            t.saturating_sub(t0) as f64 / 1e9,
+            l.trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// What the demo's capture shows, and how to look at it.
+fn demo_story(summary: &holdfast_harness::cluster::RunSummary, report: &scenario::ScenarioReport) {
+    let Some(c) = summary.captures.first() else {
+        return;
+    };
+    let taken_over = report
+        .verdicts
+        .iter()
+        .any(|v| v.expect == scenario::Expect::TakenOver && v.ok);
+    if taken_over {
+        println!(
+            "\nThe capture shows it: a served the client's connection until it was powered off; b, which\nhad snooped it, re-created it with TCP_REPAIR, announced 198.18.0.10 with gratuitous ARP and\ncontinued the echo in the same sequence space, without a reset."
+        );
+    } else {
+        println!(
+            "\nThe capture does NOT show the headline connection served by a and then continued by b\n(see the verify line above)."
+        );
+    }
+    println!(
+        "  tshark -r {f} -Y 'arp.isannouncement'\n  tshark -r {f} -Y 'tcp.port==7 && frame.interface_name==\"sw0:b\"'\nor open the file in Wireshark (one interface per switch port: sw0:a, sw0:b, sw0:client).",
+        f = c.file.display()
+    );
 }
