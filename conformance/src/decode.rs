@@ -1,7 +1,7 @@
-//! The conformance suite's own packet decoder: Ethernet, ARP, IPv4/IPv6, TCP, UDP, ICMPv6
-//! neighbour advertisements, and the Holdfast control protocol, written from
-//! `implementation/proto/PROTOCOL.md`, not from holdfast-proto, so that a bug the daemon's encoder
-//! and decoder share cannot hide (a test cross-checks the two).
+//! The conformance suite's packet decoder: Ethernet, ARP, IPv4/IPv6, TCP, UDP and ICMPv6
+//! neighbour advertisements through `etherparse`, and the Holdfast control protocol written
+//! here from `implementation/proto/PROTOCOL.md`, not from holdfast-proto, so that a bug the
+//! daemon's encoder and decoder share cannot hide (a test cross-checks the two).
 //!
 //! Read [`Pkt::decode`] first. Every read is bounds-checked; whatever does not decode is simply
 //! absent from the [`Pkt`].
@@ -102,6 +102,43 @@ fn b32(b: &[u8], i: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(i..i + 4)?.try_into().ok()?))
 }
 
+/// An ARP packet for IPv4 over Ethernet (anything else is not one the suite looks at).
+fn arp(a: &etherparse::ArpPacketSlice<'_>) -> Option<Arp> {
+    let v4 = |b: &[u8]| <[u8; 4]>::try_from(b).ok().map(Ipv4Addr::from);
+    Some(Arp {
+        op: a.operation().0,
+        sha: a.sender_hw_addr().try_into().ok()?,
+        spa: v4(a.sender_protocol_addr())?,
+        tpa: v4(a.target_protocol_addr())?,
+    })
+}
+
+/// A TCP segment's fields; its payload is what the IP length says (never Ethernet padding),
+/// cut to what was captured.
+fn tcp(t: &etherparse::TcpSlice<'_>) -> Tcp {
+    let flags = [
+        (t.fin(), 0x01),
+        (t.syn(), 0x02),
+        (t.rst(), 0x04),
+        (t.psh(), 0x08),
+        (t.ack(), 0x10),
+        (t.urg(), 0x20),
+        (t.ece(), 0x40),
+        (t.cwr(), 0x80),
+    ]
+    .iter()
+    .filter(|(set, _)| *set)
+    .fold(0u8, |f, (_, bit)| f | bit);
+    Tcp {
+        sport: t.source_port(),
+        dport: t.destination_port(),
+        seq: t.sequence_number(),
+        ack: t.acknowledgment_number(),
+        flags,
+        len: t.payload().len(),
+    }
+}
+
 /// Formats a MAC.
 pub fn mac(m: &[u8; 6]) -> String {
     m.iter()
@@ -111,22 +148,17 @@ pub fn mac(m: &[u8; 6]) -> String {
 }
 
 impl Pkt {
-    /// Decodes a captured frame.
+    /// Decodes a captured frame: Ethernet, ARP, IP, TCP, UDP and ICMPv6 with `etherparse`
+    /// (lax: a frame cut short by the capture still gives its headers), the control protocol
+    /// with [`control`].
     pub fn decode(index: usize, f: &Frame) -> Self {
-        let d = &f.data;
         let mut p = Self {
             index,
             t_ns: f.ts_ns,
             iface: f.iface.clone(),
             sent: f.inbound,
-            src_mac: d
-                .get(6..12)
-                .and_then(|x| x.try_into().ok())
-                .unwrap_or([0; 6]),
-            dst_mac: d
-                .get(0..6)
-                .and_then(|x| x.try_into().ok())
-                .unwrap_or([0; 6]),
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
             arp: None,
             ip: None,
             tcp: None,
@@ -134,66 +166,46 @@ impl Pkt {
             na_target: None,
             control: None,
         };
-        let Some(ethertype) = b16(d, 12) else {
+        let Ok(s) = etherparse::LaxSlicedPacket::from_ethernet(&f.data) else {
             return p;
         };
-        let l3 = &d[14.min(d.len())..];
-        match ethertype {
-            0x0806 if l3.len() >= 28 => {
-                p.arp = Some(Arp {
-                    op: b16(l3, 6).unwrap_or(0),
-                    sha: l3[8..14].try_into().unwrap_or([0; 6]),
-                    spa: Ipv4Addr::new(l3[14], l3[15], l3[16], l3[17]),
-                    tpa: Ipv4Addr::new(l3[24], l3[25], l3[26], l3[27]),
-                });
+        if let Some(etherparse::LinkSlice::Ethernet2(e)) = &s.link {
+            p.src_mac = e.source();
+            p.dst_mac = e.destination();
+        }
+        match &s.net {
+            Some(etherparse::LaxNetSlice::Arp(a)) => p.arp = arp(a),
+            Some(etherparse::LaxNetSlice::Ipv4(ip)) => {
+                let h = ip.header();
+                p.ip = Some((h.source_addr().into(), h.destination_addr().into()));
             }
-            0x0800 if l3.len() >= 20 && l3[0] >> 4 == 4 => {
-                let ihl = ((l3[0] & 0x0f) as usize) * 4;
-                let src = Ipv4Addr::new(l3[12], l3[13], l3[14], l3[15]);
-                let dst = Ipv4Addr::new(l3[16], l3[17], l3[18], l3[19]);
-                p.ip = Some((src.into(), dst.into()));
-                if let Some(l4) = l3.get(ihl..) {
-                    p.transport(l3[9], l4);
+            Some(etherparse::LaxNetSlice::Ipv6(ip)) => {
+                let h = ip.header();
+                p.ip = Some((h.source_addr().into(), h.destination_addr().into()));
+            }
+            None => {}
+        }
+        match &s.transport {
+            Some(etherparse::TransportSlice::Tcp(t)) => p.tcp = Some(tcp(t)),
+            Some(etherparse::TransportSlice::Udp(u)) => {
+                p.udp = Some((u.source_port(), u.destination_port()));
+                if u.destination_port() == CONTROL_PORT {
+                    p.control = control(u.payload());
                 }
             }
-            0x86dd if l3.len() >= 40 => {
-                let src: [u8; 16] = l3[8..24].try_into().unwrap_or([0; 16]);
-                let dst: [u8; 16] = l3[24..40].try_into().unwrap_or([0; 16]);
-                p.ip = Some((Ipv6Addr::from(src).into(), Ipv6Addr::from(dst).into()));
-                p.transport(l3[6], &l3[40..]);
+            // RFC 4861 4.4: after type, code, checksum and flags, the target address.
+            Some(etherparse::TransportSlice::Icmpv6(i))
+                if matches!(
+                    i.icmp_type(),
+                    etherparse::Icmpv6Type::NeighborAdvertisement(_)
+                ) =>
+            {
+                let t: Option<[u8; 16]> = i.payload().get(..16).and_then(|t| t.try_into().ok());
+                p.na_target = t.map(|t| Ipv6Addr::from(t).into());
             }
             _ => {}
         }
         p
-    }
-
-    fn transport(&mut self, proto: u8, l4: &[u8]) {
-        match proto {
-            6 if l4.len() >= 20 => {
-                let doff = ((l4[12] >> 4) as usize) * 4;
-                self.tcp = Some(Tcp {
-                    sport: b16(l4, 0).unwrap_or(0),
-                    dport: b16(l4, 2).unwrap_or(0),
-                    seq: b32(l4, 4).unwrap_or(0),
-                    ack: b32(l4, 8).unwrap_or(0),
-                    flags: l4[13],
-                    len: l4.len().saturating_sub(doff),
-                });
-            }
-            17 if l4.len() >= 8 => {
-                let (sp, dp) = (b16(l4, 0).unwrap_or(0), b16(l4, 2).unwrap_or(0));
-                self.udp = Some((sp, dp));
-                if dp == CONTROL_PORT {
-                    self.control = control(&l4[8..]);
-                }
-            }
-            // RFC 4861 4.4: type 136, then flags, then the target address.
-            58 if l4.len() >= 24 && l4[0] == 136 => {
-                let t: [u8; 16] = l4[8..24].try_into().unwrap_or([0; 16]);
-                self.na_target = Some(Ipv6Addr::from(t).into());
-            }
-            _ => {}
-        }
     }
 
     /// A tshark-like one-line summary.

@@ -1,24 +1,19 @@
-//! A minimal pcapng writer: one section, Ethernet interfaces with nanosecond timestamps,
-//! enhanced packet blocks with a direction flag and optional comments.
-//!
-//! Block layouts follow the pcapng specification (draft-ietf-opsawg-pcapng): Section Header
-//! Block 4.1, Interface Description Block 4.2, Enhanced Packet Block 4.3. Files open in
-//! Wireshark and tshark, and read back with the `pcap-file` crate (see the tests).
+//! The capture files' writer: one section, Ethernet interfaces with nanosecond timestamps,
+//! enhanced packet blocks with a direction flag and optional comments, written with
+//! `pcap-file`'s pcapng writer (blocks per draft-ietf-opsawg-pcapng: SHB 4.1, IDB 4.2, EPB 4.3).
+//! Files open in Wireshark and tshark, and read back with `pcap-file`'s reader (the tests).
 
+use std::borrow::Cow;
 use std::io::{self, Write};
+use std::time::Duration;
 
-const SHB: u32 = 0x0A0D_0D0A;
-const IDB: u32 = 0x0000_0001;
-const EPB: u32 = 0x0000_0006;
-const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
-const LINKTYPE_ETHERNET: u16 = 1;
-const OPT_ENDOFOPT: u16 = 0;
-const OPT_COMMENT: u16 = 1;
-const SHB_USERAPPL: u16 = 4;
-const IF_NAME: u16 = 2;
-const IF_DESCRIPTION: u16 = 3;
-const IF_TSRESOL: u16 = 9;
-const EPB_FLAGS: u16 = 2;
+use pcap_file::DataLink;
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 
 /// Snap length written in each IDB.
 pub const SNAPLEN: u32 = 262_144;
@@ -33,59 +28,63 @@ pub enum Direction {
 }
 
 /// Writes a pcapng stream.
-#[derive(Debug)]
 pub struct Writer<W: Write> {
-    out: W,
+    out: PcapNgWriter<W>,
     interfaces: u32,
 }
 
-fn option(buf: &mut Vec<u8>, code: u16, value: &[u8]) {
-    buf.extend_from_slice(&code.to_le_bytes());
-    buf.extend_from_slice(&(value.len() as u16).to_le_bytes());
-    buf.extend_from_slice(value);
-    while buf.len() % 4 != 0 {
-        buf.push(0);
+impl<W: Write> std::fmt::Debug for Writer<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("interfaces", &self.interfaces)
+            .finish_non_exhaustive()
     }
 }
 
-fn end_options(buf: &mut Vec<u8>) {
-    buf.extend_from_slice(&OPT_ENDOFOPT.to_le_bytes());
-    buf.extend_from_slice(&0u16.to_le_bytes());
+fn io_err(e: pcap_file::PcapError) -> io::Error {
+    match e {
+        pcap_file::PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 impl<W: Write> Writer<W> {
-    /// Starts a section; `application` goes into `shb_userappl`.
-    pub fn new(mut out: W, application: &str) -> io::Result<Self> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
-        body.extend_from_slice(&1u16.to_le_bytes());
-        body.extend_from_slice(&0u16.to_le_bytes());
-        body.extend_from_slice(&(-1i64).to_le_bytes());
-        option(&mut body, SHB_USERAPPL, application.as_bytes());
-        end_options(&mut body);
-        write_block(&mut out, SHB, &body)?;
+    /// Starts a section (little-endian); `application` goes into `shb_userappl`.
+    pub fn new(out: W, application: &str) -> io::Result<Self> {
+        let section = SectionHeaderBlock {
+            endianness: pcap_file::Endianness::Little,
+            major_version: 1,
+            minor_version: 0,
+            section_length: -1,
+            options: vec![SectionHeaderOption::UserApplication(Cow::Owned(
+                application.to_owned(),
+            ))],
+        };
+        let out = PcapNgWriter::with_section_header(out, section).map_err(io_err)?;
         Ok(Self { out, interfaces: 0 })
     }
 
     /// Adds an Ethernet interface with nanosecond timestamps; returns its interface id.
     pub fn add_interface(&mut self, name: &str, description: &str) -> io::Result<u32> {
-        let mut body = Vec::new();
-        body.extend_from_slice(&LINKTYPE_ETHERNET.to_le_bytes());
-        body.extend_from_slice(&0u16.to_le_bytes());
-        body.extend_from_slice(&SNAPLEN.to_le_bytes());
-        option(&mut body, IF_NAME, name.as_bytes());
+        let mut options = vec![InterfaceDescriptionOption::IfName(Cow::Borrowed(name))];
         if !description.is_empty() {
-            option(&mut body, IF_DESCRIPTION, description.as_bytes());
+            options.push(InterfaceDescriptionOption::IfDescription(Cow::Borrowed(
+                description,
+            )));
         }
-        // 10^-9 s resolution.
-        option(&mut body, IF_TSRESOL, &[9]);
-        end_options(&mut body);
-        write_block(&mut self.out, IDB, &body)?;
+        // 10^-9 s resolution: the EPB timestamps are nanoseconds.
+        options.push(InterfaceDescriptionOption::IfTsResol(9));
+        let idb = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: SNAPLEN,
+            options,
+        };
+        self.out.write_pcapng_block(idb).map_err(io_err)?;
         self.interfaces += 1;
         Ok(self.interfaces - 1)
     }
 
-    /// Writes one frame. `ts_ns` is nanoseconds since the Unix epoch.
+    /// Writes one frame (cut to [`SNAPLEN`]). `ts_ns` is nanoseconds since the Unix epoch.
     pub fn packet(
         &mut self,
         interface: u32,
@@ -96,52 +95,36 @@ impl<W: Write> Writer<W> {
         comment: Option<&str>,
     ) -> io::Result<()> {
         let data = &data[..data.len().min(SNAPLEN as usize)];
-        let mut body = Vec::with_capacity(data.len() + 48);
-        body.extend_from_slice(&interface.to_le_bytes());
-        body.extend_from_slice(&((ts_ns >> 32) as u32).to_le_bytes());
-        body.extend_from_slice(&(ts_ns as u32).to_le_bytes());
-        body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(&original_len.max(data.len() as u32).to_le_bytes());
-        body.extend_from_slice(data);
-        while body.len() % 4 != 0 {
-            body.push(0);
-        }
-        let mut opts = false;
+        let mut options = Vec::new();
         if let Some(d) = dir {
-            let flags: u32 = match d {
+            options.push(EnhancedPacketOption::Flags(match d {
                 Direction::Inbound => 1,
                 Direction::Outbound => 2,
-            };
-            option(&mut body, EPB_FLAGS, &flags.to_le_bytes());
-            opts = true;
+            }));
         }
         if let Some(c) = comment {
-            option(&mut body, OPT_COMMENT, c.as_bytes());
-            opts = true;
+            options.push(EnhancedPacketOption::Comment(Cow::Borrowed(c)));
         }
-        if opts {
-            end_options(&mut body);
-        }
-        write_block(&mut self.out, EPB, &body)
+        let epb = EnhancedPacketBlock {
+            interface_id: interface,
+            timestamp: Duration::from_nanos(ts_ns),
+            original_len: original_len.max(data.len() as u32),
+            data: Cow::Borrowed(data),
+            options,
+        };
+        self.out.write_pcapng_block(epb).map_err(io_err)?;
+        Ok(())
     }
 
     /// Flushes the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.get_mut().flush()
     }
 
     /// Returns the underlying writer.
     pub fn into_inner(self) -> W {
-        self.out
+        self.out.into_inner()
     }
-}
-
-fn write_block(out: &mut impl Write, ty: u32, body: &[u8]) -> io::Result<()> {
-    let total = (12 + body.len()) as u32;
-    out.write_all(&ty.to_le_bytes())?;
-    out.write_all(&total.to_le_bytes())?;
-    out.write_all(body)?;
-    out.write_all(&total.to_le_bytes())
 }
 
 #[cfg(test)]
@@ -169,19 +152,31 @@ mod tests {
         let bytes = w.into_inner();
         assert_eq!(bytes.len() % 4, 0);
         let mut r = PcapNgReader::new(&bytes[..]).unwrap();
-        let mut names = Vec::new();
+        let mut names = vec![format!("{:?}", r.section().options)];
         let mut packets = Vec::new();
+        let mut stamps = Vec::new();
         while let Some(block) = r.next_block() {
             match block.unwrap() {
                 Block::InterfaceDescription(idb) => names.push(format!("{:?}", idb.options)),
                 Block::EnhancedPacket(epb) => {
-                    packets.push((epb.interface_id, epb.data.len(), epb.original_len))
+                    packets.push((epb.interface_id, epb.data.len(), epb.original_len));
+                    stamps.push((
+                        epb.timestamp.as_nanos() as u64,
+                        format!("{:?}", epb.options),
+                    ));
                 }
                 _ => {}
             }
         }
-        assert_eq!(names.len(), 2);
-        assert!(names[0].contains("sw0:a"), "{names:?}");
+        // The section header is read first, then the two interfaces.
+        assert_eq!(names.len(), 3);
+        assert!(names[0].contains("UserApplication(\"test\")"), "{names:?}");
+        assert!(names[1].contains("IfName(\"sw0:a\")"), "{names:?}");
+        assert!(names[1].contains("IfTsResol(9)"), "{names:?}");
+        assert!(!names[2].contains("IfDescription"), "{names:?}");
         assert_eq!(packets, vec![(1, 61, 61), (0, 14, 100)]);
+        assert_eq!(stamps[0].0, 1_700_000_000_123_456_789);
+        assert!(stamps[0].1.contains("Flags(1)") && stamps[0].1.contains("Comment(\"hello\")"));
+        assert_eq!(stamps[1], (1_700_000_000_223_456_789, "[]".to_owned()));
     }
 }
