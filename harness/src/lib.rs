@@ -36,6 +36,7 @@ pub mod process;
 pub mod registry;
 pub mod rootless;
 pub mod route;
+pub mod runner;
 pub mod scenario;
 pub mod shrink;
 pub mod spec;

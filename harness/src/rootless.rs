@@ -1,5 +1,5 @@
 //! Running without root, as patchbay does: a process that is not root re-runs itself (one test,
-//! the conformance suite, or the CLI's `run` and `demo`) inside new user, mount, network and PID namespaces, where it
+//! the conformance suite, the CLI's `run`, or `holdfast-demo`) inside new user, mount, network and PID namespaces, where it
 //! is root over everything it creates.
 //!
 //! Read [`run`] first. The sandbox is made between `fork` and `exec` of the re-run:
@@ -203,7 +203,29 @@ pub fn rerun_this_test() -> Option<Result<String, String>> {
     Some(Ok(text))
 }
 
-/// A whole program's re-run of itself (the CLI's `run` and `demo`, the conformance suite): the
+/// For a one-shot command: returns at once as root; otherwise runs this very command again in
+/// a rootless sandbox, saying so on stderr as `program`, and exits with its status. Fails (with
+/// why) where no sandbox can be made.
+pub fn root_or_sandbox(program: &str) -> io::Result<()> {
+    if crate::privileged() {
+        return Ok(());
+    }
+    if inside() {
+        return Err(io::Error::other(
+            "not root even inside the rootless sandbox: the kernel withheld capabilities",
+        ));
+    }
+    if let Some(why) = unavailable() {
+        return Err(io::Error::other(format!(
+            "this needs root (run it with sudo): not root, and {why}"
+        )));
+    }
+    eprintln!("{program}: not root: running in a user namespace of its own (rootless)");
+    let code = rerun_self()?;
+    std::process::exit(code);
+}
+
+/// A whole program's re-run of itself (the CLI's `run`, `holdfast-demo`, the conformance suite): the
 /// same arguments inside a sandbox, output passed through as it comes. Returns the exit code to
 /// leave with.
 pub fn rerun_self() -> io::Result<i32> {

@@ -17,10 +17,9 @@ use holdfast_harness::registry::{self, RunRecord};
 use holdfast_harness::scenario::Scenario;
 use holdfast_harness::{Fault, Topology, netns};
 
-mod run_scenario;
 mod supervisor;
 
-use run_scenario::run_scenario;
+use holdfast_harness::runner;
 use supervisor::{call, down, supervise, up};
 
 /// Builds multi-node clusters from TOML topologies in network namespaces, runs any
@@ -38,7 +37,6 @@ struct Cli {
 
 const EXAMPLES: &str = "\
 Examples:
-  holdfast-harness demo                                   # the main job: a kill/restore, with pcaps
   holdfast-harness check topologies/*.toml
   holdfast-harness check --adapter adapters/keepalived topologies/*.toml   # render it for each
   holdfast-harness graph topologies/two-node-routed.toml --svg /tmp/routed.svg
@@ -161,13 +159,6 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// The main job: a client streams through a power-off and power-on of its server, on the
-    /// shipped two-node topology; prints a timeline and writes the pcaps.
-    Demo {
-        /// Where logs and pcaps go (default pcaps/out/demo-RUN).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-    },
     /// Run a service for client workloads (used in topology process templates).
     Serve {
         /// The service.
@@ -247,29 +238,17 @@ fn need_root() -> Result<()> {
     if !holdfast_harness::privileged() {
         bail!(
             "this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it with sudo. Without root, \
-             `run` and `demo` run in a user namespace of their own; `up` cannot, since its run \
+             `run` runs in a user namespace of its own; `up` cannot, since its run \
              would vanish with the command"
         );
     }
     Ok(())
 }
 
-/// For the one-shot commands (`run`, `demo`): without root, runs this very command again in a
-/// rootless sandbox ([`holdfast_harness::rootless`]) and exits with its status.
+/// For the one-shot command `run`: without root, runs this very command again in a rootless
+/// sandbox ([`holdfast_harness::rootless`]) and exits with its status.
 fn root_or_sandbox() -> Result<()> {
-    use holdfast_harness::rootless;
-    if holdfast_harness::privileged() {
-        return Ok(());
-    }
-    if rootless::inside() {
-        bail!("not root even inside the rootless sandbox: the kernel withheld capabilities");
-    }
-    if let Some(why) = rootless::unavailable() {
-        bail!("this needs root (run it with sudo): not root, and {why}");
-    }
-    eprintln!("holdfast-harness: not root: running in a user namespace of its own (rootless)");
-    let code = rootless::rerun_self().context("make the rootless sandbox")?;
-    std::process::exit(code);
+    holdfast_harness::rootless::root_or_sandbox("holdfast-harness").map_err(Into::into)
 }
 
 fn load_topology(file: &Path) -> Result<Topology> {
@@ -354,9 +333,9 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             let topo = load_topology(&file)?;
             let adapter = adapter.as_deref().map(load_adapter).transpose()?;
             let sc = Scenario::load(&scenario, &topo).map_err(|e| anyhow::anyhow!("{e}"))?;
-            run_scenario(topo, Some(file), &sc, run_dir, "run", adapter)
+            let outcome = runner::run_scenario(topo, Some(file), &sc, run_dir, "run", adapter)?;
+            Ok(outcome.verdict())
         }
-        Cmd::Demo { run_dir } => demo(run_dir),
         Cmd::Serve {
             service,
             listen,
@@ -393,26 +372,6 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Clean { run, force } => clean(run, force),
     }
-}
-
-/// When run through `cargo run`, makes sure `holdfastd` beside this binary is built and current,
-/// so that the demo's one command is enough.
-fn ensure_daemon_built() -> Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let exe = std::env::current_exe()?;
-    let release = exe.parent().is_some_and(|d| d.ends_with("release"));
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "-q", "-p", "holdfastd"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let st = cmd.status().context("build holdfastd")?;
-    if !st.success() {
-        bail!("building holdfastd failed");
-    }
-    Ok(())
 }
 
 /// `check`: every topology file checked (and rendered by the adapter, if one is given).
@@ -530,25 +489,6 @@ fn list() -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `demo`: the main job, a two-node cluster with holdfastd, a client stream, a power-off and
-/// power-on of its server, and the pcaps.
-fn demo(run_dir: Option<PathBuf>) -> Result<ExitCode> {
-    root_or_sandbox()?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let file = root.join("topologies/two-node.toml");
-    ensure_daemon_built()?;
-    let topo = load_topology(&file)?;
-    let sc = Scenario::load(&root.join("scenarios/demo.toml"), &topo)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!(
-        "Holdfast demo: topology two-node (nodes a, b and a client on switch sw0; a mirrored to b)."
-    );
-    println!("holdfastd runs on a and b; a owns 198.18.0.10, and b snoops a's connections.");
-    println!("The client streams to 198.18.0.10 while a is powered off and on again.\n");
-    let adapter = load_adapter(&root.join("adapters/holdfastd"))?;
-    run_scenario(topo, Some(file), &sc, run_dir, "demo", Some(adapter))
 }
 
 /// `clean`: removes what killed runs left behind (all dead ones, or the one named).
