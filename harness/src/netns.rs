@@ -1,4 +1,5 @@
-//! Named network namespaces, compatible with `ip netns` (`/run/netns/NAME` bind mounts).
+//! Named network namespaces, compatible with `ip netns` (`/run/netns/NAME` bind mounts, made
+//! by `netns-rs`), and what `netns-rs` does not do: processes found by namespace, killed.
 //!
 //! Read [`NetNs::create`] first. `setns` changes only the calling thread, so everything that must
 //! happen *inside* a namespace runs on a short-lived thread of its own ([`NetNs::run`]); nothing
@@ -16,6 +17,15 @@ use crate::netlink::Netlink;
 
 /// Where `ip netns` keeps its namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
+
+/// `netns-rs`'s environment for our namespaces: `/run/netns`, where `ip netns` looks.
+struct RunNetns;
+
+impl netns_rs::Env for RunNetns {
+    fn persist_dir(&self) -> PathBuf {
+        PathBuf::from(NETNS_DIR)
+    }
+}
 
 /// A named network namespace that this process holds open.
 #[derive(Debug)]
@@ -54,38 +64,36 @@ pub fn enter(fd: RawFd) -> io::Result<()> {
 }
 
 impl NetNs {
-    /// Creates `/run/netns/NAME` holding a fresh namespace, with `lo` up and IPv6 disabled by
-    /// default on every interface created in it later (so captures stay quiet). Fails if the name
-    /// exists.
+    /// Creates `/run/netns/NAME` holding a fresh namespace (through `netns-rs`, as `ip netns
+    /// add` does: `/run/netns` becomes a shared mount point), with `lo` up and IPv6 disabled by
+    /// default on every interface created in it later (so captures stay quiet). Fails if the
+    /// name exists.
     pub fn create(name: &str) -> io::Result<Self> {
-        fs::create_dir_all(NETNS_DIR)?;
+        // netns-rs makes /run/netns a mount point on first use; two threads doing that at
+        // once could stack two mounts, the second hiding what was made under the first.
+        static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let path = Path::new(NETNS_DIR).join(name);
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let p2 = path.clone();
+        let made = {
+            let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+            if path.exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{}: exists", path.display()),
+                ));
+            }
+            netns_rs::NetNs::new_with_env(name, RunNetns)
+                .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?
+        };
+        // Inside, on a thread of its own (netns-rs's `run` enters on the calling thread).
         let res = std::thread::scope(|s| {
-            s.spawn(move || -> io::Result<Netlink> {
-                // SAFETY: unshare(2) on this thread only; it is a fresh thread we own.
-                check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
-                let src = cstr(Path::new("/proc/thread-self/ns/net"))?;
-                let dst = cstr(&p2)?;
-                // SAFETY: bind mount between two valid C strings.
-                check(unsafe {
-                    libc::mount(
-                        src.as_ptr(),
-                        dst.as_ptr(),
-                        c"none".as_ptr(),
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    )
-                })?;
-                quiet_ipv6()?;
-                let nl = Netlink::open()?;
-                nl.set_up("lo", true).map_err(io::Error::other)?;
-                Ok(nl)
+            s.spawn(|| {
+                made.run(|_| -> io::Result<Netlink> {
+                    quiet_ipv6()?;
+                    let nl = Netlink::open()?;
+                    nl.set_up("lo", true).map_err(io::Error::other)?;
+                    Ok(nl)
+                })
+                .map_err(io::Error::other)?
             })
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
@@ -93,6 +101,7 @@ impl NetNs {
         match res {
             Ok(nl) => Self::finish_open(name, nl),
             Err(e) => {
+                let _ = made.remove();
                 let _ = remove_path(&path);
                 Err(e)
             }
