@@ -175,6 +175,13 @@ pub fn served(
         .reduce(|x, y| if seq_after(y, x) { y } else { x })
         .ok_or("the client acknowledged nothing before the new server's first segment")?;
     let lo = client_ack.wrapping_sub(1);
+    // What the client acknowledged before the new node sent anything, the old one sent: a
+    // frame the capture missed (a drop under load) must not make a continued stream look new.
+    let old_next = if seq_after(client_ack, old_next) {
+        client_ack
+    } else {
+        old_next
+    };
     let out = Served {
         before: before.len(),
         after: after.len(),
@@ -250,4 +257,81 @@ pub(crate) fn judge(
         ));
     }
     Ok(lines.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP segment on `iface`: `from` to `to`, `seq`, `len` payload bytes, `ack` (if any).
+    fn seg(
+        iface: &str,
+        ts_ns: u64,
+        from: &str,
+        to: &str,
+        seq: u32,
+        len: usize,
+        ack: Option<u32>,
+    ) -> Frame {
+        let (f, t): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
+        let (IpAddr::V4(fi), IpAddr::V4(ti)) = (f.ip(), t.ip()) else {
+            unreachable!("IPv4 in these tests")
+        };
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(fi.octets(), ti.octets(), 64)
+            .tcp(f.port(), t.port(), seq, 65535);
+        let b = match ack {
+            Some(a) => b.ack(a),
+            None => b,
+        };
+        let payload = vec![0u8; len];
+        let mut data = Vec::new();
+        b.write(&mut data, &payload).unwrap();
+        Frame {
+            iface: iface.into(),
+            ts_ns,
+            inbound: true,
+            data,
+            comment: None,
+        }
+    }
+
+    const SVC: &str = "198.18.0.10:7";
+    const CLI: &str = "198.18.0.100:40000";
+
+    /// a's last 100 bytes were not captured, but the client acknowledged them before b spoke:
+    /// b continuing at that acknowledgement is the old connection, not a new one.
+    #[test]
+    fn an_acknowledgement_proves_bytes_the_capture_missed() {
+        let frames = vec![
+            seg("sw0:a", 10, SVC, CLI, 1000, 100, Some(1)),
+            seg("sw0:client", 20, CLI, SVC, 1, 0, Some(1200)),
+            seg("sw0:b", 40, SVC, CLI, 1200, 100, Some(1)),
+        ];
+        let s = served(
+            &frames,
+            SVC.parse().unwrap(),
+            CLI.parse().unwrap(),
+            "sw0:a",
+            "sw0:b",
+            30,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.range_lo, s.range_hi, s.first_after_seq),
+            (1199, 1200, 1200)
+        );
+        // A segment from elsewhere in the sequence space is still refused.
+        let mut far = frames.clone();
+        far[2] = seg("sw0:b", 40, SVC, CLI, 9000, 100, Some(1));
+        let e = served(
+            &far,
+            SVC.parse().unwrap(),
+            CLI.parse().unwrap(),
+            "sw0:a",
+            "sw0:b",
+            30,
+        );
+        assert!(e.unwrap_err().contains("not the old sequence space"));
+    }
 }
