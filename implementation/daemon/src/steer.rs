@@ -23,8 +23,8 @@ use std::net::IpAddr;
 use holdfast_proto::wire::FourTuple;
 
 use crate::nft::{
-    Batch, Msg, NFPROTO_IPV4, NFT_MSG_DELRULE, NFT_MSG_DELTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE,
-    NFT_MSG_NEWTABLE, NLM_F_APPEND, NLM_F_CREATE, cmp, expr, immediate, payload,
+    Batch, Msg, NFPROTO_IPV4, NFT_MSG_DELRULE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWTABLE,
+    NLM_F_APPEND, NLM_F_CREATE, cmp, expr, immediate, payload,
 };
 
 const TABLE: &str = "holdfast";
@@ -75,7 +75,7 @@ impl Steer {
     }
 
     /// Replaces every forwarding rule with `rules`, atomically (one nfnetlink batch). An empty
-    /// set removes the table. Returns the connections that cannot be forwarded (IPv6 ones to a
+    /// set flushes the chain (the table stays until `reset`). Returns the connections that cannot be forwarded (IPv6 ones to a
     /// node whose MAC is unknown; an IPv4 or IPv6 connection to a node without an IPv4 address),
     /// which the caller reports.
     pub fn replace(&mut self, rules: &Rules) -> io::Result<Vec<FourTuple>> {
@@ -83,8 +83,13 @@ impl Steer {
         let n: usize = rules.values().map(Vec::len).sum();
         if n == 0 {
             if self.installed > 0 {
+                // Flush the chain, keep it: deleting a netdev chain unregisters its hook, and
+                // the commit waits for an RCU grace period (10-25 ms on the protocol loop).
                 let mut b = Batch::default();
-                b.msg(NFT_MSG_DELTABLE, 0, |m| m.str(1, TABLE));
+                b.msg(NFT_MSG_DELRULE, 0, |m| {
+                    m.str(1, TABLE);
+                    m.str(2, CHAIN);
+                });
                 self.installed = 0;
                 b.commit()?;
             }

@@ -72,7 +72,19 @@ impl Tee {
             return Ok(());
         }
         if copies.is_empty() {
-            return self.reset();
+            // Flush the rules, keep the table and its chains: deleting a netdev chain
+            // unregisters its hook, and the commit waits for an RCU grace period (10-25 ms
+            // measured on the protocol loop, heartbeats late meanwhile).
+            let mut b = Batch::default();
+            for (chain, _) in CHAINS {
+                b.msg(NFT_MSG_DELRULE, 0, |m| {
+                    m.str(1, TABLE);
+                    m.str(2, chain);
+                });
+            }
+            b.commit()?;
+            self.installed = copies;
+            return Ok(());
         }
         let all: BTreeSet<[u8; 6]> = copies.values().flatten().copied().collect();
         let mut b = Batch::default();
@@ -179,4 +191,83 @@ fn write_macs(l: &mut Msg, reg: u32) {
         d.u32be(4, 12); // NFTA_PAYLOAD_LEN
         d.u32be(6, 0); // NFTA_PAYLOAD_CSUM_TYPE: none
     });
+}
+
+/// What the copying thread has done: the copies installed, and the commits the kernel refused.
+#[derive(Debug, Clone, Default)]
+pub struct TeeState {
+    /// What is copied now.
+    pub installed: Copies,
+    /// Commits the kernel refused (each logged; retried after 250 ms).
+    pub failures: u64,
+}
+
+/// The copying rules kept in line on a thread of their own: an nf_tables commit takes 5-25 ms
+/// on this kind of machine (measured on the protocol loop, heartbeats late meanwhile), so the
+/// loop only says what it wants and never waits for the kernel.
+pub struct TeeWorker {
+    tx: std::sync::mpsc::Sender<Copies>,
+    shared: std::sync::Arc<std::sync::Mutex<TeeState>>,
+}
+
+impl TeeWorker {
+    /// Starts the thread that owns `tee`.
+    pub fn spawn(mut tee: Tee) -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Copies>();
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(TeeState::default()));
+        let state = shared.clone();
+        std::thread::Builder::new()
+            .name("holdfastd-tee".into())
+            .spawn(move || {
+                let mut failed: Option<Copies> = None;
+                loop {
+                    // The next request; or, after a refusal, the same again in 250 ms.
+                    let next = match failed.take() {
+                        None => rx.recv().ok(),
+                        Some(c) => match rx.recv_timeout(std::time::Duration::from_millis(250)) {
+                            Ok(newer) => Some(newer),
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Some(c),
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                        },
+                    };
+                    let Some(mut want) = next else {
+                        return;
+                    };
+                    // Only the newest request matters.
+                    while let Ok(newer) = rx.try_recv() {
+                        want = newer;
+                    }
+                    let before = tee.installed().clone();
+                    let result = tee.replace(&want);
+                    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+                    match result {
+                        Ok(()) => {
+                            if *tee.installed() != before {
+                                tracing::info!(addresses = tee.installed().len(), copies = ?tee.installed(), "snoop = forward: copies for the backups updated");
+                            }
+                            s.installed = tee.installed().clone();
+                        }
+                        Err(e) => {
+                            tracing::warn!("snoop = forward: the copying rules: {e}");
+                            s.failures += 1;
+                            failed = Some(want);
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { tx, shared })
+    }
+
+    /// Asks for exactly `copies` (the thread makes it so, soon).
+    pub fn request(&self, copies: Copies) {
+        let _ = self.tx.send(copies);
+    }
+
+    /// What the thread has done so far.
+    pub fn state(&self) -> TeeState {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }

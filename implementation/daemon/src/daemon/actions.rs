@@ -13,13 +13,22 @@ use tracing::{debug, info, warn};
 
 use super::Io;
 
+/// How long a run of actions holds the protocol loop before it lets the protocol turn.
+const TURN: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Carries out every action the core has queued (and those a takeover deferred), then brings
 /// the `forward` copies in line if anything they depend on changed.
 pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
     // Actions the core emitted while a takeover kept the protocol running (`keep_alive`):
     // they come before anything still queued in the core.
     let mut deferred = VecDeque::new();
+    let started = std::time::Instant::now();
     while let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) {
+        // A run of slow actions (addresses, kernel rules) lets the protocol turn between them,
+        // so that its heartbeats never wait for the whole run.
+        if started.max(io.last_keep_alive).elapsed() > TURN {
+            io.keep_alive(node, &mut deferred).await;
+        }
         // Who holds what, or who is alive, may have changed: the copies for the backups too.
         if matches!(
             a,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use holdfast_proto::node::Node;
 use holdfast_proto::policy::SnoopMode;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::Io;
 use crate::tee::Copies;
@@ -48,7 +48,7 @@ impl Io {
     /// then its copy has a gap, which it finds and fetches (FETCH) like any hole.
     pub(super) fn update_tee(&mut self, node: &Node) {
         self.tee_dirty = false;
-        let Some(tee) = self.tee.as_mut() else {
+        let Some(tee) = self.tee.as_ref() else {
             return;
         };
         let me = node.id();
@@ -91,21 +91,11 @@ impl Io {
                 }
             }
         }
-        if copies.values().all(|m| m.is_empty()) && tee.installed().is_empty() {
+        if self.tee_sent.as_ref() == Some(&copies) {
             return;
         }
-        let before = tee.installed().clone();
-        match tee.replace(&copies) {
-            Ok(()) if *tee.installed() != before => {
-                self.tee_unknown.clear();
-                info!(addresses = tee.installed().len(), copies = ?tee.installed(), "snoop = forward: copies for the backups updated");
-            }
-            Ok(()) => {}
-            Err(e) => {
-                // Tried again at the next housekeeping (250 ms), not every tick.
-                warn!("snoop = forward: the copying rules: {e}");
-                self.conns.tee_failures += 1;
-            }
-        }
+        self.tee_unknown.clear();
+        tee.request(copies.clone());
+        self.tee_sent = Some(copies);
     }
 }

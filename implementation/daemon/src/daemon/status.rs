@@ -96,6 +96,10 @@ pub struct ConnCounters {
     pub copied_to: usize,
     /// `snoop = "forward"`: times the kernel refused the copying rules (logged each).
     pub tee_failures: u64,
+    /// Times one piece of the protocol loop's work held it longer than 5 ms (heartbeats wait
+    /// meanwhile), by what held it (logged each). Late heartbeats without such a count were
+    /// the machine's: the loop was runnable but not run.
+    pub loop_held: BTreeMap<String, u64>,
     /// CONN-STATEs received and adopted.
     pub adopted: u64,
     /// The largest state adopted: its unacknowledged output and checkpoint, in bytes.
