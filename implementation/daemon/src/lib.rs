@@ -2,12 +2,11 @@
 //!
 //! Start with [`daemon::run`]. [`config`] reads the cluster configuration, [`netio`] adds and
 //! removes addresses and watches the link over rtnetlink, [`arp`] announces addresses with
-//! gratuitous ARP and unsolicited neighbour advertisements, [`app`] serves the application,
+//! gratuitous ARP and unsolicited neighbour advertisements, [`serving`] serves the application,
 //! [`steer`] forwards single connections to another node in the kernel, [`repair`] re-creates
 //! connections with TCP_REPAIR and [`inject`] puts a client's packets into this node's stack.
 #![warn(missing_docs)]
 
-pub mod app;
 pub mod arp;
 pub mod config;
 pub mod daemon;
@@ -16,6 +15,7 @@ pub mod inject;
 pub mod netio;
 pub mod nft;
 pub mod repair;
+pub mod serving;
 pub mod snoop;
 pub mod sockbuf;
 pub mod steer;

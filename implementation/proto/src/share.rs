@@ -61,7 +61,7 @@ impl Split {
 
 /// The connections of a group that one takeover re-creates, from the scope the core gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Part {
+pub enum Selection {
     /// All of them.
     All,
     /// The hash share `index` of `of`.
@@ -75,7 +75,7 @@ pub enum Part {
     Listed(BTreeSet<FourTuple>),
 }
 
-impl From<Scope> for Part {
+impl From<Scope> for Selection {
     fn from(scope: Scope) -> Self {
         match scope {
             Scope::All => Self::All,
@@ -85,7 +85,7 @@ impl From<Scope> for Part {
     }
 }
 
-impl Part {
+impl Selection {
     /// Whether the takeover re-creates (or, if it cannot, reports as lost) connection `t`.
     pub fn includes(&self, t: &FourTuple) -> bool {
         match self {
@@ -137,20 +137,20 @@ mod tests {
     #[test]
     fn parts_select_their_connections() {
         let t = tuple(7);
-        assert!(Part::from(Scope::All).includes(&t));
+        assert!(Selection::from(Scope::All).includes(&t));
         let mine = t.share(3);
-        assert!(Part::from(Scope::Share { index: mine, of: 3 }).includes(&t));
+        assert!(Selection::from(Scope::Share { index: mine, of: 3 }).includes(&t));
         assert!(
-            !Part::from(Scope::Share {
+            !Selection::from(Scope::Share {
                 index: (mine + 1) % 3,
                 of: 3
             })
             .includes(&t)
         );
-        assert!(Part::from(Scope::Connections(vec![t])).includes(&t));
-        assert!(!Part::from(Scope::Connections(vec![tuple(8)])).includes(&t));
-        assert!(Part::Share { index: 0, of: 2 }.with_addresses());
-        assert!(!Part::Share { index: 1, of: 2 }.with_addresses());
-        assert!(!Part::Listed(BTreeSet::new()).with_addresses());
+        assert!(Selection::from(Scope::Connections(vec![t])).includes(&t));
+        assert!(!Selection::from(Scope::Connections(vec![tuple(8)])).includes(&t));
+        assert!(Selection::Share { index: 0, of: 2 }.with_addresses());
+        assert!(!Selection::Share { index: 1, of: 2 }.with_addresses());
+        assert!(!Selection::Listed(BTreeSet::new()).with_addresses());
     }
 }

@@ -6,19 +6,19 @@ use std::net::IpAddr;
 
 use holdfast_proto::node::{Action, Event, Node};
 use holdfast_proto::policy::{ArpPolicy, Epoch, FailbackMode, NodeId, OwnedAddress};
-use holdfast_proto::share::Part;
+use holdfast_proto::share::Selection;
 use holdfast_proto::time::Time;
 use holdfast_proto::wire::Scope;
 use tracing::{debug, info, warn};
 
-use super::Io;
+use super::Daemon;
 
 /// How long a run of actions holds the protocol loop before it lets the protocol turn.
 const TURN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Carries out every action the core has queued (and those a takeover deferred), then brings
 /// the `forward` copies in line if anything they depend on changed.
-pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
+pub(super) async fn apply(node: &mut Node, io: &mut Daemon, name: &str, now: Time) {
     // Actions the core emitted while a takeover kept the protocol running (`keep_alive`):
     // they come before anything still queued in the core.
     let mut deferred = VecDeque::new();
@@ -88,7 +88,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
             }
             Action::DiscardStale { owner, epoch } => {
                 info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
-                io.registry.discard(owner);
+                io.served.discard(owner);
             }
             Action::ConnState { from, state } => io.adopt(from, &state),
             Action::FetchRequest { from, fetch } => io.answer_fetch(node, from, fetch),
@@ -120,7 +120,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Io, name: &str, now: Time) {
     }
 }
 
-impl Io {
+impl Daemon {
     /// Takes the addresses, and takes live whatever a takeover re-created for them.
     async fn on_claim(
         &mut self,
@@ -134,7 +134,7 @@ impl Io {
             warn!("claim {owner}: {e:#}");
         }
         for a in addresses {
-            self.registry.address(a.addr, true);
+            self.served.address(a.addr, true);
         }
         self.snooper_caught_up(node, deferred).await;
         self.go_live(owner);
@@ -145,13 +145,13 @@ impl Io {
     async fn on_release(&mut self, node: &Node, owner: NodeId, addresses: &[OwnedAddress]) {
         let arp = node.ownership_of(owner).map_or(ArpPolicy::Garp, |o| o.arp);
         for a in addresses {
-            self.registry.address(a.addr, false);
+            self.served.address(a.addr, false);
         }
         if let Err(e) = self.release(owner, addresses, arp).await {
             warn!("release {owner}: {e:#}");
         }
         if self.migrating.remove(&owner) {
-            self.registry.discard(owner);
+            self.served.discard(owner);
         }
         let before = self.forwards.len();
         self.forwards.retain(|(o, _), _| *o != owner);
@@ -180,7 +180,7 @@ impl Io {
             .ownership_of(owner)
             .map(|r| (r.addresses.clone(), r.arp))
             .unwrap_or_default();
-        let part = Part::from(scope);
+        let part = Selection::from(scope);
         let with_addresses = part.with_addresses();
         self.assume(node, deferred, owner, &addrs, arp, part, shares)
             .await;
@@ -206,7 +206,7 @@ impl Io {
                 // The group's connections stay here until they close: make their address
                 // local on the loopback before it goes (the owner forwards their packets
                 // here from the moment it takes the address back).
-                let conns = self.registry.connections(owner);
+                let conns = self.served.connections(owner);
                 if !conns.is_empty() {
                     let ips = node
                         .ownership_of(owner)
@@ -223,7 +223,7 @@ impl Io {
                 // (CONN-STATE sync and snooping) and re-creates them once we are quiet.
                 // The frozen sockets are dropped once the address is gone, so nothing that
                 // arrives meanwhile meets a kernel without the socket.
-                let n = self.registry.freeze(owner);
+                let n = self.served.freeze(owner);
                 info!(node = name, %owner, connections = n, "migrate: frozen");
                 self.migrating.insert(owner);
                 node.handback_ready(now, owner, Vec::new());

@@ -6,11 +6,11 @@ use anyhow::{Context, Result};
 use holdfast_proto::policy::{ArpPolicy, NodeId, OwnedAddress};
 use tracing::warn;
 
-use super::Io;
+use super::Daemon;
 use crate::arp::{RawSender, announce_frame};
 use crate::netio;
 
-impl Io {
+impl Daemon {
     pub(super) fn vmac_name(owner: NodeId) -> String {
         format!("vmac{}", owner.0)
     }

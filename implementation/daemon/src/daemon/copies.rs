@@ -9,10 +9,10 @@ use holdfast_proto::node::Node;
 use holdfast_proto::policy::SnoopMode;
 use tracing::warn;
 
-use super::Io;
+use super::Daemon;
 use crate::tee::Copies;
 
-impl Io {
+impl Daemon {
     /// Puts each peer's MAC (as its control datagrams showed it) into the kernel's neighbour
     /// table once, so that this node's first unicast to it (a FETCH, a CONN-STATE, a RECLAIM)
     /// leaves at once: on a lossy link a lost ARP reply would hold it back a full second.

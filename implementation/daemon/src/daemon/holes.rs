@@ -12,7 +12,7 @@ use holdfast_proto::policy::NodeId;
 use holdfast_proto::wire::{Fetch, Fetched, FourTuple};
 use tracing::{info, warn};
 
-use super::Io;
+use super::Daemon;
 
 /// How long to wait for an answer before asking again.
 const RETRY: Duration = Duration::from_millis(10);
@@ -29,7 +29,7 @@ pub(super) struct Holes {
     asked: HashMap<(FourTuple, u32), Instant>,
 }
 
-impl Io {
+impl Daemon {
     /// Asks the holders for every open hole not asked for in the last [`RETRY`] (called every
     /// few milliseconds from the event loop).
     pub(super) fn fetch_holes(&mut self, node: &mut Node) {

@@ -45,7 +45,10 @@ pub use status::*;
 /// ([`ConnCounters::loop_held`]).
 const HELD_WARN: Duration = Duration::from_millis(5);
 
-struct Io {
+/// The daemon's half of the sans-IO split: its sockets, the kernel state it made (addresses,
+/// forwarding, copies), the snooper and the served connections. The core decides; this turns
+/// its actions into syscalls ([`apply`]) and feeds it what the kernel reports.
+struct Daemon {
     /// The core's clock: `Time` is nanoseconds since this instant.
     base: Instant,
     net: Net,
@@ -55,7 +58,7 @@ struct Io {
     me: NodeConfig,
     me_iface_name: String,
     app: fn() -> Box<dyn App>,
-    registry: std::sync::Arc<crate::app::Registry>,
+    served: std::sync::Arc<crate::serving::ServedConnections>,
     snooper: Option<Snooper>,
     /// Connections re-created in repair mode, waiting for their owner's address.
     repaired: Vec<(NodeId, Repaired)>,
@@ -74,7 +77,7 @@ struct Io {
     /// Groups being migrated back to their owner: their frozen connections are dropped once
     /// the addresses are released.
     migrating: std::collections::BTreeSet<NodeId>,
-    /// Announcement sockets by interface index, kept open (see [`Io::sender`]).
+    /// Announcement sockets by interface index, kept open (see [`Daemon::sender`]).
     senders: BTreeMap<u32, std::sync::Arc<RawSender>>,
     /// Kernel forwarding of connections served elsewhere, for groups we hold.
     steer: Steer,
@@ -83,7 +86,7 @@ struct Io {
     /// Groups whose connections we serve without holding their addresses (on the loopback):
     /// the addresses, the connections last reported, and whether the owner wants reports
     /// (a `new-connections` handback).
-    serving: BTreeMap<NodeId, (Vec<IpAddr>, Vec<FourTuple>, bool)>,
+    without_address: BTreeMap<NodeId, (Vec<IpAddr>, Vec<FourTuple>, bool)>,
     conns: ConnCounters,
     /// `snoop = "forward"`: the kernel's copies for the backups (`None` in other modes).
     tee: Option<crate::tee::TeeWorker>,
@@ -99,7 +102,7 @@ struct Io {
     last_keep_alive: Instant,
 }
 
-impl Io {
+impl Daemon {
     fn conn_counters(&self) -> ConnCounters {
         let mut c = self.conns.clone();
         if let Some(sn) = &self.snooper {
@@ -130,7 +133,7 @@ impl Io {
             c.tee_failures = st.failures;
         }
         c.udp_drops = udp_drops(&self.udp);
-        c.served_without_address = self.serving.values().map(|s| s.1.len()).sum();
+        c.served_without_address = self.without_address.values().map(|s| s.1.len()).sum();
         c
     }
 
@@ -260,8 +263,8 @@ impl Io {
                 warn!("{a} on the loopback: {e:#}");
             }
         }
-        let conns = self.registry.connections(owner);
-        self.serving.insert(owner, (addrs, conns, report));
+        let conns = self.served.connections(owner);
+        self.without_address.insert(owner, (addrs, conns, report));
     }
 
     /// Now and then: report closed connections of groups served without their addresses, and
@@ -269,10 +272,10 @@ impl Io {
     async fn housekeeping(&mut self, node: &mut Node) {
         self.update_tee(node);
         self.prime_neighbours(node).await;
-        let owners: Vec<NodeId> = self.serving.keys().copied().collect();
+        let owners: Vec<NodeId> = self.without_address.keys().copied().collect();
         for owner in owners {
-            let now_live = self.registry.connections(owner);
-            let Some((addrs, last, report)) = self.serving.get_mut(&owner) else {
+            let now_live = self.served.connections(owner);
+            let Some((addrs, last, report)) = self.without_address.get_mut(&owner) else {
                 continue;
             };
             if *last == now_live && !now_live.is_empty() {
@@ -284,7 +287,7 @@ impl Io {
             }
             if now_live.is_empty() {
                 let addrs = std::mem::take(addrs);
-                self.serving.remove(&owner);
+                self.without_address.remove(&owner);
                 info!(%owner, "no connection left to serve without the address");
                 for a in addrs {
                     let _ = self.net.del_local(a).await;
@@ -326,7 +329,12 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         .with_context(|| format!("unknown application {:?}", ownership.application))?;
     let snooper = start_snooper(&cfg, &me, &iface, app)?;
     let owner_of = owners(&cfg);
-    let registry = crate::app::Registry::new(serving_runtime()?, guardian(), owner_of.clone(), app);
+    let served = crate::serving::ServedConnections::new(
+        serving_runtime()?,
+        guardian(),
+        owner_of.clone(),
+        app,
+    );
     let steer = clear_previous_run(&cfg, &net, &iface).await;
     let tee = if ownership.policy.snoop == holdfast_proto::policy::SnoopMode::Forward {
         let mut t = crate::tee::Tee::new(&cfg.interface, iface.index, iface.mac);
@@ -337,9 +345,9 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     } else {
         None
     };
-    let mut io = Io {
+    let mut io = Daemon {
         base,
-        registry: registry.clone(),
+        served: served.clone(),
         net,
         iface,
         udp,
@@ -365,7 +373,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         senders: BTreeMap::new(),
         steer,
         forwards: BTreeMap::new(),
-        serving: BTreeMap::new(),
+        without_address: BTreeMap::new(),
         conns: ConnCounters::default(),
         tee,
         tee_sent: None,
@@ -378,7 +386,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     let _ = std::fs::remove_file(&sock_path);
     let status_listener =
         UnixListener::bind(&sock_path).with_context(|| sock_path.display().to_string())?;
-    crate::app::spawn_listeners(ownership.ports, registry)?;
+    crate::serving::spawn_listeners(ownership.ports, served)?;
     event_loop(&mut node, &mut io, name, status_listener).await?;
     info!("shutting down: releasing and telling the peers");
     let now = io.now();
@@ -388,7 +396,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     if let Err(e) = io.steer.reset() {
         warn!("removing the kernel forwarding: {e}");
     }
-    for (addrs, _, _) in std::mem::take(&mut io.serving).into_values() {
+    for (addrs, _, _) in std::mem::take(&mut io.without_address).into_values() {
         for a in addrs {
             let _ = io.net.del_local(a).await;
         }
@@ -401,7 +409,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
 /// requests and the periodic chores in; the core's actions out after each.
 async fn event_loop(
     node: &mut Node,
-    io: &mut Io,
+    io: &mut Daemon,
     name: &str,
     status_listener: UnixListener,
 ) -> Result<()> {

@@ -15,7 +15,7 @@ use holdfast_proto::time::Time;
 use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
-use super::Io;
+use super::Daemon;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::netio::{self, IfInfo, Net};
 use crate::snoop::Snooper;
@@ -257,7 +257,9 @@ pub(super) async fn clear_previous_run(cfg: &ClusterConfig, net: &Net, iface: &I
         for a in &n.ownership.addresses {
             let _ = net.del_local(a.addr).await;
         }
-        let _ = net.unroute_from(Io::vmac_table(n.ownership.node_id)).await;
+        let _ = net
+            .unroute_from(Daemon::vmac_table(n.ownership.node_id))
+            .await;
     }
     if let Err(e) = netio::quiet_arp(&cfg.interface) {
         warn!("{e:#}");

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use holdfast_proto::flow::{Lost, Snapshot};
 use holdfast_proto::node::{Action, Node};
 use holdfast_proto::policy::{ArpPolicy, NodeId, OwnedAddress};
-use holdfast_proto::share::Part;
+use holdfast_proto::share::Selection;
 use holdfast_proto::wire::FourTuple;
 use tracing::{debug, info, warn};
 
-use super::{Io, TakeoverTiming};
+use super::{Daemon, TakeoverTiming};
 use crate::arp::announce_frame;
 use crate::repair::{self, Repaired};
 
@@ -50,7 +50,7 @@ type Live = (
     std::io::Result<(std::net::TcpStream, Vec<u8>)>,
 );
 
-impl Io {
+impl Daemon {
     /// Counts and logs a connection this node gives up on: it will be reset by whoever meets
     /// it next. Never silent.
     pub(super) fn lose(&mut self, t: &FourTuple, state: &str, reason: &str, why: &str) {
@@ -125,7 +125,7 @@ impl Io {
         owner: NodeId,
         addrs: &[OwnedAddress],
         arp: ArpPolicy,
-        part: Part,
+        part: Selection,
         shares: &[NodeId],
     ) {
         let Some(table) = self.snooper.as_ref().map(|sn| sn.table.clone()) else {
@@ -248,7 +248,7 @@ impl Io {
         // failback, or a peer was declared dead twice) needs no restore: its socket is here
         // and live, and a second one for the same four-tuple cannot exist.
         let here: std::collections::HashSet<FourTuple> =
-            self.registry.connections(owner).into_iter().collect();
+            self.served.connections(owner).into_iter().collect();
         let (snaps, served): (Vec<_>, Vec<_>) = taken
             .snapshots
             .into_iter()
@@ -281,12 +281,12 @@ impl Io {
         &mut self,
         node: &mut Node,
         owner: NodeId,
-        part: Part,
+        part: Selection,
         shares: &[NodeId],
         snaps: Vec<Snapshot>,
         lost: Vec<Lost>,
     ) -> (Vec<Snapshot>, Vec<Lost>) {
-        if let Part::Share { index: 0, of } = part
+        if let Selection::Share { index: 0, of } = part
             && of > 1
         {
             let tuples: Vec<FourTuple> = snaps.iter().map(|s| s.tuple).collect();
@@ -315,7 +315,7 @@ impl Io {
             .into_iter()
             .filter(|s| part.includes(&s.tuple))
             .collect();
-        if let Part::Listed(list) = &part {
+        if let Selection::Listed(list) = &part {
             // Granted connections we never saw at all cannot be made whole either.
             let known: std::collections::HashSet<FourTuple> = mine
                 .iter()
@@ -421,7 +421,7 @@ impl Io {
                     let mut app = (self.app)();
                     app.restore(&checkpoint);
                     self.conns.assumed += 1;
-                    live.push(crate::app::Start {
+                    live.push(crate::serving::Start {
                         stream,
                         app,
                         owner: Some(owner),
@@ -434,7 +434,7 @@ impl Io {
                 }
             }
         }
-        self.registry.start_many(live);
+        self.served.start_many(live);
         if n > 0 {
             info!(%owner, connections = n, "assumed connections are live");
         }

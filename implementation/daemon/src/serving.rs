@@ -1,4 +1,5 @@
-//! The applications the daemon serves on its addresses, through `holdfast_proto::app::App`.
+//! Serving: the applications on the addresses (through `holdfast_proto::app::App`), and
+//! [`ServedConnections`], every connection being served, by group owner.
 //!
 //! The listener binds the wildcard address (dual-stack when IPv6 is available), so it serves
 //! whichever owned addresses this node currently holds. A connection taken over from a failed
@@ -30,7 +31,7 @@ struct Entry {
 
 /// Every live service connection, by group owner, so that a fenced node can drop a group's
 /// connections silently, and so that the guardian holds a duplicate of each.
-pub struct Registry {
+pub struct ServedConnections {
     /// The runtime the connections are served on: a thread of its own, so that thousands of
     /// connections never delay the cluster protocol's heartbeats on the daemon's loop.
     rt: tokio::runtime::Handle,
@@ -41,8 +42,8 @@ pub struct Registry {
     app: fn() -> Box<dyn App>,
 }
 
-impl Registry {
-    /// A registry serving on `rt`; `owner_of` maps every owned address in the cluster to its
+impl ServedConnections {
+    /// Served connections on `rt`; `owner_of` maps every owned address in the cluster to its
     /// owner.
     pub fn new(
         rt: tokio::runtime::Handle,
@@ -71,7 +72,7 @@ impl Registry {
     }
 
     /// Serves many connections (a takeover's): registered at once, handed to the guardian in
-    /// batches, each then served by a task on the registry's runtime.
+    /// batches, each then served by a task on its runtime.
     pub fn start_many(self: &Arc<Self>, conns: Vec<Start>) {
         let mut ids = Vec::with_capacity(conns.len());
         {
@@ -153,7 +154,7 @@ impl Registry {
 
     /// Puts every connection of `owner`'s group into repair mode, so that nothing more of it
     /// leaves this node, and keeps the sockets (they still exist, so nothing that arrives for
-    /// them is answered with a reset) until [`Registry::discard`].
+    /// them is answered with a reset) until [`ServedConnections::discard`].
     pub fn freeze(&self, owner: NodeId) -> usize {
         let m = self.lock();
         let mut n = 0;
@@ -225,7 +226,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A connection to serve ([`Registry::start`]).
+/// A connection to serve ([`ServedConnections::start`]).
 pub struct Start {
     /// The socket.
     pub stream: std::net::TcpStream,
@@ -239,8 +240,8 @@ pub struct Start {
     pub first: Vec<u8>,
 }
 
-/// Starts the application on every port of the range, on the registry's runtime.
-pub fn spawn_listeners(ports: (u16, u16), registry: Arc<Registry>) -> Result<()> {
+/// Starts the application on every port of the range, on its runtime.
+pub fn spawn_listeners(ports: (u16, u16), registry: Arc<ServedConnections>) -> Result<()> {
     for port in ports.0..=ports.1 {
         let std = std::net::TcpListener::bind(("::", port))
             .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", port)))
