@@ -57,8 +57,9 @@ const TCPOPT_TIMESTAMP: u32 = 8;
 const IP_TRANSPARENT: libc::c_int = 19;
 const IPV6_TRANSPARENT: libc::c_int = 75;
 
-fn setopt<T>(
-    fd: &OwnedFd,
+/// `setsockopt` with a value of type `T`; the error says `what` was being set.
+pub(crate) fn setopt<T>(
+    fd: &impl AsRawFd,
     level: libc::c_int,
     opt: libc::c_int,
     val: &T,

@@ -38,29 +38,6 @@ pub(super) fn next_boot_epoch(run_dir: &Path) -> Result<u32> {
     Ok(e)
 }
 
-/// `setsockopt` with a value of type `T`.
-pub(super) fn setopt<T>(
-    sock: &impl AsRawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-    val: &T,
-) -> std::io::Result<()> {
-    // SAFETY: setsockopt with a pointer to a live value and its size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            opt,
-            (val as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Datagrams the kernel dropped on the control socket (its buffer was full): `SO_MEMINFO`'s
 /// drop count.
 pub(super) fn udp_drops(sock: &UdpSocket) -> u64 {
@@ -103,7 +80,13 @@ pub(super) fn multicast_socket(
         s_addr: u32::from_ne_bytes(local.octets()),
     };
     // Send multicast out of the cluster interface (there is no default route in a node).
-    setopt(&sock, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &ifaddr).context("IP_MULTICAST_IF")?;
+    crate::repair::setopt(
+        &sock,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_IF,
+        &ifaddr,
+        "IP_MULTICAST_IF",
+    )?;
     sock.set_nonblocking(true)?;
     Ok(sock)
 }
