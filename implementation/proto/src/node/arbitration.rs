@@ -25,18 +25,12 @@ impl Node {
         connections: &[FourTuple],
     ) -> crate::share::Split {
         let split = crate::share::split(connections, of);
-        if !self.held.contains_key(&owner) {
+        if self.held_at(owner).is_none() {
             return split;
         }
-        self.assignments.insert(owner, split.lists.clone());
-        let waiting: Vec<_> = self
-            .awaiting
-            .iter()
-            .filter(|w| w.0 == owner)
-            .copied()
-            .collect();
-        self.awaiting.retain(|w| w.0 != owner);
-        for (owner, from, request_id, index) in waiting {
+        self.group_mut(owner).assignment = Some(split.lists.clone());
+        let waiting = std::mem::take(&mut self.group_mut(owner).awaiting);
+        for (from, request_id, index) in waiting {
             self.grant_share(owner, from, request_id, index);
         }
         split
@@ -44,7 +38,7 @@ impl Node {
 
     pub(super) fn grant_share(&mut self, owner: NodeId, from: NodeId, request_id: u32, index: u16) {
         let of = self.candidates(owner).len() as u16;
-        let scope = match self.assignments.get(&owner) {
+        let scope = match self.group(owner).and_then(|g| g.assignment.as_ref()) {
             Some(Some(lists)) => match lists.get(index as usize) {
                 Some(l) => Scope::Connections(l.clone()),
                 None => {
@@ -92,7 +86,7 @@ impl Node {
     }
 
     pub(super) fn evaluate_all(&mut self, now: Time) {
-        let mut owners: BTreeSet<NodeId> = self.groups.keys().copied().collect();
+        let mut owners: BTreeSet<NodeId> = self.groups().keys().copied().collect();
         owners.insert(self.id());
         owners.extend(
             self.members
@@ -107,7 +101,7 @@ impl Node {
 
     /// Decides what to do about one group.
     pub(super) fn evaluate(&mut self, now: Time, owner: NodeId) {
-        if !self.can_assume() || self.held.contains_key(&owner) || !self.orphaned(owner) {
+        if !self.can_assume() || self.held_at(owner).is_some() || !self.orphaned(owner) {
             return;
         }
         // Only groups we have the record of can be assumed (we need their addresses).
@@ -132,12 +126,16 @@ impl Node {
                 Scope::All
             };
             // A grant we gave away for this group stands until it expires.
-            if self.granted.get(&owner).is_some_and(|g| g.1 == Scope::All) {
+            if self
+                .group(owner)
+                .and_then(|g| g.granted.as_ref())
+                .is_some_and(|g| g.1 == Scope::All)
+            {
                 return;
             }
             self.assume(owner, scope);
         } else {
-            let prev = self.groups.get(&owner).map(|g| g.epoch).unwrap_or_default();
+            let prev = self.view(owner).map(|g| g.epoch).unwrap_or_default();
             self.want(now, owner, prev);
         }
     }
@@ -150,7 +148,7 @@ impl Node {
         if owner == self.id() || self.orphaned(owner) {
             return;
         }
-        if let Some(g) = self.groups.get(&owner).copied()
+        if let Some(g) = self.view(owner)
             && g.epoch.holder != owner
         {
             self.want(now, owner, g.epoch);
@@ -163,10 +161,10 @@ impl Node {
     pub(super) fn want(&mut self, now: Time, owner: NodeId, prev: Epoch) {
         if !self.can_assume()
             || prev.holder == self.id()
-            || self.held.contains_key(&owner)
-            || self.shares.contains_key(&owner)
-            || self.pending.contains_key(&owner)
-            || self.asked.contains(&(owner, prev))
+            || self.held_at(owner).is_some()
+            || self.group(owner).is_some_and(|g| g.share.is_some())
+            || self.group(owner).is_some_and(|g| g.pending.is_some())
+            || self.group(owner).is_some_and(|g| g.asked.contains(&prev))
         {
             return;
         }
@@ -189,23 +187,20 @@ impl Node {
         } else {
             Scope::All
         };
-        self.asked.insert((owner, prev));
+        self.group_mut(owner).asked.insert(prev);
         let request_id = self.rng.next_u64() as u32;
         let (iv, miss) = self.peer_interval(top);
-        self.pending.insert(
-            owner,
-            Pending {
-                to: top,
-                request_id,
-                scope: scope.clone(),
-                deadline: now + iv * miss,
-                tries: 1,
-                not_yet: true,
-            },
-        );
+        self.group_mut(owner).pending = Some(Pending {
+            to: top,
+            request_id,
+            scope: scope.clone(),
+            deadline: now + iv * miss,
+            tries: 1,
+            not_yet: true,
+        });
         self.actions
             .push_back(Action::Event(Event::Requested { owner, to: top }));
-        let known = self.groups.get(&owner).map_or(
+        let known = self.view(owner).map_or(
             Holding {
                 owner,
                 epoch: prev,
@@ -229,7 +224,7 @@ impl Node {
     }
 
     pub(super) fn assume(&mut self, owner: NodeId, scope: Scope) {
-        let counter = self.groups.get(&owner).map_or(0, |g| g.epoch.counter) + 1;
+        let counter = self.view(owner).map_or(0, |g| g.epoch.counter) + 1;
         let epoch = Epoch {
             counter,
             holder: self.id(),
@@ -238,7 +233,7 @@ impl Node {
         let Some(rec) = self.ownership_of(owner).cloned() else {
             return;
         };
-        self.pending.remove(&owner);
+        self.group_mut(owner).pending.take();
         // claim 1: assume the connection(s) for the failed system. The connections come first:
         // the IO layer re-creates them before the address exists, so that no packet for them
         // ever meets a kernel without their sockets.
@@ -254,9 +249,9 @@ impl Node {
             shares,
         });
         if with_addresses {
-            self.held.insert(owner, epoch);
-            self.assignments.remove(&owner);
-            self.groups.insert(
+            self.group_mut(owner).held = Some(epoch);
+            self.group_mut(owner).assignment.take();
+            self.set_view(
                 owner,
                 GroupView {
                     epoch,
@@ -271,8 +266,8 @@ impl Node {
                 arp: rec.arp,
             });
         } else {
-            let e = self.groups.get(&owner).map(|g| g.epoch).unwrap_or(epoch);
-            self.shares.insert(owner, (e, scope.clone()));
+            let e = self.view(owner).map(|g| g.epoch).unwrap_or(epoch);
+            self.group_mut(owner).share = Some((e, scope.clone()));
         }
         let addresses = if with_addresses {
             rec.addresses.iter().map(|a| a.addr).collect()
@@ -306,7 +301,7 @@ impl Node {
             reason,
         };
         let cands = self.candidates(owner);
-        let grant = if self.held.contains_key(&owner) {
+        let grant = if self.held_at(owner).is_some() {
             match r.scope {
                 Scope::Share { index, of } if index != 0 && of as usize == cands.len() => Ok(()),
                 Scope::Share { .. } => Err(DenyReason::ShareMismatch),
@@ -314,7 +309,11 @@ impl Node {
             }
         } else if !self.orphaned(owner) {
             Err(DenyReason::HolderAlive)
-        } else if self.granted.get(&owner).is_some_and(|g| g.0 != from) {
+        } else if self
+            .group(owner)
+            .and_then(|g| g.granted.as_ref())
+            .is_some_and(|g| g.0 != from)
+        {
             // Exactly one: leave was already given to another node.
             Err(DenyReason::Assumed)
         } else {
@@ -326,18 +325,20 @@ impl Node {
             }
         };
         if grant.is_ok()
-            && self.held.contains_key(&owner)
+            && self.held_at(owner).is_some()
             && let Scope::Share { index, .. } = r.scope
         {
-            if self.assignments.contains_key(&owner) {
+            if self.group(owner).is_some_and(|g| g.assignment.is_some()) {
                 self.grant_share(owner, from, r.request_id, index);
-            } else if !self
-                .awaiting
-                .iter()
-                .any(|w| w.0 == owner && w.1 == from && w.2 == r.request_id)
-            {
+            } else if !self.group(owner).is_some_and(|g| {
+                g.awaiting
+                    .iter()
+                    .any(|w| w.0 == from && w.1 == r.request_id)
+            }) {
                 // Granted once the IO layer has split the connections.
-                self.awaiting.push((owner, from, r.request_id, index));
+                self.group_mut(owner)
+                    .awaiting
+                    .push((from, r.request_id, index));
             }
             return;
         }
@@ -345,8 +346,8 @@ impl Node {
             Ok(()) => {
                 let (iv, miss) = self.peer_interval(from);
                 if r.scope == Scope::All {
-                    self.granted
-                        .insert(owner, (from, r.scope.clone(), now + iv * (miss + 1)));
+                    self.group_mut(owner).granted =
+                        Some((from, r.scope.clone(), now + iv * (miss + 1)));
                 }
                 self.send(Dest::Node(from), Body::AssumeGrant(reply(DenyReason::None)));
             }
@@ -361,13 +362,13 @@ impl Node {
         r: AssumeReply,
         granted: bool,
     ) {
-        let Some(p) = self.pending.get(&r.owner) else {
+        let Some(p) = self.group(r.owner).and_then(|g| g.pending.as_ref()) else {
             return;
         };
         if p.to != from || p.request_id != r.request_id {
             return;
         }
-        let p = self.pending.remove(&r.owner).expect("checked");
+        let p = self.group_mut(r.owner).pending.take().expect("checked");
         self.actions.push_back(Action::Event(Event::Answered {
             owner: r.owner,
             from,
@@ -387,15 +388,12 @@ impl Node {
         } else {
             // Denied: do not ask again before the replier would have noticed a failure.
             let (iv, miss) = self.peer_interval(from);
-            self.pending.insert(
-                r.owner,
-                Pending {
-                    deadline: now + iv * miss,
-                    tries: p.tries + 1,
-                    not_yet: r.reason == DenyReason::HolderAlive,
-                    ..p
-                },
-            );
+            self.group_mut(r.owner).pending = Some(Pending {
+                deadline: now + iv * miss,
+                tries: p.tries + 1,
+                not_yet: r.reason == DenyReason::HolderAlive,
+                ..p
+            });
         }
     }
 }

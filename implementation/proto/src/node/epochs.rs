@@ -10,14 +10,14 @@ impl Node {
     /// A new epoch for a group was seen. Higher epochs win; if we hold the group at a lower
     /// one, we are fenced: release and discard.
     pub(super) fn observe(&mut self, owner: NodeId, epoch: Epoch, holder_boot: u32) {
-        let cur = self.groups.get(&owner).copied();
+        let cur = self.view(owner);
         if cur.is_some_and(|g| g.epoch > epoch) {
             return;
         }
         if cur.is_some_and(|g| g.epoch == epoch && g.holder_boot >= holder_boot) {
             return;
         }
-        self.groups.insert(
+        self.set_view(
             owner,
             GroupView {
                 epoch,
@@ -27,11 +27,13 @@ impl Node {
         );
         self.check_fence(owner);
         // A share is void once its owner holds the group again.
-        if let Some((e, _)) = self.shares.get(&owner)
-            && epoch.counter > e.counter
-            && epoch.holder == owner
+        if epoch.holder == owner
+            && self
+                .group(owner)
+                .and_then(|g| g.share.as_ref())
+                .is_some_and(|(e, _)| epoch.counter > e.counter)
         {
-            self.shares.remove(&owner);
+            self.group_mut(owner).share.take();
         }
     }
 
@@ -48,10 +50,7 @@ impl Node {
     /// If we hold a group at an epoch below the newest known one, and that one's holder is
     /// live, we are fenced: release the addresses and drop the connections silently.
     pub(super) fn check_fence(&mut self, owner: NodeId) {
-        let (Some(mine), Some(g)) = (
-            self.held.get(&owner).copied(),
-            self.groups.get(&owner).copied(),
-        ) else {
+        let (Some(mine), Some(g)) = (self.held_at(owner), self.view(owner)) else {
             return;
         };
         if mine >= g.epoch
@@ -60,9 +59,9 @@ impl Node {
         {
             return;
         }
-        self.held.remove(&owner);
-        self.assignments.remove(&owner);
-        self.handing_back.remove(&owner);
+        self.group_mut(owner).held.take();
+        self.group_mut(owner).assignment.take();
+        self.group_mut(owner).handing_back.take();
         let addresses = self.addresses_of(owner);
         self.actions.push_back(Action::ReleaseAddress {
             owner,
@@ -78,10 +77,7 @@ impl Node {
     /// We hold a group at an epoch below one whose holder is gone: keep serving it, under an
     /// epoch above that one, and tell everyone.
     pub(super) fn reassert(&mut self, owner: NodeId) {
-        let (Some(mine), Some(g)) = (
-            self.held.get(&owner).copied(),
-            self.groups.get(&owner).copied(),
-        ) else {
+        let (Some(mine), Some(g)) = (self.held_at(owner), self.view(owner)) else {
             return;
         };
         if mine >= g.epoch || self.live(g.epoch.holder, g.holder_boot) {
@@ -91,8 +87,8 @@ impl Node {
             counter: g.epoch.counter + 1,
             holder: self.id(),
         };
-        self.held.insert(owner, e);
-        self.groups.insert(
+        self.group_mut(owner).held = Some(e);
+        self.set_view(
             owner,
             GroupView {
                 epoch: e,
@@ -129,14 +125,14 @@ impl Node {
 
     /// Whether nobody live holds the group.
     pub(super) fn orphaned(&self, owner: NodeId) -> bool {
-        let Some(g) = self.groups.get(&owner) else {
+        let Some(g) = self.view(owner) else {
             // Never held: the owner claims it itself once it is eligible; nobody else may while
             // it is alive.
             return owner == self.id() || !self.alive(owner);
         };
         let h = g.epoch.holder;
         if h == self.id() {
-            return !self.held.contains_key(&owner);
+            return self.held_at(owner).is_none();
         }
         if g.released {
             return true;

@@ -12,7 +12,7 @@ impl Node {
     /// sent every connection; under `NewConnections`, `draining` are the connections it keeps
     /// serving (the owner forwards their packets here).
     pub fn handback_ready(&mut self, _now: Time, owner: NodeId, draining: Vec<FourTuple>) {
-        let Some((new_epoch, mode)) = self.handing_back.remove(&owner) else {
+        let Some((new_epoch, mode)) = self.group_mut(owner).handing_back.take() else {
             return;
         };
         self.finish_handback(owner, new_epoch, mode, draining);
@@ -21,12 +21,15 @@ impl Node {
     /// The connections of `owner`'s handed-back group still draining here changed (some
     /// closed): the owner is told the new set (it stops forwarding the others).
     pub fn draining(&mut self, owner: NodeId, connections: Vec<FourTuple>) {
-        let Some(h) = self.handed_back.get_mut(&owner) else {
+        let current = self.view(owner).map(|g| g.epoch);
+        let Some(h) = self
+            .groups
+            .get_mut(&owner)
+            .and_then(|g| g.handed_back.as_mut())
+        else {
             return;
         };
-        if h.mode != FailbackMode::NewConnections
-            || self.groups.get(&owner).is_none_or(|g| g.epoch != h.epoch)
-        {
+        if h.mode != FailbackMode::NewConnections || current != Some(h.epoch) {
             return;
         }
         h.draining = connections;
@@ -45,13 +48,13 @@ impl Node {
     /// A returning owner with a non-`none` failback asks its group's holder for it.
     pub(super) fn maybe_reclaim(&mut self, now: Time) {
         let me = self.id();
-        if !self.can_assume() || self.held.contains_key(&me) {
+        if !self.can_assume() || self.held_at(me).is_some() {
             return;
         }
         if self.cfg.ownership.policy.failback == FailbackMode::None {
             return;
         }
-        let Some(g) = self.groups.get(&me).copied() else {
+        let Some(g) = self.view(me) else {
             return;
         };
         if g.epoch.holder == me || self.orphaned(me) {
@@ -75,10 +78,13 @@ impl Node {
         if r.owner != from {
             return;
         }
-        let Some(epoch) = self.held.get(&from).copied() else {
+        let Some(epoch) = self.held_at(from) else {
             // We handed it back already and the HANDBACK was lost: send it again.
-            if let Some(h) = self.handed_back.get(&from).cloned()
-                && self.groups.get(&from).is_some_and(|g| g.epoch == h.epoch)
+            if let Some(h) = self
+                .group(from)
+                .and_then(|g| g.handed_back.as_ref())
+                .cloned()
+                && self.view(from).is_some_and(|g| g.epoch == h.epoch)
             {
                 self.send_handback(&h);
             }
@@ -95,7 +101,12 @@ impl Node {
         match mode {
             FailbackMode::None => {}
             FailbackMode::NewConnections | FailbackMode::Migrate => {
-                if self.handing_back.insert(from, (new_epoch, mode)).is_none() {
+                if self
+                    .group_mut(from)
+                    .handing_back
+                    .replace((new_epoch, mode))
+                    .is_none()
+                {
                     self.actions
                         .push_back(Action::HandBack { owner: from, mode });
                 }
@@ -110,10 +121,10 @@ impl Node {
         mode: FailbackMode,
         draining: Vec<FourTuple>,
     ) {
-        let Some(mine) = self.held.remove(&owner) else {
+        let Some(mine) = self.group_mut(owner).held.take() else {
             return;
         };
-        self.assignments.remove(&owner);
+        self.group_mut(owner).assignment.take();
         let addresses = self.addresses_of(owner);
         self.actions.push_back(Action::ReleaseAddress {
             owner,
@@ -121,7 +132,7 @@ impl Node {
             addresses,
         });
         let holder_boot = self.members.get(&owner).map_or(0, |m| m.boot_epoch);
-        self.groups.insert(
+        self.set_view(
             owner,
             GroupView {
                 epoch,
@@ -138,7 +149,7 @@ impl Node {
             parts: 1,
             draining,
         };
-        self.handed_back.insert(owner, h.clone());
+        self.group_mut(owner).handed_back = Some(h.clone());
         self.send_handback(&h);
     }
 
@@ -148,7 +159,7 @@ impl Node {
             return;
         }
         // A repeat for the epoch we hold: the assumer's draining set changed.
-        if self.held.get(&me) == Some(&h.epoch) {
+        if self.held_at(me) == Some(h.epoch) {
             if h.mode == FailbackMode::NewConnections {
                 self.actions.push_back(Action::Forward {
                     owner: me,
@@ -159,11 +170,11 @@ impl Node {
             return;
         }
         // Highest epoch wins, whoever sends it: everyone else adopts it from our notice.
-        if self.groups.get(&me).is_some_and(|g| g.epoch >= h.epoch) {
+        if self.view(me).is_some_and(|g| g.epoch >= h.epoch) {
             return;
         }
-        self.held.insert(me, h.epoch);
-        self.groups.insert(
+        self.group_mut(me).held = Some(h.epoch);
+        self.set_view(
             me,
             GroupView {
                 epoch: h.epoch,

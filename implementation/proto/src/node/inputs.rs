@@ -62,7 +62,7 @@ impl Node {
             Body::AssumeDeny(r) => self.on_assume_reply(now, from, r, false),
             Body::TakeoverNotice(t) => {
                 if !t.addresses.is_empty() || t.scope == Scope::All {
-                    let prev = self.groups.get(&t.owner).map(|g| g.epoch);
+                    let prev = self.view(t.owner).map(|g| g.epoch);
                     self.observe(t.owner, t.epoch, boot);
                     // The sender assumed a group whose holder failed: if we wanted it too, we
                     // ask the assumer (claim 10).
@@ -147,20 +147,20 @@ impl Node {
             .collect();
         let mut behind = false;
         for h in holdings {
-            behind |= h.epoch.holder == from
-                && self.groups.get(&h.owner).is_some_and(|g| g.epoch > h.epoch);
+            behind |=
+                h.epoch.holder == from && self.view(h.owner).is_some_and(|g| g.epoch > h.epoch);
             self.observe(h.owner, h.epoch, h.holder_boot);
         }
         // Groups we think the sender holds but its heartbeat omits: it let them go.
         let listed: BTreeSet<NodeId> = self
-            .groups
-            .iter()
+            .groups()
+            .into_iter()
             .filter(|(_, g)| g.epoch.holder == from && g.holder_boot == boot)
-            .map(|(o, _)| *o)
+            .map(|(o, _)| o)
             .collect();
         for o in listed {
             if !held_now.contains(&o)
-                && let Some(g) = self.groups.get_mut(&o)
+                && let Some(g) = self.groups.get_mut(&o).and_then(|g| g.view.as_mut())
             {
                 g.released = true;
             }
@@ -200,7 +200,7 @@ impl Node {
             }
             // Only the holder has the bytes; an asker with a stale view gets no answer and
             // asks the holder it learns of next.
-            Body::Fetch(fetch) if self.held.contains_key(&fetch.owner) => {
+            Body::Fetch(fetch) if self.held_at(fetch.owner).is_some() => {
                 self.actions.push_back(Action::FetchRequest { from, fetch })
             }
             Body::Fetch(_) => {}
@@ -276,15 +276,19 @@ impl Node {
             }
         }
         let expired: Vec<NodeId> = self
-            .pending
+            .groups
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(_, g)| g.pending.as_ref().is_some_and(|p| p.deadline <= now))
             .map(|(o, _)| *o)
             .collect();
         for owner in expired {
             // Unanswered or denied a while ago: we may ask again about this failure.
-            let not_yet = self.pending.remove(&owner).is_some_and(|p| p.not_yet);
-            self.asked.retain(|(o, _)| *o != owner);
+            let not_yet = self
+                .group_mut(owner)
+                .pending
+                .take()
+                .is_some_and(|p| p.not_yet);
+            self.group_mut(owner).asked.clear();
             self.evaluate(now, owner);
             // If the replier has assumed the group meanwhile, ask it now (a final "assumed"
             // answer is not asked again).
@@ -292,7 +296,11 @@ impl Node {
                 self.ask_late(now, owner);
             }
         }
-        self.granted.retain(|_, g| g.2 > now);
+        for g in self.groups.values_mut() {
+            if g.granted.as_ref().is_some_and(|x| x.2 <= now) {
+                g.granted = None;
+            }
+        }
     }
 
     /// The cluster link went down or came up.
@@ -301,9 +309,9 @@ impl Node {
             return;
         }
         self.link_up = up;
-        if !up && !self.held.is_empty() {
+        if !up && !self.held_owners().is_empty() {
             self.withdrawn = true;
-            let held: Vec<NodeId> = self.held.keys().copied().collect();
+            let held: Vec<NodeId> = self.held_owners();
             for owner in held {
                 let addresses = self.addresses_of(owner);
                 self.actions
@@ -324,7 +332,7 @@ impl Node {
         match cmd {
             Command::Shutdown => {
                 self.leaving = true;
-                for (owner, epoch) in std::mem::take(&mut self.held) {
+                for (owner, epoch) in self.take_held() {
                     let addresses = self.addresses_of(owner);
                     self.actions.push_back(Action::ReleaseAddress {
                         owner,

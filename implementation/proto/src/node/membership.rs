@@ -117,7 +117,7 @@ impl Node {
             // Only a peer that (re)booted lacks our connections: one that was merely out of
             // touch (declared dead, then heard again) kept snooping them.
             if self.synced.insert(from, msg.boot_epoch) != Some(msg.boot_epoch)
-                && !self.held.is_empty()
+                && !self.held_owners().is_empty()
             {
                 self.actions.push_back(Action::SyncPeer { peer: from });
             }
@@ -128,7 +128,7 @@ impl Node {
                 self.timers[Timer::BootWait as usize] = Some(now + self.cfg.boot_wait);
             }
             // A higher epoch we knew of may have a live holder now.
-            let owners: Vec<NodeId> = self.held.keys().copied().collect();
+            let owners: Vec<NodeId> = self.held_owners();
             for o in owners {
                 self.check_fence(o);
             }
@@ -163,7 +163,7 @@ impl Node {
         if std::mem::take(&mut self.withdrawn) {
             // Back on the link and re-synchronised: whatever we still hold (nobody fenced us),
             // we answer for again.
-            let held: Vec<NodeId> = self.held.keys().copied().collect();
+            let held: Vec<NodeId> = self.held_owners();
             for owner in held {
                 if let Some(o) = self.ownership_of(owner) {
                     let (addresses, arp) = (o.addresses.clone(), o.arp);
@@ -207,11 +207,13 @@ impl Node {
         }
         self.stepped_down = true;
         self.eligible = false;
-        self.pending.clear();
+        for g in self.groups.values_mut() {
+            g.pending = None;
+        }
         let mut released = Vec::new();
-        for (owner, epoch) in std::mem::take(&mut self.held) {
-            self.assignments.remove(&owner);
-            self.handing_back.remove(&owner);
+        for (owner, epoch) in self.take_held() {
+            self.group_mut(owner).assignment.take();
+            self.group_mut(owner).handing_back.take();
             let addresses = self.addresses_of(owner);
             self.actions.push_back(Action::ReleaseAddress {
                 owner,

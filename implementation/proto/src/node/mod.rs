@@ -18,9 +18,10 @@
 //! The module's files, one concern each: `inputs.rs` (datagrams, timeouts, link events,
 //! commands), `membership.rs` (who is alive, eligibility, stepping down), `epochs.rs` (who
 //! holds what, fencing), `arbitration.rs` (who assumes an orphaned group), `failback.rs`
-//! (reclaim and handback), `send.rs` (what goes out).
+//! (reclaim and handback), `send.rs` (what goes out), `group.rs` (one struct per owner group:
+//! its newest epoch and everything this node has under way for it).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::auth::{DropReason, ReplayWindow};
@@ -28,11 +29,14 @@ use crate::handback::HandbackParts;
 use crate::policy::{ArpPolicy, Epoch, FailbackMode, NodeId, OwnedAddress, Ownership};
 use crate::sync::{Assembler, Incomplete};
 use crate::time::Time;
-use crate::wire::{Body, ConnState, Fetch, Fetched, FourTuple, Handback, MsgType, Scope};
+use crate::wire::{Body, ConnState, Fetch, Fetched, FourTuple, MsgType, Scope};
+
+use group::Group;
 
 mod arbitration;
 mod epochs;
 mod failback;
+mod group;
 mod inputs;
 mod membership;
 mod send;
@@ -417,23 +421,9 @@ pub struct Node {
     addresses: BTreeMap<NodeId, std::net::SocketAddr>,
     /// Each peer's boot epoch when it was last sent our connections ([`Action::SyncPeer`]).
     synced: BTreeMap<NodeId, u32>,
-    groups: BTreeMap<NodeId, GroupView>,
-    held: BTreeMap<NodeId, Epoch>,
-    shares: BTreeMap<NodeId, (Epoch, Scope)>,
-    pending: BTreeMap<NodeId, Pending>,
-    /// Grants given, per group: to whom, until when.
-    granted: BTreeMap<NodeId, (NodeId, Scope, Time)>,
-    /// Under `spread`, per group we hold: the connections of each share as the IO layer split
-    /// them (`None`: too many to list; shares go by hash), once it has ([`Node::assign`]).
-    assignments: BTreeMap<NodeId, Option<Vec<Vec<FourTuple>>>>,
-    /// Share requests that arrived before the split: (group, requester, request id, index).
-    awaiting: Vec<(NodeId, NodeId, u32, u16)>,
-    /// Failures we already asked about: (owner, the failed holding's epoch).
-    asked: BTreeSet<(NodeId, Epoch)>,
-    /// Handbacks waiting for the IO layer, per owner.
-    handing_back: BTreeMap<NodeId, (Epoch, FailbackMode)>,
-    /// The last HANDBACK sent per owner, to repeat if the owner asks again.
-    handed_back: BTreeMap<NodeId, Handback>,
+    /// Every group this node knows of, by owner: who holds it, and what this node has under
+    /// way for it.
+    groups: BTreeMap<NodeId, Group>,
     /// When we last sent a peer an unsolicited correction (ANNOUNCE or SOLICIT).
     prodded: BTreeMap<NodeId, Time>,
     /// CONN-STATEs whose parts are still arriving.
@@ -465,15 +455,6 @@ impl Node {
             addresses: BTreeMap::new(),
             synced: BTreeMap::new(),
             groups: BTreeMap::new(),
-            held: BTreeMap::new(),
-            shares: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            granted: BTreeMap::new(),
-            assignments: BTreeMap::new(),
-            awaiting: Vec::new(),
-            asked: BTreeSet::new(),
-            handing_back: BTreeMap::new(),
-            handed_back: BTreeMap::new(),
             prodded: BTreeMap::new(),
             assembler: Assembler::default(),
             handback_parts: HandbackParts::default(),
@@ -519,16 +500,6 @@ impl Node {
         self.eligible
     }
 
-    /// Groups held as address holder, by owner.
-    pub fn held(&self) -> &BTreeMap<NodeId, Epoch> {
-        &self.held
-    }
-
-    /// Connection shares held without the addresses (the `spread` policy), by owner.
-    pub fn shares(&self) -> &BTreeMap<NodeId, (Epoch, Scope)> {
-        &self.shares
-    }
-
     /// The membership table.
     pub fn members(&self) -> &BTreeMap<NodeId, Member> {
         &self.members
@@ -560,11 +531,6 @@ impl Node {
         }
     }
 
-    /// The newest epoch known for each group.
-    pub fn groups(&self) -> &BTreeMap<NodeId, GroupView> {
-        &self.groups
-    }
-
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -582,8 +548,16 @@ impl Node {
             .iter()
             .filter(|(_, m)| m.alive)
             .filter_map(|(id, m)| self.dead_at(*id, m));
-        let pending = self.pending.values().map(|p| p.deadline);
-        let grants = self.granted.values().map(|g| g.2);
+        let pending = self
+            .groups
+            .values()
+            .filter_map(|g| g.pending.as_ref())
+            .map(|p| p.deadline);
+        let grants = self
+            .groups
+            .values()
+            .filter_map(|g| g.granted.as_ref())
+            .map(|g| g.2);
         self.timers
             .iter()
             .flatten()

@@ -40,11 +40,11 @@ impl Node {
     }
 
     pub(super) fn holdings(&self) -> Vec<Holding> {
-        self.held
-            .iter()
-            .map(|(o, e)| Holding {
-                owner: *o,
-                epoch: *e,
+        self.held()
+            .into_iter()
+            .map(|(owner, epoch)| Holding {
+                owner,
+                epoch,
                 holder_boot: self.cfg.boot_epoch,
             })
             .collect()
@@ -54,10 +54,10 @@ impl Node {
         // An ANNOUNCE carries the sender's whole view of the groups, so that a booting node
         // learns the newest epochs before it claims anything.
         let holdings = self
-            .groups
-            .iter()
-            .map(|(o, g)| Holding {
-                owner: *o,
+            .groups()
+            .into_iter()
+            .map(|(owner, g)| Holding {
+                owner,
                 epoch: g.epoch,
                 holder_boot: g.holder_boot,
             })
@@ -96,7 +96,7 @@ impl Node {
     /// live peer holds the group (the hole stays open: if the group has to be taken over
     /// before it is repaired, that connection cannot be made whole).
     pub fn fetch(&mut self, f: Fetch) -> Option<NodeId> {
-        let holder = self.groups.get(&f.owner)?.epoch.holder;
+        let holder = self.view(f.owner)?.epoch.holder;
         if holder == self.id() || !self.members.get(&holder).is_some_and(|m| m.alive) {
             return None;
         }
