@@ -191,3 +191,36 @@ fn new_bpf_classic() {
         theirs,
     );
 }
+
+/// `ip netns add hfgold; ip link add v0 address 02:00:00:00:00:01 type veth peer name v1 address
+/// 02:00:00:00:00:02 netns hfgold` (the namespace open at fd 4). iproute2 writes the kinds
+/// without their NUL, so the lengths differ: here both are decoded with `netlink-packet-route`
+/// and compared as messages, attribute by attribute, in order.
+#[test]
+fn new_veth() {
+    use netlink_packet_core::NetlinkMessage;
+    use netlink_packet_route::RouteNetlinkMessage;
+    let theirs = captured(
+        &[
+            "74000000100005063e7d116b0000000000000000000000000000000000000000",
+            "0a00010002000000000100000700030076300000400012000800010076657468",
+            "3400020030000100000000000000000000000000000000000a00010002000000",
+            "0002000008001c00040000000700030076310000",
+        ],
+        7,
+    );
+    let ours = msg::encode(
+        msg::new_veth(
+            "v0",
+            Some([2, 0, 0, 0, 0, 1]),
+            "v1",
+            Some([2, 0, 0, 0, 0, 2]),
+            4,
+        ),
+        7,
+    );
+    let decode = |b: &[u8]| NetlinkMessage::<RouteNetlinkMessage>::deserialize(b).unwrap();
+    let (ours, theirs) = (decode(&ours), decode(&theirs));
+    assert_eq!(ours.header.flags, theirs.header.flags);
+    assert_eq!(ours.payload, theirs.payload, "ours, then iproute2's");
+}

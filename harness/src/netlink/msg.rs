@@ -128,17 +128,18 @@ pub(crate) fn new_veth(
     peer_mac: Option<[u8; 6]>,
     peer_ns: RawFd,
 ) -> Request {
+    // In iproute2's order (`golden.rs`).
     let mut p = link(0);
-    p.attributes.push(LinkAttribute::IfName(peer.to_owned()));
-    p.attributes.push(LinkAttribute::NetNsFd(peer_ns));
     if let Some(mac) = peer_mac {
         p.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
+    p.attributes.push(LinkAttribute::NetNsFd(peer_ns));
+    p.attributes.push(LinkAttribute::IfName(peer.to_owned()));
     let mut m = link(0);
-    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
     if let Some(mac) = mac {
         m.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
+    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
