@@ -814,6 +814,10 @@ fn three_node_cluster(
     assignment: &str,
     failback: &str,
 ) -> holdfast_harness::topology::Topology {
+    // Under `spread` the tests run 100 streams through a hub: on two cores the heartbeats go
+    // out up to 35 ms late, and 3 x 10 ms declared a live node dead in 1 of 4 runs (the
+    // split is under test here, not detection; see topologies/three-node-spread.toml).
+    let miss = if assignment == "spread" { 5 } else { 3 };
     let cluster = format!(
         r#"cluster_id = 6
 key = "three-node test key"
@@ -821,7 +825,7 @@ group = "239.255.72.70:5405"
 interface = "eth0"
 [defaults]
 heartbeat_ms = 10
-miss_count = 3
+miss_count = {miss}
 assignment = "{assignment}"
 failback = "{failback}"
 application = "{application}"
