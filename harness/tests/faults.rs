@@ -127,7 +127,7 @@ fn a_partition_names_known_nodes_and_two_sides() {
     assert_eq!(f.restore().unwrap().kind(), "heal-partition");
 }
 
-/// The median of ten request/response round trips from the client to a's echo service.
+/// The least of ten request/response round trips from the client to a's echo service.
 fn rtt_ms(c: &Cluster) -> f64 {
     use std::io::{Read, Write};
     c.in_node("client", || {
@@ -141,8 +141,9 @@ fn rtt_ms(c: &Cluster) -> f64 {
             s.read_exact(&mut b).unwrap();
             v.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        v.sort_by(f64::total_cmp);
-        v[5]
+        // The least of ten, as ping's minimum: scheduling on a busy machine only ever adds
+        // (a median of 24.4 ms was seen for a 20 ms delay in one CI run).
+        v.into_iter().fold(f64::INFINITY, f64::min)
     })
     .unwrap()
 }
