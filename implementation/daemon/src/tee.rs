@@ -263,6 +263,17 @@ impl TeeWorker {
         let _ = self.tx.send(copies);
     }
 
+    /// Whether exactly `copies` is installed (addresses without backups left out, as
+    /// [`Tee::replace`] leaves them).
+    pub fn has(&self, copies: &Copies) -> bool {
+        let want: Copies = copies
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(a, m)| (*a, m.clone()))
+            .collect();
+        self.state().installed == want
+    }
+
     /// What the thread has done so far.
     pub fn state(&self) -> TeeState {
         self.shared

@@ -130,6 +130,7 @@ impl Daemon {
         addresses: &[OwnedAddress],
         arp: ArpPolicy,
     ) {
+        self.copies_before_claim(node, deferred).await;
         if let Err(e) = self.claim(owner, addresses, arp).await {
             warn!("claim {owner}: {e:#}");
         }
@@ -138,6 +139,31 @@ impl Daemon {
         }
         self.snooper_caught_up(node, deferred).await;
         self.go_live(owner);
+    }
+
+    /// `snoop = "forward"`: the copies for the backups are in the kernel before the address
+    /// exists, so that no connection opens with its handshake uncopied (a backup that never
+    /// saw it cannot take the connection over). Waited for in 2 ms steps with the protocol
+    /// kept running (the copying thread commits in 5-25 ms), at most 100 ms.
+    async fn copies_before_claim(&mut self, node: &mut Node, deferred: &mut VecDeque<Action>) {
+        if self.tee.is_none() {
+            return;
+        }
+        self.update_tee(node);
+        let Some(want) = self.tee_sent.clone() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        while self.tee.as_ref().is_some_and(|t| !t.has(&want)) {
+            if std::time::Instant::now() > deadline {
+                warn!(
+                    "snoop = forward: the copies for the backups are not in place yet; claiming anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            self.keep_alive(node, deferred).await;
+        }
     }
 
     /// Lets the addresses go: a migrating group's frozen connections go with them, and so
