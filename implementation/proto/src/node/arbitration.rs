@@ -249,16 +249,8 @@ impl Node {
             shares,
         });
         if with_addresses {
-            self.group_mut(owner).held = Some(epoch);
+            self.hold(owner, epoch);
             self.group_mut(owner).assignment.take();
-            self.set_view(
-                owner,
-                GroupView {
-                    epoch,
-                    holder_boot: self.cfg.boot_epoch,
-                    released: false,
-                },
-            );
             self.actions.push_back(Action::ClaimAddress {
                 owner,
                 epoch,

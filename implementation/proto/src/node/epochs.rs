@@ -87,15 +87,7 @@ impl Node {
             counter: g.epoch.counter + 1,
             holder: self.id(),
         };
-        self.group_mut(owner).held = Some(e);
-        self.set_view(
-            owner,
-            GroupView {
-                epoch: e,
-                holder_boot: self.cfg.boot_epoch,
-                released: false,
-            },
-        );
+        self.hold(owner, e);
         let owned = self.addresses_of(owner);
         let arp = self.ownership_of(owner).map_or(ArpPolicy::Garp, |o| o.arp);
         // Same holder, new epoch: the IO layer re-asserts the addresses (idempotent).

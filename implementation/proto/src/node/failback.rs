@@ -173,15 +173,7 @@ impl Node {
         if self.view(me).is_some_and(|g| g.epoch >= h.epoch) {
             return;
         }
-        self.group_mut(me).held = Some(h.epoch);
-        self.set_view(
-            me,
-            GroupView {
-                epoch: h.epoch,
-                holder_boot: self.cfg.boot_epoch,
-                released: false,
-            },
-        );
+        self.hold(me, h.epoch);
         let rec = self.cfg.ownership.clone();
         // claims 5/14/19: responsibility returns to the first system.
         match h.mode {

@@ -99,6 +99,19 @@ impl Node {
 }
 
 impl Node {
+    /// This node holds `owner`'s group at `epoch` from now on: the holding and the newest view
+    /// (held by this boot, not released) in one step.
+    pub(super) fn hold(&mut self, owner: NodeId, epoch: Epoch) {
+        let holder_boot = self.cfg.boot_epoch;
+        let g = self.group_mut(owner);
+        g.held = Some(epoch);
+        g.view = Some(GroupView {
+            epoch,
+            holder_boot,
+            released: false,
+        });
+    }
+
     /// Records `view` as the newest epoch of `owner`'s group.
     pub(super) fn set_view(&mut self, owner: NodeId, view: GroupView) {
         self.group_mut(owner).view = Some(view);
