@@ -26,6 +26,8 @@ fn holder(c: &holdfast_harness::Cluster) -> Option<&'static str> {
 }
 
 fn main() {
+    // One cluster at a time, as the tests (`up` checks it).
+    let _serial = serial();
     let Some(cycles) = holdfast_harness::bench_arg::<usize>(1000) else {
         return;
     };

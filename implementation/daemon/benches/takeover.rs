@@ -166,6 +166,8 @@ fn throughput(mode: &str) -> f64 {
 }
 
 fn main() {
+    // One cluster at a time, as the tests (`up` checks it).
+    let _serial = serial();
     let Some(cycles) = holdfast_harness::bench_arg::<usize>(50) else {
         return;
     };

@@ -28,6 +28,7 @@ fn connect_ok(c: &holdfast_harness::Cluster, target: &str) -> bool {
 #[test]
 fn boot_announce_carries_every_ownership_field() {
     need_root!();
+    let _serial = serial();
     let dir = run_dir("boot-announce");
     let c = up(&dir, two_node());
     wait_ready(&c, &["a", "b"]);
@@ -103,6 +104,7 @@ fn boot_announce_carries_every_ownership_field() {
 #[test]
 fn a_late_node_solicits_and_is_answered() {
     need_root!();
+    let _serial = serial();
     let dir = run_dir("late-solicit");
     let mut c = up(&dir, two_node());
     wait_ready(&c, &["a"]);
@@ -142,6 +144,7 @@ fn a_late_node_solicits_and_is_answered() {
 #[test]
 fn power_off_moves_the_address_with_gratuitous_arp() {
     need_root!();
+    let _serial = serial();
     let dir = run_dir("takeover-garp");
     let mut c = up(&dir, two_node());
     wait_ready(&c, &["a", "b"]);
@@ -258,6 +261,7 @@ fn power_off_a(name: &str, arp: &str, vip: &str, v6: bool, target: &str) -> (Vec
 #[test]
 fn vmac_keeps_the_mac_that_answers_for_the_address() {
     need_root!();
+    let _serial = serial();
     let (frames, off) = power_off_a(
         "takeover-vmac",
         "vmac",
@@ -294,6 +298,7 @@ fn vmac_keeps_the_mac_that_answers_for_the_address() {
 #[test]
 fn an_ipv6_address_is_announced_with_an_unsolicited_na() {
     need_root!();
+    let _serial = serial();
     let (frames, off) = power_off_a(
         "takeover-ipv6",
         "garp",
@@ -315,6 +320,7 @@ fn an_ipv6_address_is_announced_with_an_unsolicited_na() {
 #[test]
 fn forged_and_replayed_datagrams_are_counted_and_ignored() {
     need_root!();
+    let _serial = serial();
     let dir = run_dir("forged");
     let c = up(&dir, two_node());
     wait_ready(&c, &["a", "b"]);
@@ -376,6 +382,7 @@ fn forged_and_replayed_datagrams_are_counted_and_ignored() {
 #[test]
 fn sigterm_hands_over_at_once() {
     need_root!();
+    let _serial = serial();
     let dir = run_dir("sigterm");
     let cluster = vmac_cluster("garp", "198.18.0.10/24", false)
         .replace("heartbeat_ms = 10", "heartbeat_ms = 100");
@@ -437,6 +444,7 @@ fn sigterm_hands_over_at_once() {
 #[test]
 fn keepalived_baseline_moves_the_address() {
     need_root!();
+    let _serial = serial();
     if std::process::Command::new("keepalived")
         .arg("--version")
         .output()
@@ -496,6 +504,7 @@ fn keepalived_baseline_moves_the_address() {
 #[test]
 fn a_syn_sent_right_after_the_first_announcement_is_answered() {
     need_root!();
+    let _serial = serial();
     let vip: IpAddr = VIP.parse().unwrap();
     let target: SocketAddr = format!("{VIP}:7").parse().unwrap();
     for attempt in 0..3 {

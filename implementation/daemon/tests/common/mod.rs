@@ -82,6 +82,11 @@ pub fn custom(dir: &Path, topology: &str, cluster: &str) -> Topology {
 /// Brings a topology up; a shipped topology's `[cluster]` runs holdfastd (its adapter), a
 /// test's own topology runs the processes it lists.
 pub fn up(dir: &Path, topo: Topology) -> Cluster {
+    let me = std::thread::current().id();
+    assert!(
+        *SERIAL_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) == Some(me),
+        "take `let _serial = serial();` before bringing a cluster up: cluster tests run one at a time"
+    );
     RUNS.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((std::thread::current().id(), dir.to_owned()));
@@ -332,8 +337,14 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// several clusters at once starve the daemons' timers and make timing-sensitive takeovers
 /// flaky for reasons that have nothing to do with the code under test.
 pub fn serial() -> Serial {
-    Serial(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    *SERIAL_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
+    Serial(guard)
 }
+
+/// The test thread that holds [`SERIAL`]: [`up`] refuses any other, so a test that forgot
+/// [`serial`] fails at once instead of running beside another cluster.
+static SERIAL_HOLDER: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
 
 /// Held for a cluster test's whole run ([`serial`]); when it goes, the test is over.
 pub struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
@@ -341,6 +352,7 @@ pub struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
 impl Drop for Serial {
     fn drop(&mut self) {
         let me = std::thread::current().id();
+        *SERIAL_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mine: Vec<PathBuf> = {
             let mut runs = RUNS.lock().unwrap_or_else(|e| e.into_inner());
             let (mine, rest) = runs.drain(..).partition(|(t, _)| *t == me);
