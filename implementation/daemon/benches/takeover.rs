@@ -116,7 +116,12 @@ fn assume(n: usize) -> Option<(serde_json::Value, usize, usize)> {
     }
     c.fault(&Fault::PowerOff { node: "a".into() }).unwrap();
     let rep = h.wait().ok()?;
-    let t = status(&c, "b")?["connections"]["last_takeover"].clone();
+    let conns = status(&c, "b")?["connections"].clone();
+    let t = conns["last_takeover"].clone();
+    eprintln!(
+        "assume {n}: put back after the takeover: {} segments and {} SYNs ({} skipped)",
+        conns["replayed_segments"], conns["replayed_syns"], conns["replay_skipped"]
+    );
     let intact = rep.connections.iter().filter(|x| x.intact()).count();
     c.down().unwrap();
     Some((t, intact, rep.connections.len()))

@@ -15,6 +15,7 @@ pub mod inject;
 pub mod netio;
 pub mod nft;
 pub mod repair;
+pub mod replay;
 pub mod serving;
 pub mod snoop;
 pub mod sockbuf;

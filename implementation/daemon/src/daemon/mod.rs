@@ -68,6 +68,8 @@ struct Daemon {
     assuming: BTreeMap<NodeId, (Vec<IpAddr>, bool)>,
     /// Raw sockets that put a client's packets (a FIN, a SYN) into our own stack.
     injector: Option<crate::inject::Injector>,
+    /// Puts the packets that arrived during a takeover back into our stack, off the loop.
+    replayer: Option<crate::replay::Replayer>,
     /// Every owned address in the cluster, and its owner.
     owner_of: HashMap<IpAddr, NodeId>,
     /// Holes in the snooped copy being fetched.
@@ -125,6 +127,13 @@ impl Daemon {
                 .collect();
             drop(t);
             c.snoop_drops = sn.drops();
+        }
+        if let Some(r) = &self.replayer {
+            use std::sync::atomic::Ordering::Relaxed;
+            c.replayed_syns = r.counts.syns.load(Relaxed);
+            c.replayed_segments = r.counts.segments.load(Relaxed);
+            c.replay_pending = r.counts.queued.load(Relaxed);
+            c.replay_failed = r.counts.failed.load(Relaxed);
         }
         c.forwarded = self.steer.installed();
         if let Some(t) = &self.tee {
@@ -361,6 +370,15 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         assuming: BTreeMap::new(),
         owner_of,
         holes: Default::default(),
+        replayer: match crate::replay::Replayer::spawn() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(
+                    "no raw socket for the replay thread ({e}): packets that arrive during a takeover are not put back"
+                );
+                None
+            }
+        },
         injector: match crate::inject::Injector::new() {
             Ok(i) => Some(i),
             Err(e) => {

@@ -60,6 +60,10 @@ pub struct ConnCounters {
     /// Packets that arrived during a takeover for connections not re-created here (left to
     /// the client's retransmission, or to the node that serves them).
     pub replay_skipped: u64,
+    /// Packets handed to the replay thread and not put back yet.
+    pub replay_pending: u64,
+    /// Packets the kernel refused to take back (each logged).
+    pub replay_failed: u64,
     /// Packets the snooper could not hold during a takeover (its hold was full).
     pub held_dropped: u64,
     /// Holes open now in the snooped copy (the holder acknowledged client bytes this node

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use super::{Daemon, TakeoverTiming};
 use crate::arp::announce_frame;
 use crate::repair::{self, Repaired};
+use crate::replay::Packet;
 
 /// The snooper's flow table, shared with its thread.
 type Table = std::sync::Arc<std::sync::Mutex<holdfast_proto::flow::FlowTable>>;
@@ -438,13 +439,15 @@ impl Daemon {
         if n > 0 {
             info!(%owner, connections = n, "assumed connections are live");
         }
-        self.replay(owner, live_tuples);
         if let Some((snapped, mut t)) = self.timing.take() {
             t.to_live_us = snapped.elapsed().as_micros() as u64;
             info!(?t, "takeover timing");
             self.conns.takeovers.insert(owner.0, t.clone());
             self.conns.last_takeover = Some(t);
         }
+        // After the timing: putting back what arrived meanwhile is serving the clients, on the
+        // replay thread (`replay.rs`), not going live.
+        self.replay(owner, live_tuples);
     }
 
     /// Puts back into our stack, now that the owner's connections are live, what the clients
@@ -475,7 +478,7 @@ impl Daemon {
             }
             None => Vec::new(),
         };
-        let Some(inject) = self.injector.as_ref() else {
+        let Some(replayer) = self.replayer.as_ref() else {
             if !syns.is_empty() || !held.is_empty() {
                 warn!(
                     syns = syns.len(),
@@ -485,24 +488,20 @@ impl Daemon {
             }
             return;
         };
-        for (_, syn) in syns {
-            match inject.replay(&syn) {
-                Ok(()) => self.conns.replayed_syns += 1,
-                Err(e) => warn!("replaying a SYN: {e}"),
-            }
-        }
+        let mut packets: Vec<Packet> = syns
+            .into_iter()
+            .map(|(_, bytes)| Packet { bytes, syn: true })
+            .collect();
         for h in held {
             if !(live.contains(&h.tuple) || (h.syn && announce)) {
                 self.conns.replay_skipped += 1;
                 continue;
             }
-            match inject.replay(&h.packet) {
-                Ok(()) if h.syn => self.conns.replayed_syns += 1,
-                Ok(()) => self.conns.replayed_segments += 1,
-                Err(e) => {
-                    warn!(local = %h.tuple.local, remote = %h.tuple.remote, "replaying a held packet: {e}")
-                }
-            }
+            packets.push(Packet {
+                bytes: h.packet,
+                syn: h.syn,
+            });
         }
+        replayer.send(packets);
     }
 }
