@@ -647,7 +647,13 @@ fn a_takeover_keeps_a_connection_the_node_already_serves() {
     assert!(rep.intact(), "old connection: {}", rep.summary());
     let b = status(&c, "b").expect("b's status");
     let k = &b["connections"];
-    assert_eq!(k["already_here"], 1, "b's connections: {k}");
+    // At least once: a node that boots under load can be declared dead once more by a false
+    // failure (10 ms heartbeats on two busy cores: one CI run of 5 today), and each takeover
+    // that finds the connection here counts it again. What is under test is that it is kept.
+    assert!(
+        k["already_here"].as_u64().is_some_and(|n| n >= 1),
+        "b's connections: {k}"
+    );
     assert_eq!(k["lost"], serde_json::json!({}), "b lost connections: {k}");
     c.down().unwrap();
 }
