@@ -44,9 +44,8 @@ pub struct Replayer {
 }
 
 impl Replayer {
-    /// Starts the thread with a raw socket of its own.
-    pub fn spawn() -> std::io::Result<Self> {
-        let inject = Injector::new()?;
+    /// Starts the thread, sending through `inject` (the daemon's raw sockets, shared).
+    pub fn spawn(inject: Arc<Injector>) -> std::io::Result<Self> {
         let counts = Arc::new(ReplayCounts::default());
         let (tx, rx) = mpsc::channel::<Vec<Packet>>();
         let c = counts.clone();

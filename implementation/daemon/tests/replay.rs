@@ -54,7 +54,10 @@ fn replayed_packets_reach_the_stack_and_are_counted() {
                 .unwrap();
             let listener = std::net::TcpListener::bind("198.18.0.10:7777").unwrap();
             let before = tcp_counters();
-            let r = Replayer::spawn().expect("raw socket");
+            let r = Replayer::spawn(std::sync::Arc::new(
+                holdfastd::inject::Injector::new().expect("raw socket"),
+            ))
+            .expect("replay thread");
             r.send(vec![
                 Packet {
                     bytes: syn(),

@@ -67,7 +67,7 @@ struct Daemon {
     /// Groups being taken over: their addresses, and whether we take those (announce).
     assuming: BTreeMap<NodeId, (Vec<IpAddr>, bool)>,
     /// Raw sockets that put a client's packets (a FIN, a SYN) into our own stack.
-    injector: Option<crate::inject::Injector>,
+    injector: Option<std::sync::Arc<crate::inject::Injector>>,
     /// Puts the packets that arrived during a takeover back into our stack, off the loop.
     replayer: Option<crate::replay::Replayer>,
     /// Every owned address in the cluster, and its owner.
@@ -354,6 +354,26 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     } else {
         None
     };
+    // One pair of raw sockets, shared by the loop (a restored connection's FIN) and the
+    // replay thread (the packets held during a takeover).
+    let injector = match crate::inject::Injector::new() {
+        Ok(i) => Some(std::sync::Arc::new(i)),
+        Err(e) => {
+            warn!(
+                "no raw socket ({e}): half-closed connections cannot be re-created, and packets that arrive during a takeover are not put back"
+            );
+            None
+        }
+    };
+    let replayer = injector.clone().and_then(|i| {
+        crate::replay::Replayer::spawn(i)
+            .inspect_err(|e| {
+                warn!(
+                    "no replay thread ({e}): packets that arrive during a takeover are not put back"
+                )
+            })
+            .ok()
+    });
     let mut io = Daemon {
         base,
         served: served.clone(),
@@ -370,22 +390,8 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         assuming: BTreeMap::new(),
         owner_of,
         holes: Default::default(),
-        replayer: match crate::replay::Replayer::spawn() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                warn!(
-                    "no raw socket for the replay thread ({e}): packets that arrive during a takeover are not put back"
-                );
-                None
-            }
-        },
-        injector: match crate::inject::Injector::new() {
-            Ok(i) => Some(i),
-            Err(e) => {
-                warn!("no raw socket ({e}): half-closed connections cannot be re-created");
-                None
-            }
-        },
+        replayer,
+        injector,
         timing: None,
         migrating: Default::default(),
         senders: BTreeMap::new(),

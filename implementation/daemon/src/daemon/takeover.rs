@@ -405,7 +405,7 @@ impl Daemon {
         let mut live = Vec::with_capacity(n);
         // Leaving repair mode sends each connection's window probe through the whole path to
         // the client at once, in this thread: split over two threads.
-        let inject = self.injector.as_ref();
+        let inject = self.injector.as_deref();
         let go_live = |(_, r): (NodeId, Repaired)| -> Live {
             let (tuple, checkpoint, state) = (r.tuple, r.checkpoint.clone(), r.state);
             let live = match inject {
