@@ -33,6 +33,7 @@ fn node(id: u32) -> Node {
             boot_epoch: 1,
             boot_wait: std::time::Duration::from_millis(100),
             expected_peers: vec![],
+            reserve: std::time::Duration::ZERO,
         },
         Time(0),
         id as u64,

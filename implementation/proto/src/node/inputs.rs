@@ -244,7 +244,14 @@ impl Node {
             if self.link_up && !self.leaving {
                 let holdings = self.holdings();
                 let heard = self.heard_list(now);
-                self.send(Dest::All, Body::Heartbeat { holdings, heard });
+                self.send(
+                    Dest::All,
+                    Body::Heartbeat {
+                        holdings: holdings.clone(),
+                        heard: heard.clone(),
+                    },
+                );
+                self.send_spares(now, &holdings, &heard);
             }
             // Periodic re-evaluation makes every decision robust to a lost message.
             self.evaluate_all(now);

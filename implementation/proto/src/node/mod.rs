@@ -57,7 +57,15 @@ pub struct Config {
     pub boot_wait: Duration,
     /// Peers to hear before becoming eligible early.
     pub expected_peers: Vec<NodeId>,
+    /// How long after each HEARTBEAT the IO layer may keep this node heard while its loop is
+    /// held (a slow syscall, a long restore): the core seals that many intervals' worth of
+    /// spare heartbeats with it ([`Action::SpareHeartbeats`], at most [`MAX_SPARES`]). Zero:
+    /// none, and a loop held for `miss_count` intervals is declared dead by its peers.
+    pub reserve: Duration,
 }
+
+/// The most spare heartbeats sealed with one HEARTBEAT (each costs an HMAC).
+pub const MAX_SPARES: u32 = 20;
 
 impl Config {
     /// The node id.
@@ -282,6 +290,21 @@ pub enum Action {
         addresses: Vec<OwnedAddress>,
         /// How to announce.
         arp: ArpPolicy,
+    },
+    /// HEARTBEATs sealed in advance, each with its own sequence number and the peers' ages
+    /// grown by its delay: send `data[k]` to every node at `first + k * interval`, unless
+    /// anything was sent since (then they are void, and must not be sent: their sequence
+    /// numbers are older). Replaces the previous set. The node's loop sends the real HEARTBEAT
+    /// half an interval before each is due, so a spare goes out only while the loop is held:
+    /// the node is alive (its kernel and serving threads work on), only its protocol loop is
+    /// late, and its peers need not assume its groups. A frozen or dead process sends none.
+    SpareHeartbeats {
+        /// When the first is due.
+        first: Time,
+        /// The spacing.
+        interval: Duration,
+        /// The sealed datagrams, in order.
+        data: Vec<Vec<u8>>,
     },
     /// `peer` booted (first heard, or with a new boot epoch) and lacks the connections of the
     /// groups this node holds: send it each live connection's state ([`Node::conn_state`]), so

@@ -5,8 +5,8 @@ use crate::auth::{self};
 use crate::policy::NodeId;
 use crate::sync::PART_CHUNK;
 use crate::wire::{
-    Announce, Body, ConnState, ConnStatePart, FLAG_ELIGIBLE, FLAG_LEAVING, Fetch, Fetched, Holding,
-    Message,
+    Announce, Body, ConnState, ConnStatePart, FLAG_ELIGIBLE, FLAG_LEAVING, Fetch, Fetched, Heard,
+    Holding, Message,
 };
 
 use super::*;
@@ -24,8 +24,15 @@ impl Node {
     }
 
     pub(super) fn send(&mut self, to: Dest, body: Body) {
-        self.seq += 1;
         let ty = body.msg_type();
+        let data = self.seal_next(body);
+        *self.stats.sent.entry(ty).or_default() += 1;
+        self.actions.push_back(Action::Send { to, data });
+    }
+
+    /// Seals `body` with the next sequence number.
+    fn seal_next(&mut self, body: Body) -> Vec<u8> {
+        self.seq += 1;
         let msg = Message {
             flags: self.flags(),
             cluster: self.cfg.cluster_id,
@@ -34,9 +41,44 @@ impl Node {
             seq: self.seq,
             body,
         };
-        let data = auth::seal(&msg, &self.cfg.key);
-        *self.stats.sent.entry(ty).or_default() += 1;
-        self.actions.push_back(Action::Send { to, data });
+        auth::seal(&msg, &self.cfg.key)
+    }
+
+    /// Seals the spare heartbeats that follow the HEARTBEAT just sent at `now` (see
+    /// [`Action::SpareHeartbeats`]): the same holdings, and each peer's age grown by the spare's
+    /// delay, so a spare never makes a peer look fresher than it is.
+    pub(super) fn send_spares(&mut self, now: Time, holdings: &[Holding], heard: &[Heard]) {
+        let iv = self.cfg.interval();
+        let n = if iv.is_zero() {
+            0
+        } else {
+            (self.cfg.reserve.as_nanos() / iv.as_nanos()).min(u128::from(MAX_SPARES)) as u32
+        };
+        if n == 0 {
+            return;
+        }
+        let first = now + iv + iv / 2;
+        let mut data = Vec::with_capacity(n as usize);
+        for k in 0..n {
+            let delay = (first - now) + iv * k;
+            let grown = u32::try_from(delay.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
+            let heard = heard
+                .iter()
+                .map(|h| Heard {
+                    age_ms: h.age_ms.saturating_add(grown),
+                    ..*h
+                })
+                .collect();
+            data.push(self.seal_next(Body::Heartbeat {
+                holdings: holdings.to_vec(),
+                heard,
+            }));
+        }
+        self.actions.push_back(Action::SpareHeartbeats {
+            first,
+            interval: iv,
+            data,
+        });
     }
 
     pub(super) fn holdings(&self) -> Vec<Holding> {

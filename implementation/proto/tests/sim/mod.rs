@@ -66,6 +66,10 @@ pub enum Trace {
         to: Dest,
         len: usize,
     },
+    /// The node's beacon sent a spare heartbeat (its loop was held).
+    Spare {
+        from: NodeId,
+    },
     /// The node's link went down while it held `owner`'s group: addresses off.
     Withdraw {
         node: NodeId,
@@ -99,6 +103,11 @@ pub struct SimNode {
     /// Frozen (SIGSTOP): its timers are not served and what reaches it waits here, as in a
     /// socket buffer, until it is thawed.
     pub frozen: Option<Vec<(usize, Vec<u8>)>>,
+    /// While frozen: only its protocol loop is held (a slow syscall), so its daemon's beacon
+    /// still sends the spare heartbeats it was given.
+    pub held: bool,
+    /// The spare heartbeats its beacon would send, and when ([`Action::SpareHeartbeats`]).
+    pub spares: std::collections::VecDeque<(Time, Vec<u8>)>,
     /// Groups this node holds, from its Claim/Release actions.
     pub holding: BTreeMap<NodeId, Epoch>,
     /// Client bytes this node keeps per connection, from sequence number 0, as a daemon keeps
@@ -178,6 +187,11 @@ pub fn ownership(i: usize, n: usize, policy: &FailoverPolicy) -> Ownership {
 
 impl Cluster {
     pub fn new(n: usize, policy: FailoverPolicy, seed: u64) -> Self {
+        Self::with_reserve(n, policy, seed, Duration::ZERO)
+    }
+
+    /// A cluster whose nodes seal spare heartbeats covering `reserve` ([`Config::reserve`]).
+    pub fn with_reserve(n: usize, policy: FailoverPolicy, seed: u64, reserve: Duration) -> Self {
         let iv = Duration::from_millis(policy.heartbeat_ms as u64);
         let nodes = (0..n)
             .map(|i| SimNode {
@@ -188,11 +202,14 @@ impl Cluster {
                     boot_epoch: 1,
                     boot_wait: iv * 5,
                     expected_peers: (0..n).filter(|k| *k != i).map(id).collect(),
+                    reserve,
                 },
                 node: None,
                 cut: false,
                 link_down: false,
                 frozen: None,
+                held: false,
+                spares: Default::default(),
                 holding: BTreeMap::new(),
                 history: BTreeMap::new(),
                 fetched: Vec::new(),
@@ -241,6 +258,7 @@ impl Cluster {
         let seed = self.rng.next_u64();
         let sn = &mut self.nodes[i];
         sn.holding.clear();
+        sn.spares.clear();
         sn.node = Some(Node::new(sn.cfg.clone(), self.time, seed));
         self.trace.push((self.time, Trace::Boot { node: id(i) }));
         self.drain(i);
@@ -250,6 +268,7 @@ impl Cluster {
     pub fn crash(&mut self, i: usize) {
         if self.nodes[i].node.take().is_some() {
             self.nodes[i].holding.clear();
+            self.nodes[i].spares.clear();
             self.nodes[i].cfg.boot_epoch += 1;
             self.trace.push((self.time, Trace::Crash { node: id(i) }));
         }
@@ -312,12 +331,20 @@ impl Cluster {
         self.nodes[i].frozen.get_or_insert_with(Vec::new);
     }
 
+    /// Holds node `i`'s protocol loop (a slow action): like [`Self::freeze`], but its daemon's
+    /// beacon thread goes on sending the spare heartbeats the core gave it.
+    pub fn hold(&mut self, i: usize) {
+        self.freeze(i);
+        self.nodes[i].held = true;
+    }
+
     /// Thaws node `i` the way a daemon wakes up at worst: its overdue timer is served first,
     /// then the datagrams that waited in its socket buffer.
     pub fn thaw(&mut self, i: usize) {
         let Some(queued) = self.nodes[i].frozen.take() else {
             return;
         };
+        self.nodes[i].held = false;
         let now = self.time;
         if let Some(n) = self.nodes[i].node.as_mut() {
             if n.poll_timeout().is_some_and(|t| t <= now) {
@@ -337,6 +364,60 @@ impl Cluster {
         !self.nodes[i].cut && !self.nodes[i].link_down
     }
 
+    /// Puts node `i`'s datagram on the wire (as its daemon sends it), with the links' loss,
+    /// delay and cuts.
+    fn transmit(&mut self, i: usize, to: Dest, data: Vec<u8>) {
+        let now = self.time;
+        let me = id(i);
+        self.trace.push((
+            now,
+            Trace::Sent {
+                from: me,
+                to,
+                len: data.len(),
+            },
+        ));
+        let m = holdfast_proto::auth::open(&data, KEY, CLUSTER).expect("we send valid messages");
+        self.sent.push((me, m.body.msg_type()));
+        if !self.connected(i) {
+            return;
+        }
+        let targets: Vec<usize> = match to {
+            Dest::All => (0..self.nodes.len()).filter(|k| *k != i).collect(),
+            Dest::Node(n) if idx(n) < self.nodes.len() => vec![idx(n)],
+            Dest::Node(_) => vec![],
+        };
+        for t in targets {
+            if self.cuts.contains(&(i, t)) {
+                continue;
+            }
+            if self.rand_f64() < self.links.loss {
+                continue;
+            }
+            let (lo, hi) = self.links.delay;
+            let span = (hi - lo).as_nanos() as u64;
+            let d = lo
+                + Duration::from_nanos(if span == 0 {
+                    0
+                } else {
+                    self.rng.next_u64() % span
+                });
+            self.qseq += 1;
+            self.queue
+                .push(Reverse((now + d, self.qseq, t, i, data.clone())));
+        }
+    }
+
+    /// When node `i`'s beacon sends its next spare heartbeat (a live node whose loop runs or
+    /// is held; a frozen process sends none).
+    fn spare_due(&self, i: usize) -> Option<Time> {
+        let s = &self.nodes[i];
+        if s.node.is_none() || (s.frozen.is_some() && !s.held) {
+            return None;
+        }
+        s.spares.front().map(|(t, _)| *t)
+    }
+
     /// Applies a node's pending actions.
     pub fn drain(&mut self, i: usize) {
         loop {
@@ -347,44 +428,20 @@ impl Cluster {
             let me = id(i);
             match a {
                 Action::Send { to, data } => {
-                    self.trace.push((
-                        now,
-                        Trace::Sent {
-                            from: me,
-                            to,
-                            len: data.len(),
-                        },
-                    ));
-                    let m = holdfast_proto::auth::open(&data, KEY, CLUSTER)
-                        .expect("we send valid messages");
-                    self.sent.push((me, m.body.msg_type()));
-                    if !self.connected(i) {
-                        continue;
-                    }
-                    let targets: Vec<usize> = match to {
-                        Dest::All => (0..self.nodes.len()).filter(|k| *k != i).collect(),
-                        Dest::Node(n) if idx(n) < self.nodes.len() => vec![idx(n)],
-                        Dest::Node(_) => vec![],
-                    };
-                    for t in targets {
-                        if self.cuts.contains(&(i, t)) {
-                            continue;
-                        }
-                        if self.rand_f64() < self.links.loss {
-                            continue;
-                        }
-                        let (lo, hi) = self.links.delay;
-                        let span = (hi - lo).as_nanos() as u64;
-                        let d = lo
-                            + Duration::from_nanos(if span == 0 {
-                                0
-                            } else {
-                                self.rng.next_u64() % span
-                            });
-                        self.qseq += 1;
-                        self.queue
-                            .push(Reverse((now + d, self.qseq, t, i, data.clone())));
-                    }
+                    // Anything sent voids the spares (their sequence numbers are older).
+                    self.nodes[i].spares.clear();
+                    self.transmit(i, to, data);
+                }
+                Action::SpareHeartbeats {
+                    first,
+                    interval,
+                    data,
+                } => {
+                    self.nodes[i].spares = data
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, d)| (first + interval * k as u32, d))
+                        .collect();
                 }
                 Action::ClaimAddress { owner, epoch, .. } => {
                     self.nodes[i].holding.insert(owner, epoch);
@@ -525,10 +582,10 @@ impl Cluster {
             .filter(|s| s.frozen.is_none())
             .filter_map(|s| s.node.as_ref().and_then(Node::poll_timeout))
             .min();
-        match (q, n) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let spare = (0..self.nodes.len())
+            .filter_map(|i| self.spare_due(i))
+            .min();
+        [q, n, spare].into_iter().flatten().min()
     }
 
     /// Advances to the next event and processes everything due then. False if idle.
@@ -553,6 +610,13 @@ impl Cluster {
             if let Some(n) = self.nodes[to].node.as_mut() {
                 n.handle_datagram(now, addr(from), &data);
                 self.drain(to);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            if self.spare_due(i).is_some_and(|t| t <= now) {
+                let (_, data) = self.nodes[i].spares.pop_front().expect("due");
+                self.trace.push((now, Trace::Spare { from: id(i) }));
+                self.transmit(i, Dest::All, data);
             }
         }
         for i in 0..self.nodes.len() {
