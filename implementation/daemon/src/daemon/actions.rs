@@ -23,6 +23,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Daemon, name: &str, now: Tim
     // they come before anything still queued in the core.
     let mut deferred = VecDeque::new();
     let started = std::time::Instant::now();
+    let mut slowest: Option<(&'static str, std::time::Duration, std::time::Duration)> = None;
     while let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) {
         // A run of slow actions (addresses, kernel rules) lets the protocol turn between them,
         // so that its heartbeats never wait for the whole run.
@@ -40,8 +41,15 @@ pub(super) async fn apply(node: &mut Node, io: &mut Daemon, name: &str, now: Tim
         ) {
             io.tee_dirty = true;
         }
+        let kind = kind(&a);
+        let (t0, c0) = (std::time::Instant::now(), super::thread_cpu());
         match a {
             Action::Send { to, data } => io.send(node, to, &data).await,
+            Action::SpareHeartbeats {
+                first,
+                interval,
+                data,
+            } => io.spares(first, interval, data),
             Action::ClaimAddress {
                 owner,
                 epoch,
@@ -114,9 +122,51 @@ pub(super) async fn apply(node: &mut Node, io: &mut Daemon, name: &str, now: Tim
             Action::SyncPeer { peer } => io.sync_peer(node, peer),
             Action::Event(e) => io.on_event(name, e),
         }
+        let wall = t0.elapsed();
+        if slowest.is_none_or(|s| s.1 < wall) {
+            slowest = Some((kind, wall, super::thread_cpu().saturating_sub(c0)));
+        }
     }
     if io.tee_dirty {
+        let (t0, c0) = (std::time::Instant::now(), super::thread_cpu());
         io.update_tee(node);
+        let wall = t0.elapsed();
+        if slowest.is_none_or(|s| s.1 < wall) {
+            slowest = Some((
+                "update copies",
+                wall,
+                super::thread_cpu().saturating_sub(c0),
+            ));
+        }
+    }
+    if let Some((kind, wall, cpu)) = slowest.filter(|s| s.1 > super::HELD_WARN) {
+        warn!(
+            action = kind,
+            wall_ms = wall.as_secs_f64() * 1e3,
+            cpu_ms = cpu.as_secs_f64() * 1e3,
+            "a slow action (wall time, and this thread's CPU time within it)"
+        );
+    }
+}
+
+/// An action's name, for the logs.
+fn kind(a: &Action) -> &'static str {
+    match a {
+        Action::Send { .. } => "send",
+        Action::SpareHeartbeats { .. } => "spares",
+        Action::ClaimAddress { .. } => "claim",
+        Action::ReleaseAddress { .. } => "release",
+        Action::AssumeConnections { .. } => "assume",
+        Action::Forward { .. } => "forward",
+        Action::HandBack { .. } => "hand back",
+        Action::DiscardStale { .. } => "discard stale",
+        Action::ConnState { .. } => "conn-state",
+        Action::FetchRequest { .. } => "fetch request",
+        Action::Fetched { .. } => "fetched",
+        Action::WithdrawAddress { .. } => "withdraw",
+        Action::ReinstateAddress { .. } => "reinstate",
+        Action::SyncPeer { .. } => "sync peer",
+        Action::Event(_) => "event",
     }
 }
 

@@ -45,6 +45,18 @@ pub use status::*;
 /// ([`ConnCounters::loop_held`]).
 const HELD_WARN: Duration = Duration::from_millis(5);
 
+/// The CPU time this thread has used so far (a loop held longer than it computed was not
+/// running: blocked in a syscall, or not scheduled).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which outlives the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// The daemon's half of the sans-IO split: its sockets, the kernel state it made (addresses,
 /// forwarding, copies), the snooper and the served connections. The core decides; this turns
 /// its actions into syscalls ([`apply`]) and feeds it what the kernel reports.
@@ -54,6 +66,9 @@ struct Daemon {
     net: Net,
     iface: IfInfo,
     udp: UdpSocket,
+    /// Sends the core's spare heartbeats while this loop is held (`None`: it could not start,
+    /// logged).
+    beacon: Option<crate::beacon::Beacon>,
     group: SocketAddrV4,
     me: NodeConfig,
     me_iface_name: String,
@@ -142,6 +157,13 @@ impl Daemon {
             c.tee_failures = st.failures;
         }
         c.udp_drops = udp_drops(&self.udp);
+        if let Some(b) = &self.beacon {
+            use std::sync::atomic::Ordering::Relaxed;
+            let n = b.counts();
+            c.spares_sent = n.sent.load(Relaxed);
+            c.spares_skipped = n.skipped.load(Relaxed);
+            c.spares_failed = n.failed.load(Relaxed);
+        }
         c.served_without_address = self.without_address.values().map(|s| s.1.len()).sum();
         c
     }
@@ -174,6 +196,11 @@ impl Daemon {
         while let Some(a) = node.poll_action() {
             match a {
                 Action::Send { to, data } => self.send(node, to, &data).await,
+                Action::SpareHeartbeats {
+                    first,
+                    interval,
+                    data,
+                } => self.spares(first, interval, data),
                 other => deferred.push_back(other),
             }
         }
@@ -188,7 +215,9 @@ impl Daemon {
         if d > HELD_WARN {
             warn!(
                 held_ms = d.as_secs_f64() * 1e3,
-                what, "the protocol loop was held: heartbeats were late meanwhile"
+                cpu_s = thread_cpu().as_secs_f64(),
+                what,
+                "the protocol loop was held: heartbeats were late meanwhile"
             );
             *self.conns.loop_held.entry(what.to_owned()).or_default() += 1;
         }
@@ -207,11 +236,27 @@ impl Daemon {
         };
         match dest {
             Some(d) => {
+                // The spares are older sequence numbers than this datagram's.
+                if let Some(b) = &self.beacon {
+                    b.void();
+                }
                 if let Err(e) = self.udp.send_to(data, d).await {
                     debug!("send to {d}: {e}");
                 }
             }
             None => warn!(?to, "no address known for peer; message dropped"),
+        }
+    }
+
+    /// Hands the core's spare heartbeats to the beacon, each with its due instant.
+    fn spares(&self, first: Time, interval: Duration, data: Vec<Vec<u8>>) {
+        if let Some(b) = &self.beacon {
+            let first = self.base + Duration::from_nanos(first.0);
+            b.set(
+                data.into_iter()
+                    .enumerate()
+                    .map(|(k, d)| (first + interval * k as u32, d)),
+            );
         }
     }
 
@@ -326,6 +371,11 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         );
     };
     let udp = UdpSocket::from_std(multicast_socket(cfg.group, local)?)?;
+    let beacon = crate::beacon::Beacon::spawn(&udp, SocketAddr::V4(cfg.group))
+        .inspect_err(|e| {
+            warn!("no beacon thread ({e}): a held protocol loop sends no spare heartbeats")
+        })
+        .ok();
     let mut ownership = me.ownership.clone();
     if ownership.arp != ArpPolicy::Vmac {
         // The MAC tied to the addresses is ours (claim 3).
@@ -380,6 +430,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         net,
         iface,
         udp,
+        beacon,
         group: cfg.group,
         me: me.clone(),
         me_iface_name: cfg.interface.clone(),

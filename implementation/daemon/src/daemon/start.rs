@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use holdfast_proto::app::App;
@@ -112,6 +112,11 @@ pub fn raise_fd_limit() {
 /// out and be read on time even when the machine is saturated, or a live node is declared dead
 /// (seen with 10,000 connections opening at once on two cores). The loop mostly sleeps; the
 /// kernel's real-time throttling keeps a runaway from taking more than 95% of a CPU.
+/// How long spare heartbeats keep this node heard while its protocol loop is held
+/// (`beacon.rs`): the longest a slow action may hold the loop without a false failure, and how
+/// much later than `miss_count` intervals a node whose loop is wedged for good is declared dead.
+pub(super) const HEARTBEAT_RESERVE: Duration = Duration::from_millis(100);
+
 pub(super) fn realtime_priority() {
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter.
@@ -145,6 +150,7 @@ pub(super) fn start_node(
             boot_epoch,
             boot_wait: me.boot_wait,
             expected_peers: cfg.peers_of(name),
+            reserve: HEARTBEAT_RESERVE,
         },
         Time(base.elapsed().as_nanos() as u64),
         seed,

@@ -88,6 +88,13 @@ pub struct ConnCounters {
     pub snoop_drops: u64,
     /// Control datagrams the kernel dropped (the socket's buffer was full).
     pub udp_drops: u64,
+    /// Spare heartbeats the beacon sent while the protocol loop was held (each stood in for a
+    /// heartbeat the loop was late with).
+    pub spares_sent: u64,
+    /// Spares skipped because a later one was due already (the beacon was late itself).
+    pub spares_skipped: u64,
+    /// Spares the kernel refused to send (logged each).
+    pub spares_failed: u64,
     /// CONN-STATEs sent to peers that came up (late backups).
     pub synced: u64,
     /// CONN-STATEs sent in parts of which some never arrived here (or that were too large or
