@@ -256,7 +256,7 @@ impl Pkt {
 }
 
 /// The control-protocol message names, by type number - 1 (PROTOCOL.md).
-pub const TYPES: [&str; 12] = [
+pub const TYPES: [&str; 13] = [
     "ANNOUNCE",
     "SOLICIT",
     "HEARTBEAT",
@@ -269,6 +269,7 @@ pub const TYPES: [&str; 12] = [
     "CONN-STATE",
     "FETCH",
     "FETCHED",
+    "ALIVE",
 ];
 
 /// The body fields [`control`] decodes for a message type (what an expectation's `fields` may

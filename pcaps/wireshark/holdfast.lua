@@ -12,7 +12,7 @@ local p = Proto("holdfast", "Holdfast control protocol")
 local TYPES = {
   [1] = "ANNOUNCE", [2] = "SOLICIT", [3] = "HEARTBEAT", [4] = "ASSUME-REQUEST",
   [5] = "ASSUME-GRANT", [6] = "ASSUME-DENY", [7] = "TAKEOVER-NOTICE", [8] = "HANDBACK",
-  [9] = "RECLAIM", [10] = "CONN-STATE", [11] = "FETCH", [12] = "FETCHED",
+  [9] = "RECLAIM", [10] = "CONN-STATE", [11] = "FETCH", [12] = "FETCHED", [13] = "ALIVE",
 }
 local FAILBACK = { [0] = "none", [1] = "new-connections", [2] = "migrate" }
 local SNOOP = { [0] = "none", [1] = "mirror", [2] = "forward" }

@@ -1,8 +1,9 @@
 //! Spare heartbeats: a node whose protocol loop is held (a slow syscall, a long restore) is
-//! still alive, its kernel and serving threads at work; the spares its core sealed in advance,
-//! sent by the daemon's beacon thread, keep its peers from assuming its groups for up to the
-//! reserve. A process that is frozen or dead sends none, and a loop held longer than the
-//! reserve is declared dead. A spare never makes another peer look fresher than it is.
+//! still alive, its kernel and serving threads at work; the ALIVE datagrams its core sealed in
+//! advance, sent by the daemon's beacon thread, keep its peers from assuming its groups for up
+//! to the reserve. A process that is frozen or dead sends none, and a loop held longer than the
+//! reserve is declared dead. An ALIVE never makes another peer look fresher than it is, and
+//! never revives a peer declared dead.
 
 mod sim;
 
@@ -157,5 +158,48 @@ fn spares_never_vouch_for_a_peer_that_died() {
             "seed {seed}\n{}",
             c.story()
         );
+    }
+}
+
+#[test]
+fn an_alive_never_revives_a_peer_declared_dead() {
+    for seed in 0..20 {
+        let mut c = cluster(2, seed, RESERVE);
+        let t = c.time;
+        // a's loop is held and its link cut: b declares it dead, then a's spares reach b.
+        c.hold(0);
+        c.set_cut(0, true);
+        c.drive(50 * MS);
+        assert!(
+            declared_dead(&c, t, 1, 0).is_some(),
+            "seed {seed}: b did not declare a dead\n{}",
+            c.story()
+        );
+        let t1 = c.time;
+        c.set_cut(0, false);
+        c.drive(40 * MS);
+        assert!(spares_sent(&c, t1, 0) >= 3, "seed {seed}\n{}", c.story());
+        let revived = c.since(t1).any(|x| {
+            matches!(x, Trace::Event { node, event: Event::PeerUp { node: p, .. } | Event::Reachable { node: p } }
+                if *node == id(1) && *p == id(0))
+        });
+        assert!(!revived, "seed {seed}: an ALIVE revived a\n{}", c.story());
+        let h: Vec<_> = c.holders(id(0)).iter().map(|h| h.0).collect();
+        assert!(
+            h.contains(&id(1)),
+            "seed {seed}: a's group: {h:?}\n{}",
+            c.story()
+        );
+        // Its loop runs again: a real message brings it back, and it lets the group go.
+        c.thaw(0);
+        c.drive(200 * MS);
+        let h: Vec<_> = c.holders(id(0)).iter().map(|h| h.0).collect();
+        assert_eq!(
+            h,
+            [id(1)],
+            "seed {seed}: a's group after the thaw\n{}",
+            c.story()
+        );
+        assert!(c.double_claims().is_empty(), "seed {seed}\n{}", c.story());
     }
 }

@@ -6,7 +6,7 @@ use crate::auth::{self, DropReason};
 use crate::policy::NodeId;
 use crate::sync::{Assembled, Incomplete};
 use crate::time::Time;
-use crate::wire::{Announce, Body, FLAG_LEAVING, Heard, Holding, Scope};
+use crate::wire::{Announce, Body, FLAG_LEAVING, Heard, Holding, MsgType, Scope};
 
 use super::*;
 
@@ -21,6 +21,17 @@ impl Node {
         };
         if msg.sender == self.id() {
             return self.drop_msg(DropReason::Own);
+        }
+        if msg.body == Body::Alive {
+            // Sealed in advance, in a sequence space of its own: ordered among themselves only.
+            if let Err(r) = self
+                .alive_replay
+                .accept(msg.sender, msg.boot_epoch, msg.seq, false)
+            {
+                return self.drop_msg(r);
+            }
+            *self.stats.received.entry(MsgType::Alive).or_default() += 1;
+            return self.on_alive(now, msg.sender, msg.boot_epoch);
         }
         let order_free = matches!(
             msg.body,
@@ -78,6 +89,7 @@ impl Node {
             body @ (Body::ConnState(_) | Body::Fetch(_) | Body::Fetched(_) | Body::Handback(_)) => {
                 self.order_free(now, from, body)
             }
+            Body::Alive => {}
         }
         // A peer whose ANNOUNCE we missed: ask it again (claim 4).
         if self
@@ -244,14 +256,8 @@ impl Node {
             if self.link_up && !self.leaving {
                 let holdings = self.holdings();
                 let heard = self.heard_list(now);
-                self.send(
-                    Dest::All,
-                    Body::Heartbeat {
-                        holdings: holdings.clone(),
-                        heard: heard.clone(),
-                    },
-                );
-                self.send_spares(now, &holdings, &heard);
+                self.send(Dest::All, Body::Heartbeat { holdings, heard });
+                self.send_spares(now);
             }
             // Periodic re-evaluation makes every decision robust to a lost message.
             self.evaluate_all(now);
@@ -333,9 +339,8 @@ impl Node {
         }
     }
 
-    /// A command from the IO layer. Like every input it carries the time, which no command
-    /// needs today.
-    pub fn command(&mut self, _now: Time, cmd: Command) {
+    /// A command from the IO layer, with the time.
+    pub fn command(&mut self, now: Time, cmd: Command) {
         match cmd {
             Command::Shutdown => {
                 self.leaving = true;
@@ -355,6 +360,12 @@ impl Node {
                     },
                 );
                 self.timers = [None; TIMERS];
+                // Gone: no ALIVE may follow.
+                self.actions.push_back(Action::SpareHeartbeats {
+                    first: now,
+                    interval: self.cfg.interval(),
+                    data: Vec::new(),
+                });
             }
             Command::Solicit => self.send(Dest::All, Body::Solicit { target: None }),
         }

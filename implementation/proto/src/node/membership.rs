@@ -82,6 +82,23 @@ impl Node {
         }
     }
 
+    /// ALIVE: the sender's loop is held, but it lives. Only a live member of the same boot is
+    /// refreshed; nothing else in it is news (its flags and holdings are as of its sealing).
+    pub(super) fn on_alive(&mut self, now: Time, from: NodeId, boot_epoch: u32) {
+        let Some(m) = self.members.get_mut(&from) else {
+            return;
+        };
+        if !m.alive || m.boot_epoch != boot_epoch {
+            return;
+        }
+        m.last_heard = now;
+        if m.cut_off {
+            m.cut_off = false;
+            self.actions
+                .push_back(Action::Event(Event::Reachable { node: from }));
+        }
+    }
+
     pub(super) fn heard(&mut self, now: Time, msg: &Message) {
         let from = msg.sender;
         let m = self.members.entry(from).or_insert(Member {

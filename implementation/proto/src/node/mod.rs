@@ -291,13 +291,14 @@ pub enum Action {
         /// How to announce.
         arp: ArpPolicy,
     },
-    /// HEARTBEATs sealed in advance, each with its own sequence number and the peers' ages
-    /// grown by its delay: send `data[k]` to every node at `first + k * interval`, unless
-    /// anything was sent since (then they are void, and must not be sent: their sequence
-    /// numbers are older). Replaces the previous set. The node's loop sends the real HEARTBEAT
-    /// half an interval before each is due, so a spare goes out only while the loop is held:
-    /// the node is alive (its kernel and serving threads work on), only its protocol loop is
-    /// late, and its peers need not assume its groups. A frozen or dead process sends none.
+    /// ALIVE datagrams sealed in advance (liveness only, in a sequence space of their own): send
+    /// `data[k]` to every node at `first + k * interval`, from a thread that does not wait for
+    /// the protocol loop. Replaces the previous set (an empty set cancels it). Each HEARTBEAT
+    /// comes with a new set whose first is due half an interval after the next HEARTBEAT, so an
+    /// ALIVE goes out only while the loop is held: the node is alive (its kernel and serving
+    /// threads work on), only its protocol loop is late, and its peers need not assume its
+    /// groups. A frozen or dead process sends none; a loop held for good is failed once the
+    /// set is spent.
     SpareHeartbeats {
         /// When the first is due.
         first: Time,
@@ -458,6 +459,10 @@ pub struct Node {
     timers: [Option<Time>; TIMERS],
     actions: VecDeque<Action>,
     replay: ReplayWindow,
+    /// The last sequence number sealed into an ALIVE ([`Action::SpareHeartbeats`]).
+    alive_seq: u64,
+    /// The peers' ALIVE sequence numbers (a space of their own).
+    alive_replay: ReplayWindow,
     rng: Rng,
     stats: Stats,
 }
@@ -485,6 +490,8 @@ impl Node {
             timers: [None; TIMERS],
             actions: VecDeque::new(),
             replay: ReplayWindow::default(),
+            alive_seq: 0,
+            alive_replay: ReplayWindow::default(),
             rng: Rng::new(seed),
             stats: Stats::default(),
             cfg,

@@ -5,8 +5,8 @@ use crate::auth::{self};
 use crate::policy::NodeId;
 use crate::sync::PART_CHUNK;
 use crate::wire::{
-    Announce, Body, ConnState, ConnStatePart, FLAG_ELIGIBLE, FLAG_LEAVING, Fetch, Fetched, Heard,
-    Holding, Message,
+    Announce, Body, ConnState, ConnStatePart, FLAG_ELIGIBLE, FLAG_LEAVING, Fetch, Fetched, Holding,
+    Message,
 };
 
 use super::*;
@@ -33,21 +33,24 @@ impl Node {
     /// Seals `body` with the next sequence number.
     fn seal_next(&mut self, body: Body) -> Vec<u8> {
         self.seq += 1;
+        self.seal(self.seq, body)
+    }
+
+    fn seal(&self, seq: u64, body: Body) -> Vec<u8> {
         let msg = Message {
             flags: self.flags(),
             cluster: self.cfg.cluster_id,
             sender: self.id(),
             boot_epoch: self.cfg.boot_epoch,
-            seq: self.seq,
+            seq,
             body,
         };
         auth::seal(&msg, &self.cfg.key)
     }
 
-    /// Seals the spare heartbeats that follow the HEARTBEAT just sent at `now` (see
-    /// [`Action::SpareHeartbeats`]): the same holdings, and each peer's age grown by the spare's
-    /// delay, so a spare never makes a peer look fresher than it is.
-    pub(super) fn send_spares(&mut self, now: Time, holdings: &[Holding], heard: &[Heard]) {
+    /// Seals the ALIVE datagrams that follow the HEARTBEAT just sent at `now` (see
+    /// [`Action::SpareHeartbeats`]), as many as the reserve covers.
+    pub(super) fn send_spares(&mut self, now: Time) {
         let iv = self.cfg.interval();
         let n = if iv.is_zero() {
             0
@@ -57,25 +60,14 @@ impl Node {
         if n == 0 {
             return;
         }
-        let first = now + iv + iv / 2;
-        let mut data = Vec::with_capacity(n as usize);
-        for k in 0..n {
-            let delay = (first - now) + iv * k;
-            let grown = u32::try_from(delay.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
-            let heard = heard
-                .iter()
-                .map(|h| Heard {
-                    age_ms: h.age_ms.saturating_add(grown),
-                    ..*h
-                })
-                .collect();
-            data.push(self.seal_next(Body::Heartbeat {
-                holdings: holdings.to_vec(),
-                heard,
-            }));
-        }
+        let data = (0..n)
+            .map(|_| {
+                self.alive_seq += 1;
+                self.seal(self.alive_seq, Body::Alive)
+            })
+            .collect();
         self.actions.push_back(Action::SpareHeartbeats {
-            first,
+            first: now + iv + iv / 2,
             interval: iv,
             data,
         });

@@ -365,6 +365,8 @@ pub enum Body {
     Fetch(Fetch),
     /// FETCHED.
     Fetched(Fetched),
+    /// ALIVE: no body.
+    Alive,
 }
 
 impl Body {
@@ -383,6 +385,7 @@ impl Body {
             Self::ConnState(_) => MsgType::ConnState,
             Self::Fetch(_) => MsgType::Fetch,
             Self::Fetched(_) => MsgType::Fetched,
+            Self::Alive => MsgType::Alive,
         }
     }
 }

@@ -312,6 +312,7 @@ impl Body {
                 seq: r.u32()?,
                 len: r.u32()?,
             }),
+            MsgType::Alive => Self::Alive,
             MsgType::Fetched => Self::Fetched(Fetched {
                 owner: r.node()?,
                 tuple: read_tuple(&mut r)?,
@@ -386,6 +387,7 @@ impl Body {
                 w.u32(f.seq);
                 w.u32(f.len);
             }
+            Self::Alive => {}
             Self::Fetched(f) => {
                 w.node(f.owner);
                 write_tuple(&mut w, &f.tuple);

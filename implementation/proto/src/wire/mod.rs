@@ -85,6 +85,8 @@ pub enum MsgType {
     Fetch = 11,
     /// The holder's answer to a FETCH.
     Fetched = 12,
+    /// Liveness only, sealed in advance and sent while the sender's protocol loop is held.
+    Alive = 13,
 }
 
 impl MsgType {
@@ -103,6 +105,7 @@ impl MsgType {
             10 => Self::ConnState,
             11 => Self::Fetch,
             12 => Self::Fetched,
+            13 => Self::Alive,
             _ => return None,
         })
     }
@@ -122,6 +125,7 @@ impl MsgType {
             Self::ConnState => "CONN-STATE",
             Self::Fetch => "FETCH",
             Self::Fetched => "FETCHED",
+            Self::Alive => "ALIVE",
         }
     }
 }

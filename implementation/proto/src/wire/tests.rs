@@ -95,6 +95,7 @@ fn membership_bodies() -> Vec<Body> {
             }],
         }),
         Body::Solicit { target: None },
+        Body::Alive,
         Body::Solicit {
             target: Some(NodeId(3)),
         },
@@ -231,7 +232,7 @@ fn every_type_round_trips_and_writes_every_byte() {
         let sealed = crate::auth::seal(&m, b"key");
         assert_eq!(crate::auth::open(&sealed, b"key", m.cluster).unwrap(), m);
     }
-    assert_eq!(types.len(), 12, "every message type has a sample");
+    assert_eq!(types.len(), 13, "every message type has a sample");
 }
 
 #[test]

@@ -66,7 +66,7 @@ pub enum Trace {
         to: Dest,
         len: usize,
     },
-    /// The node's beacon sent a spare heartbeat (its loop was held).
+    /// The node's beacon sent an ALIVE (its loop was held).
     Spare {
         from: NodeId,
     },
@@ -106,7 +106,7 @@ pub struct SimNode {
     /// While frozen: only its protocol loop is held (a slow syscall), so its daemon's beacon
     /// still sends the spare heartbeats it was given.
     pub held: bool,
-    /// The spare heartbeats its beacon would send, and when ([`Action::SpareHeartbeats`]).
+    /// The ALIVE datagrams its beacon would send, and when ([`Action::SpareHeartbeats`]).
     pub spares: std::collections::VecDeque<(Time, Vec<u8>)>,
     /// Groups this node holds, from its Claim/Release actions.
     pub holding: BTreeMap<NodeId, Epoch>,
@@ -427,11 +427,7 @@ impl Cluster {
             };
             let me = id(i);
             match a {
-                Action::Send { to, data } => {
-                    // Anything sent voids the spares (their sequence numbers are older).
-                    self.nodes[i].spares.clear();
-                    self.transmit(i, to, data);
-                }
+                Action::Send { to, data } => self.transmit(i, to, data),
                 Action::SpareHeartbeats {
                     first,
                     interval,
