@@ -1,16 +1,21 @@
-//! The beacon: a thread that sends the core's spare heartbeats
-//! ([`holdfast_proto::node::Action::SpareHeartbeats`]) while the protocol loop is held.
+//! The beacon: a thread that sends the core's spare heartbeats (ALIVE datagrams,
+//! [`holdfast_proto::node::Action::SpareHeartbeats`]) while the protocol loop is held.
 //!
 //! The loop runs at a real-time priority, yet one slow action (an address added while another
 //! namespace holds the kernel's routing lock, a chunk of a restore) held it 10-25 ms in the
 //! conformance runs, long enough on a busy machine for a peer to miss three 10 ms heartbeats and
-//! take over a node that was alive and serving. The core seals the spares with each HEARTBEAT
-//! (their sequence numbers reserved, the peers' ages grown by each one's delay); this thread,
-//! at a real-time priority above the loop's, sends each when it is due. The loop voids them
-//! ([`Beacon::void`]) before it sends anything itself, so a spare never follows a newer
-//! datagram: the receiver would drop it as a replay. A frozen or dead process sends none, and
-//! the core seals only as many as the reserve covers: a loop wedged for good is declared dead
-//! once they are spent.
+//! take over a node that was alive and serving; once, a single `sendto` of a heartbeat took
+//! 22 ms. The core seals the spares with each HEARTBEAT (liveness only, in a sequence space of
+//! their own, so they need not wait for anything the loop sends); this thread, at a real-time
+//! priority above the loop's, sends each when it is due, and the loop's next HEARTBEAT replaces
+//! them before the first is due. A frozen or dead process sends none, and the core seals only
+//! as many as the reserve covers: a loop wedged for good is declared dead once they are spent.
+//!
+//! One thread per CPU the daemon may run on (at most [`MAX_THREADS`]), each pinned to its CPU,
+//! all sharing one plan: whichever wakes first sends the spare that is due. A virtual machine's
+//! CPU can be taken away by its host for tens of milliseconds (20 % of the time in one
+//! conformance run here); a thread on it, and its timer, stop with it, while the node's other
+//! CPUs run on. The node is alive while any of its CPUs runs, and so are its spares.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
@@ -24,6 +29,9 @@ use tracing::warn;
 /// The beacon's real-time priority (`SCHED_FIFO`): above the protocol loop's (10), so that a
 /// loop busy on the CPU (a restore) does not starve it.
 const PRIORITY: i32 = 20;
+
+/// The most beacon threads (one per CPU).
+pub const MAX_THREADS: usize = 4;
 
 /// Counts, for the status socket.
 #[derive(Debug, Default)]
@@ -51,43 +59,59 @@ struct Shared {
 /// The beacon thread and what it shares with the loop.
 pub struct Beacon {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Beacon {
-    /// Starts the thread, sending to `dest` on a duplicate of the loop's control socket (the
-    /// same socket: same source address and port, same namespace).
+    /// Starts the threads, one per CPU this process may use, sending to `dest` on duplicates
+    /// of the loop's control socket (the same socket: same source address and port, same
+    /// namespace).
     pub fn spawn(sock: &impl AsFd, dest: SocketAddr) -> std::io::Result<Self> {
-        let sock = UdpSocket::from(sock.as_fd().try_clone_to_owned()?);
         let shared = Arc::new(Shared {
             plan: Mutex::new(Plan::default()),
             wake: Condvar::new(),
             counts: BeaconCounts::default(),
         });
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("beacon".into())
-            .spawn(move || run(&s, &sock, dest))?;
-        Ok(Self {
+        let mut beacon = Self {
             shared,
-            thread: Some(thread),
-        })
+            threads: Vec::new(),
+        };
+        let cpus = allowed_cpus();
+        let targets: Vec<Option<usize>> = if cpus.is_empty() {
+            vec![None]
+        } else {
+            cpus.into_iter().map(Some).collect()
+        };
+        for cpu in targets {
+            let sock = UdpSocket::from(sock.as_fd().try_clone_to_owned()?);
+            let s = beacon.shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!(
+                    "beacon-{}",
+                    cpu.map_or("any".into(), |c| c.to_string())
+                ))
+                .spawn(move || {
+                    pin(cpu);
+                    run(&s, &sock, dest)
+                })?;
+            beacon.threads.push(t);
+        }
+        Ok(beacon)
+    }
+
+    /// How many threads send the spares.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
     }
 
     fn plan(&self) -> MutexGuard<'_, Plan> {
         self.shared.plan.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the spares: `(when due, datagram)`, in order.
+    /// Replaces the spares: `(when due, datagram)`, in order (none: cancels them).
     pub fn set(&self, spares: impl IntoIterator<Item = (Instant, Vec<u8>)>) {
         self.plan().spares = spares.into_iter().collect();
-        self.shared.wake.notify_one();
-    }
-
-    /// Voids the spares: call before the loop sends any datagram (theirs are older sequence
-    /// numbers). A spare being sent now is on the wire before this returns.
-    pub fn void(&self) {
-        self.plan().spares.clear();
+        self.shared.wake.notify_all();
     }
 
     /// What the beacon did so far.
@@ -99,10 +123,42 @@ impl Beacon {
 impl Drop for Beacon {
     fn drop(&mut self) {
         self.plan().stop = true;
-        self.shared.wake.notify_one();
-        if let Some(t) = self.thread.take() {
+        self.shared.wake.notify_all();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// The CPUs this process may run on, at most [`MAX_THREADS`] (none if the kernel will not
+/// say: then one unpinned thread).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the size passed is the set's own.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .take(MAX_THREADS)
+        .collect()
+}
+
+/// Pins the calling thread to `cpu` (if any; a failure leaves it unpinned, logged).
+fn pin(cpu: Option<usize>) {
+    let Some(cpu) = cpu else { return };
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET with cpu < CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: the size passed is the set's own.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        warn!(
+            cpu,
+            "beacon thread not pinned: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -144,8 +200,11 @@ fn run(shared: &Shared, sock: &UdpSocket, dest: SocketAddr) {
             shared.counts.skipped.fetch_add(1, Relaxed);
             continue;
         }
-        // Sent with the plan locked: `void` waits for it, so the loop's next datagram follows.
-        match sock.send_to(&data, dest) {
+        // Sent unlocked: the loop's `set` never waits for a slow send.
+        drop(plan);
+        let sent = sock.send_to(&data, dest);
+        plan = shared.plan.lock().unwrap_or_else(|e| e.into_inner());
+        match sent {
             Ok(_) => shared.counts.sent.fetch_add(1, Relaxed),
             Err(e) => {
                 warn!("spare heartbeat to {dest}: {e}");

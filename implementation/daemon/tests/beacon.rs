@@ -1,5 +1,6 @@
 //! The beacon thread sends the spare heartbeats it is given when they are due, in order, from
-//! the loop's own socket; a void stops them; a late beacon sends only the newest due one.
+//! the loop's own socket; a new set replaces them, an empty one cancels them; a late beacon
+//! sends only the newest due one.
 //! Loopback UDP in this namespace, no privileges needed.
 
 use std::net::UdpSocket;
@@ -53,13 +54,13 @@ fn spares_go_out_when_due_in_order_from_the_loops_socket() {
 }
 
 #[test]
-fn a_void_stops_the_spares_and_a_new_set_replaces_them() {
+fn an_empty_set_cancels_the_spares_and_a_new_set_replaces_them() {
     let (tx, rx) = pair();
     let b = Beacon::spawn(&tx, rx.local_addr().unwrap()).unwrap();
     let t0 = Instant::now();
     b.set((0..3).map(|k| (t0 + Duration::from_millis(50 + 10 * k), vec![k as u8])));
-    b.void();
-    assert!(recv_all(&rx).is_empty(), "a voided spare was sent");
+    b.set([]);
+    assert!(recv_all(&rx).is_empty(), "a cancelled spare was sent");
     let t1 = Instant::now();
     b.set([(t1 + Duration::from_millis(30), vec![7u8])]);
     b.set([(t1 + Duration::from_millis(40), vec![9u8])]);
@@ -77,4 +78,16 @@ fn a_late_beacon_sends_only_the_newest_due_spare() {
     let got: Vec<Vec<u8>> = recv_all(&rx).into_iter().map(|g| g.1).collect();
     assert_eq!(got, [vec![3u8]]);
     assert_eq!(b.counts().skipped.load(Relaxed), 3);
+}
+
+#[test]
+fn one_thread_per_cpu_the_daemon_may_use() {
+    let (tx, rx) = pair();
+    let b = Beacon::spawn(&tx, rx.local_addr().unwrap()).unwrap();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(b.threads(), cpus.min(holdfastd::beacon::MAX_THREADS));
+    // However many there are, a spare goes out once.
+    b.set([(Instant::now() + Duration::from_millis(10), vec![5u8])]);
+    let got: Vec<Vec<u8>> = recv_all(&rx).into_iter().map(|g| g.1).collect();
+    assert_eq!(got, [vec![5u8]]);
 }

@@ -236,10 +236,6 @@ impl Daemon {
         };
         match dest {
             Some(d) => {
-                // The spares are older sequence numbers than this datagram's.
-                if let Some(b) = &self.beacon {
-                    b.void();
-                }
                 if let Err(e) = self.udp.send_to(data, d).await {
                     debug!("send to {d}: {e}");
                 }

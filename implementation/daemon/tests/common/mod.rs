@@ -269,13 +269,25 @@ pub enum Switch {
     Forward,
 }
 
-/// The two-node cluster with every choice spelled out.
+/// The two-node cluster with every choice spelled out (10 ms heartbeats).
 pub fn takeover_cluster_full(
     dir: &Path,
     application: &str,
     port: u16,
     switch: Switch,
     failback: &str,
+) -> Topology {
+    takeover_cluster_heartbeat(dir, application, port, switch, failback, 10)
+}
+
+/// The same, with `heartbeat_ms` heartbeats (miss count 3; the boot wait is ten intervals).
+pub fn takeover_cluster_heartbeat(
+    dir: &Path,
+    application: &str,
+    port: u16,
+    switch: Switch,
+    failback: &str,
+    heartbeat_ms: u32,
 ) -> Topology {
     let snoop = if switch == Switch::Forward {
         "forward"
@@ -288,7 +300,7 @@ key = "takeover test key"
 group = "239.255.72.70:5405"
 interface = "eth0"
 [defaults]
-heartbeat_ms = 10
+heartbeat_ms = {heartbeat_ms}
 miss_count = 3
 failback = "{failback}"
 snoop = "{snoop}"
