@@ -228,6 +228,7 @@ fn every_message() -> Vec<holdfast_proto::wire::Body> {
             gone: false,
             data: b"missing bytes".to_vec(),
         }),
+        Body::Alive,
     ]
 }
 
@@ -236,7 +237,7 @@ fn the_suite_decoder_agrees_with_holdfast_proto_on_every_message_type() {
     use holdfast_proto::policy::NodeId;
     use holdfast_proto::wire::*;
     let bodies = every_message();
-    assert_eq!(bodies.len(), 12, "one of every message type");
+    assert_eq!(bodies.len(), 13, "one of every message type");
     for body in bodies {
         let m = Message {
             flags: FLAG_LEAVING,
@@ -254,7 +255,10 @@ fn the_suite_decoder_agrees_with_holdfast_proto_on_every_message_type() {
             assert_eq!(ours.fields["node_id"], "7");
             assert_eq!(ours.fields["backups"], "8,9");
             assert_eq!(ours.fields["application"], "kv");
-        } else if !matches!(m.body, Body::Solicit { .. } | Body::Heartbeat { .. }) {
+        } else if !matches!(
+            m.body,
+            Body::Solicit { .. } | Body::Heartbeat { .. } | Body::Alive
+        ) {
             assert_eq!(ours.fields["owner"], "7", "{:?}", m.body.msg_type());
         }
     }

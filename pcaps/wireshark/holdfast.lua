@@ -288,6 +288,9 @@ function p.dissector(buf, pinfo, tree)
     elseif r:left() ~= 0 then
       bt:add_proto_expert_info(e_malformed, "trailing bytes in the body")
     end
+  elseif ty == 13 then
+    -- ALIVE: no body.
+    if len ~= 0 then t:add_proto_expert_info(e_malformed, "ALIVE with a body") end
   else
     t:add_proto_expert_info(e_malformed, "unknown message type")
   end
