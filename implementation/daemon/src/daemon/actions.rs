@@ -23,7 +23,7 @@ pub(super) async fn apply(node: &mut Node, io: &mut Daemon, name: &str, now: Tim
     // they come before anything still queued in the core.
     let mut deferred = VecDeque::new();
     let started = std::time::Instant::now();
-    let mut slowest: Option<(&'static str, std::time::Duration, std::time::Duration)> = None;
+    let mut slowest = Slowest::default();
     while let Some(a) = deferred.pop_front().or_else(|| node.poll_action()) {
         // A run of slow actions (addresses, kernel rules) lets the protocol turn between them,
         // so that its heartbeats never wait for the whole run.
@@ -43,109 +43,130 @@ pub(super) async fn apply(node: &mut Node, io: &mut Daemon, name: &str, now: Tim
         }
         let kind = kind(&a);
         let (t0, c0) = (std::time::Instant::now(), super::thread_cpu());
-        match a {
-            Action::Send { to, data } => io.send(node, to, &data).await,
-            Action::SpareHeartbeats {
-                first,
-                interval,
-                data,
-            } => io.spares(first, interval, data),
-            Action::ClaimAddress {
-                owner,
-                epoch,
-                addresses,
-                arp,
-            } => {
-                info!(node = name, %owner, %epoch, addrs = ?addresses.iter().map(|a| a.addr).collect::<Vec<IpAddr>>(), ?arp, "claim");
-                io.on_claim(node, &mut deferred, owner, &addresses, arp)
-                    .await;
-            }
-            Action::ReleaseAddress {
-                owner,
-                epoch,
-                addresses,
-            } => {
-                info!(node = name, %owner, %epoch, "release");
-                io.on_release(node, owner, &addresses).await;
-            }
-            Action::AssumeConnections {
-                owner,
-                epoch,
-                scope,
-                shares,
-            } => {
-                io.on_assume(node, &mut deferred, name, (owner, epoch), scope, &shares)
-                    .await
-            }
-            Action::Forward {
-                owner,
-                to,
-                connections,
-            } => {
-                info!(node = name, %owner, %to, connections = connections.len(), "forward");
-                if connections.is_empty() {
-                    io.forwards.remove(&(owner, to));
-                } else {
-                    io.forwards.insert((owner, to), connections);
-                }
-                io.apply_forwards(node).await;
-            }
-            Action::HandBack { owner, mode } => {
-                info!(node = name, %owner, ?mode, "hand back");
-                io.on_handback(node, name, now, owner, mode).await;
-            }
-            Action::DiscardStale { owner, epoch } => {
-                info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
-                io.served.discard(owner);
-            }
-            Action::ConnState { from, state } => io.adopt(from, &state),
-            Action::FetchRequest { from, fetch } => io.answer_fetch(node, from, fetch),
-            Action::Fetched { from, fetched } => io.fetched(from, fetched),
-            Action::WithdrawAddress { owner, addresses } => {
-                info!(node = name, %owner, "link down: addresses withdrawn until this node is eligible again");
-                for a in &addresses {
-                    if let Err(e) = io.net.del_addr(a.addr).await {
-                        debug!("withdraw {}: {e:#}", a.addr);
-                    }
-                }
-            }
-            Action::ReinstateAddress {
-                owner,
-                addresses,
-                arp,
-            } => {
-                info!(node = name, %owner, "still ours after the link returned: re-claiming");
-                if let Err(e) = io.claim(owner, &addresses, arp).await {
-                    warn!("re-claim {owner}: {e:#}");
-                }
-            }
-            Action::SyncPeer { peer } => io.sync_peer(node, peer),
-            Action::Event(e) => io.on_event(name, e),
-        }
-        let wall = t0.elapsed();
-        if slowest.is_none_or(|s| s.1 < wall) {
-            slowest = Some((kind, wall, super::thread_cpu().saturating_sub(c0)));
-        }
+        apply_one(node, io, name, now, &mut deferred, a).await;
+        slowest.time(kind, t0, c0);
     }
     if io.tee_dirty {
         let (t0, c0) = (std::time::Instant::now(), super::thread_cpu());
         io.update_tee(node);
+        slowest.time("update copies", t0, c0);
+    }
+    slowest.report();
+}
+
+/// Carries out one action.
+async fn apply_one(
+    node: &mut Node,
+    io: &mut Daemon,
+    name: &str,
+    now: Time,
+    deferred: &mut VecDeque<Action>,
+    a: Action,
+) {
+    match a {
+        Action::Send { to, data } => io.send(node, to, &data).await,
+        Action::SpareHeartbeats {
+            first,
+            interval,
+            data,
+        } => io.spares(first, interval, data),
+        Action::ClaimAddress {
+            owner,
+            epoch,
+            addresses,
+            arp,
+        } => {
+            info!(node = name, %owner, %epoch, addrs = ?addresses.iter().map(|a| a.addr).collect::<Vec<IpAddr>>(), ?arp, "claim");
+            io.on_claim(node, deferred, owner, &addresses, arp).await;
+        }
+        Action::ReleaseAddress {
+            owner,
+            epoch,
+            addresses,
+        } => {
+            info!(node = name, %owner, %epoch, "release");
+            io.on_release(node, owner, &addresses).await;
+        }
+        Action::AssumeConnections {
+            owner,
+            epoch,
+            scope,
+            shares,
+        } => {
+            io.on_assume(node, deferred, name, (owner, epoch), scope, &shares)
+                .await
+        }
+        Action::Forward {
+            owner,
+            to,
+            connections,
+        } => {
+            info!(node = name, %owner, %to, connections = connections.len(), "forward");
+            if connections.is_empty() {
+                io.forwards.remove(&(owner, to));
+            } else {
+                io.forwards.insert((owner, to), connections);
+            }
+            io.apply_forwards(node).await;
+        }
+        Action::HandBack { owner, mode } => {
+            info!(node = name, %owner, ?mode, "hand back");
+            io.on_handback(node, name, now, owner, mode).await;
+        }
+        Action::DiscardStale { owner, epoch } => {
+            info!(node = name, %owner, %epoch, "fenced: discarding stale connections");
+            io.served.discard(owner);
+        }
+        Action::ConnState { from, state } => io.adopt(from, &state),
+        Action::FetchRequest { from, fetch } => io.answer_fetch(node, from, fetch),
+        Action::Fetched { from, fetched } => io.fetched(from, fetched),
+        Action::WithdrawAddress { owner, addresses } => {
+            info!(node = name, %owner, "link down: addresses withdrawn until this node is eligible again");
+            for a in &addresses {
+                if let Err(e) = io.net.del_addr(a.addr).await {
+                    debug!("withdraw {}: {e:#}", a.addr);
+                }
+            }
+        }
+        Action::ReinstateAddress {
+            owner,
+            addresses,
+            arp,
+        } => {
+            info!(node = name, %owner, "still ours after the link returned: re-claiming");
+            if let Err(e) = io.claim(owner, &addresses, arp).await {
+                warn!("re-claim {owner}: {e:#}");
+            }
+        }
+        Action::SyncPeer { peer } => io.sync_peer(node, peer),
+        Action::Event(e) => io.on_event(name, e),
+    }
+}
+
+/// The slowest action of a turn: its name, wall time and this thread's CPU time within it.
+#[derive(Default)]
+struct Slowest(Option<(&'static str, std::time::Duration, std::time::Duration)>);
+
+impl Slowest {
+    /// Records an action that started at `t0` with this thread's CPU time at `c0`.
+    fn time(&mut self, kind: &'static str, t0: std::time::Instant, c0: std::time::Duration) {
         let wall = t0.elapsed();
-        if slowest.is_none_or(|s| s.1 < wall) {
-            slowest = Some((
-                "update copies",
-                wall,
-                super::thread_cpu().saturating_sub(c0),
-            ));
+        if self.0.is_none_or(|s| s.1 < wall) {
+            self.0 = Some((kind, wall, super::thread_cpu().saturating_sub(c0)));
         }
     }
-    if let Some((kind, wall, cpu)) = slowest.filter(|s| s.1 > super::HELD_WARN) {
-        warn!(
-            action = kind,
-            wall_ms = wall.as_secs_f64() * 1e3,
-            cpu_ms = cpu.as_secs_f64() * 1e3,
-            "a slow action (wall time, and this thread's CPU time within it)"
-        );
+
+    /// Logs the slowest if it held the loop longer than [`super::HELD_WARN`]: wall time well
+    /// above the CPU time means the thread waited (a syscall) or was not run.
+    fn report(self) {
+        if let Some((kind, wall, cpu)) = self.0.filter(|s| s.1 > super::HELD_WARN) {
+            warn!(
+                action = kind,
+                wall_ms = wall.as_secs_f64() * 1e3,
+                cpu_ms = cpu.as_secs_f64() * 1e3,
+                "a slow action (wall time, and this thread's CPU time within it)"
+            );
+        }
     }
 }
 

@@ -367,11 +367,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
         );
     };
     let udp = UdpSocket::from_std(multicast_socket(cfg.group, local)?)?;
-    let beacon = crate::beacon::Beacon::spawn(&udp, SocketAddr::V4(cfg.group))
-        .inspect_err(|e| {
-            warn!("no beacon thread ({e}): a held protocol loop sends no spare heartbeats")
-        })
-        .ok();
+    let beacon = beacon(&udp, cfg.group);
     let mut ownership = me.ownership.clone();
     if ownership.arp != ArpPolicy::Vmac {
         // The MAC tied to the addresses is ours (claim 3).
@@ -402,24 +398,7 @@ pub async fn run(cfg: ClusterConfig, name: &str, run_dir: PathBuf) -> Result<()>
     };
     // One pair of raw sockets, shared by the loop (a restored connection's FIN) and the
     // replay thread (the packets held during a takeover).
-    let injector = match crate::inject::Injector::new() {
-        Ok(i) => Some(std::sync::Arc::new(i)),
-        Err(e) => {
-            warn!(
-                "no raw socket ({e}): half-closed connections cannot be re-created, and packets that arrive during a takeover are not put back"
-            );
-            None
-        }
-    };
-    let replayer = injector.clone().and_then(|i| {
-        crate::replay::Replayer::spawn(i)
-            .inspect_err(|e| {
-                warn!(
-                    "no replay thread ({e}): packets that arrive during a takeover are not put back"
-                )
-            })
-            .ok()
-    });
+    let (injector, replayer) = injector_and_replayer();
     let mut io = Daemon {
         base,
         served: served.clone(),

@@ -117,6 +117,44 @@ pub fn raise_fd_limit() {
 /// much later than `miss_count` intervals a node whose loop is wedged for good is declared dead.
 pub(super) const HEARTBEAT_RESERVE: Duration = Duration::from_millis(100);
 
+/// The raw sockets that put a client's packets into this node's stack, and the replay thread
+/// that uses them for the packets held during a takeover (each `None`, logged, if it cannot
+/// start).
+pub(super) fn injector_and_replayer() -> (
+    Option<std::sync::Arc<crate::inject::Injector>>,
+    Option<crate::replay::Replayer>,
+) {
+    let injector = match crate::inject::Injector::new() {
+        Ok(i) => Some(std::sync::Arc::new(i)),
+        Err(e) => {
+            warn!(
+                "no raw socket ({e}): half-closed connections cannot be re-created, and packets that arrive during a takeover are not put back"
+            );
+            None
+        }
+    };
+    let replayer = injector.clone().and_then(|i| {
+        crate::replay::Replayer::spawn(i)
+            .inspect_err(|e| {
+                warn!(
+                    "no replay thread ({e}): packets that arrive during a takeover are not put back"
+                )
+            })
+            .ok()
+    });
+    (injector, replayer)
+}
+
+/// The beacon threads, sending to the cluster's group from the loop's socket (`None`, logged,
+/// if they cannot start: a held loop then sends no spare heartbeats).
+pub(super) fn beacon(udp: &UdpSocket, group: SocketAddrV4) -> Option<crate::beacon::Beacon> {
+    crate::beacon::Beacon::spawn(udp, group.into())
+        .inspect_err(|e| {
+            warn!("no beacon thread ({e}): a held protocol loop sends no spare heartbeats")
+        })
+        .ok()
+}
+
 pub(super) fn realtime_priority() {
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter.

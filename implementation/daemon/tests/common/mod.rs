@@ -82,6 +82,12 @@ pub fn custom(dir: &Path, topology: &str, cluster: &str) -> Topology {
 /// Brings a topology up; a shipped topology's `[cluster]` runs holdfastd (its adapter), a
 /// test's own topology runs the processes it lists.
 pub fn up(dir: &Path, topo: Topology) -> Cluster {
+    up_with(dir, topo, true)
+}
+
+/// The same, capturing the switch ports or not (a long benchmark's stream would write
+/// gigabytes of pcap, and the writing would load the machine it measures).
+pub fn up_with(dir: &Path, topo: Topology, capture: bool) -> Cluster {
     let me = std::thread::current().id();
     assert!(
         *SERIAL_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) == Some(me),
@@ -92,6 +98,7 @@ pub fn up(dir: &Path, topo: Topology) -> Cluster {
         .push((std::thread::current().id(), dir.to_owned()));
     let opts = Options {
         adapter: topo.cluster.is_some().then(|| adapter("holdfastd")),
+        capture,
         ..options(dir)
     };
     Cluster::up(topo, opts).unwrap_or_else(|e| panic!("up: {e}"))
