@@ -21,22 +21,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use holdfast_harness::Fault;
 use holdfast_harness::client::{ClientSpec, Workload};
 
 const VIP: &str = "198.18.0.10:7";
 
 fn holder(c: &holdfast_harness::Cluster) -> Option<&'static str> {
     holder_of(c, &["a", "b"], 1)
-}
-
-fn q(mut v: Vec<f64>) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.99), v[v.len() - 1])
 }
 
 /// `PeerDead` lines in both daemons' logs so far.
@@ -108,35 +98,7 @@ fn measure(interval: u32, cycles: usize, seconds: u64) -> Figures {
     }
     let (spares, held) = loop_counts(&c);
 
-    let mut stall = Vec::new();
-    let mut broken = 0;
-    for _ in 0..cycles {
-        let Some(victim) = holder(&c) else { break };
-        let mut spec = ClientSpec::new(Workload::Stream, VIP.parse().unwrap());
-        spec.bytes = 2_000_000;
-        spec.pace_us = 1000;
-        spec.stall_timeout_ms = 5000;
-        let h = c.start_client("client", spec).unwrap();
-        std::thread::sleep(Duration::from_millis(60));
-        c.fault(&Fault::PowerOff {
-            node: victim.into(),
-        })
-        .unwrap();
-        let rep = h.wait().unwrap();
-        if rep.intact() {
-            stall.push(rep.max_stall_ms());
-        } else {
-            broken += 1;
-        }
-        c.fault(&Fault::PowerOn {
-            node: victim.into(),
-        })
-        .unwrap();
-        wait_until("eligible", Duration::from_secs(10), || {
-            status(&c, victim).is_some_and(|s| s["eligible"] == true)
-        });
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let (stall, broken) = power_off_stalls(&mut c, cycles);
     c.down().unwrap();
     Figures {
         interval,
@@ -146,7 +108,7 @@ fn measure(interval: u32, cycles: usize, seconds: u64) -> Figures {
         held,
         intact: stall.len(),
         cycles: stall.len() + broken,
-        stall: q(stall),
+        stall: quantiles(stall),
     }
 }
 

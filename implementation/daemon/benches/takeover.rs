@@ -22,19 +22,6 @@ use holdfast_harness::client::{ClientSpec, Workload};
 
 const VIP: &str = "198.18.0.10:7";
 
-fn holder(c: &holdfast_harness::Cluster) -> Option<&'static str> {
-    holder_of(c, &["a", "b"], 1)
-}
-
-fn q(mut v: Vec<f64>) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.99), v[v.len() - 1])
-}
-
 /// The client's stall per power-off over `cycles` cycles, with `rtt_ms` of round trip added on
 /// the client's link (a delay line in the switch, half each way). Returns (intact, broken,
 /// p50, p99, max).
@@ -43,37 +30,9 @@ fn stalls(cycles: usize, rtt_ms: u64) -> (usize, usize, f64, f64, f64) {
     let mut c = up(&dir, takeover_cluster_on(&dir, "echo", 7, true));
     wait_ready(&c, &["a", "b"]);
     client_rtt(&mut c, rtt_ms).unwrap();
-    let mut stall = Vec::new();
-    let mut broken = 0;
-    for _ in 0..cycles {
-        let Some(victim) = holder(&c) else { break };
-        let mut spec = ClientSpec::new(Workload::Stream, VIP.parse().unwrap());
-        spec.bytes = 2_000_000;
-        spec.pace_us = 1000;
-        spec.stall_timeout_ms = 5000;
-        let h = c.start_client("client", spec).unwrap();
-        std::thread::sleep(Duration::from_millis(60));
-        c.fault(&Fault::PowerOff {
-            node: victim.into(),
-        })
-        .unwrap();
-        let rep = h.wait().unwrap();
-        if rep.intact() {
-            stall.push(rep.max_stall_ms());
-        } else {
-            broken += 1;
-        }
-        c.fault(&Fault::PowerOn {
-            node: victim.into(),
-        })
-        .unwrap();
-        wait_until("eligible", Duration::from_secs(10), || {
-            status(&c, victim).is_some_and(|s| s["eligible"] == true)
-        });
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    let (stall, broken) = power_off_stalls(&mut c, cycles);
     c.down().unwrap();
-    let (p50, p99, max) = q(stall.clone());
+    let (p50, p99, max) = quantiles(stall.clone());
     (stall.len(), broken, p50, p99, max)
 }
 
@@ -249,7 +208,7 @@ fn throughput_table(pinned: bool) {
     let medians: Vec<(f64, f64, f64)> = runs
         .into_iter()
         .map(|r| {
-            let m = |f: fn(&(f64, f64, f64)) -> f64| q(r.iter().map(f).collect()).0;
+            let m = |f: fn(&(f64, f64, f64)) -> f64| quantiles(r.iter().map(f).collect()).0;
             (m(|x| x.0), m(|x| x.1 / 0.4), m(|x| x.2 / 0.4))
         })
         .collect();

@@ -614,3 +614,53 @@ pub fn power_on_until_eligible(c: &mut Cluster, node: &str) {
         || status(c, node).is_some_and(|s| s["eligible"] == true),
     );
 }
+
+/// (p50, p99, max) of `v` (NaN each when empty).
+pub fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+/// `cycles` power-off cycles on the two-node cluster: each opens a 2 MB echo stream to
+/// 198.18.0.10:7 paced at 16 MB/s, powers off whichever of a and b holds group 1 60 ms in, and
+/// powers it on again once the stream ended. Returns the client's longest stall of each intact
+/// cycle, and how many broke.
+pub fn power_off_stalls(c: &mut Cluster, cycles: usize) -> (Vec<f64>, usize) {
+    use holdfast_harness::client::{ClientSpec, Workload};
+    let mut stall = Vec::new();
+    let mut broken = 0;
+    for _ in 0..cycles {
+        let Some(victim) = holder_of(c, &["a", "b"], 1) else {
+            break;
+        };
+        let mut spec = ClientSpec::new(Workload::Stream, "198.18.0.10:7".parse().unwrap());
+        spec.bytes = 2_000_000;
+        spec.pace_us = 1000;
+        spec.stall_timeout_ms = 5000;
+        let h = c.start_client("client", spec).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        c.fault(&Fault::PowerOff {
+            node: victim.into(),
+        })
+        .unwrap();
+        let rep = h.wait().unwrap();
+        if rep.intact() {
+            stall.push(rep.max_stall_ms());
+        } else {
+            broken += 1;
+        }
+        c.fault(&Fault::PowerOn {
+            node: victim.into(),
+        })
+        .unwrap();
+        wait_until("eligible", Duration::from_secs(10), || {
+            status(c, victim).is_some_and(|s| s["eligible"] == true)
+        });
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    (stall, broken)
+}
